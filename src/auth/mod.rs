@@ -1,0 +1,9 @@
+//! Credentials: password hashing, access tokens (JWT), opaque refresh tokens, and the
+//! authenticated viewer a request carries.
+
+pub mod jwt;
+pub mod password;
+pub mod tokens;
+pub mod viewer;
+
+pub use viewer::Viewer;

@@ -1,0 +1,309 @@
+//! Configuration from environment variables, read and validated once at start.
+//!
+//! Every variable is listed in the README's configuration table; keep the two in step.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+/// Whether the process serves real users. Production refuses unsafe defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret value that never shows up in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Caps applied to every GraphQL request, whatever its transport.
+#[derive(Clone, Debug)]
+pub struct QueryLimits {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_aliases: usize,
+    pub max_root_fields: usize,
+    pub max_batch_size: usize,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    /// Connections page size cap (`first`/`last`).
+    pub max_page_size: usize,
+}
+
+/// Throttling of failed logins: a burst, then one attempt per refill interval.
+#[derive(Clone, Debug)]
+pub struct LoginThrottle {
+    pub per_account_burst: u32,
+    pub per_account_refill: Duration,
+    pub per_ip_burst: u32,
+    pub per_ip_refill: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind_addr: SocketAddr,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub redis_url: Option<String>,
+    pub app_env: AppEnv,
+    pub jwt_secret: Secret,
+    /// True when no `JWT_SECRET` was given and one was generated for this process.
+    pub jwt_secret_generated: bool,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub admin: Option<(String, Secret)>,
+    pub log_format: LogFormat,
+    pub cors_origins: Vec<String>,
+    pub limits: QueryLimits,
+    pub enable_introspection: bool,
+    pub trust_proxy_headers: bool,
+    pub login_throttle: LoginThrottle,
+    pub shutdown_timeout: Duration,
+    pub ws_init_timeout: Duration,
+    pub ws_max_subscriptions: usize,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_vars(std::env::vars().collect())
+    }
+
+    /// Reads configuration from the given variables, so tests can build one without
+    /// touching the process environment.
+    pub fn from_vars(vars: HashMap<String, String>) -> anyhow::Result<Self> {
+        let env = Env(vars);
+        let app_env = match env.get("APP_ENV").as_deref().unwrap_or("development") {
+            "development" | "dev" => AppEnv::Development,
+            "production" | "prod" => AppEnv::Production,
+            other => bail!("APP_ENV must be `development` or `production`, not `{other}`"),
+        };
+        let (jwt_secret, jwt_secret_generated) = match env.get("JWT_SECRET") {
+            Some(secret) if secret.len() < 32 => {
+                bail!("JWT_SECRET must be at least 32 characters long")
+            }
+            Some(secret) => (Secret::new(secret), false),
+            None if app_env == AppEnv::Production => bail!(
+                "JWT_SECRET is required when APP_ENV=production: set it to a random string of \
+                 at least 32 characters, the same on every replica"
+            ),
+            None => (Secret::new(crate::auth::tokens::random_token(48)), true),
+        };
+        let admin = match (env.get("ADMIN_EMAIL"), env.get("ADMIN_PASSWORD")) {
+            (Some(email), Some(password)) => Some((email, Secret::new(password))),
+            (None, None) => None,
+            _ => bail!("ADMIN_EMAIL and ADMIN_PASSWORD must be set together"),
+        };
+        let log_format = match env.get("LOG_FORMAT").as_deref() {
+            None => match app_env {
+                AppEnv::Production => LogFormat::Json,
+                AppEnv::Development => LogFormat::Text,
+            },
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("LOG_FORMAT must be `text` or `json`, not `{other}`"),
+        };
+        let cors_origins = env
+            .get("CORS_ORIGINS")
+            .map(|origins| {
+                origins
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let redis_url = env.get("REDIS_URL").filter(|url| !url.trim().is_empty());
+
+        Ok(Config {
+            bind_addr: env.parse("BIND_ADDR", "127.0.0.1:8000")?,
+            database_url: env
+                .get("DATABASE_URL")
+                .unwrap_or_else(|| "sqlite://tradegraph.db?mode=rwc".to_owned()),
+            database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", "16")?,
+            redis_url,
+            app_env,
+            jwt_secret,
+            jwt_secret_generated,
+            access_token_ttl: env.seconds("ACCESS_TOKEN_TTL_SECS", 900)?,
+            refresh_token_ttl: env.seconds("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
+            admin,
+            log_format,
+            cors_origins,
+            limits: QueryLimits {
+                max_depth: env.parse("MAX_QUERY_DEPTH", "12")?,
+                max_complexity: env.parse("MAX_QUERY_COMPLEXITY", "1000")?,
+                max_aliases: env.parse("MAX_QUERY_ALIASES", "30")?,
+                max_root_fields: env.parse("MAX_ROOT_FIELDS", "20")?,
+                max_batch_size: env.parse("MAX_BATCH_SIZE", "10")?,
+                max_body_bytes: env.parse("MAX_BODY_BYTES", "1048576")?,
+                request_timeout: env.seconds("REQUEST_TIMEOUT_SECS", 30)?,
+                max_page_size: 200,
+            },
+            enable_introspection: env
+                .parse::<bool>("ENABLE_INTROSPECTION", "false")?
+                || app_env == AppEnv::Development,
+            trust_proxy_headers: env.parse("TRUST_PROXY_HEADERS", "false")?,
+            login_throttle: LoginThrottle {
+                per_account_burst: env.parse("LOGIN_FAILURES_PER_ACCOUNT", "5")?,
+                per_account_refill: env.seconds("LOGIN_ACCOUNT_REFILL_SECS", 180)?,
+                per_ip_burst: env.parse("LOGIN_FAILURES_PER_IP", "20")?,
+                per_ip_refill: env.seconds("LOGIN_IP_REFILL_SECS", 30)?,
+            },
+            shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT_SECS", 10)?,
+            ws_init_timeout: env.seconds("WS_INIT_TIMEOUT_SECS", 10)?,
+            ws_max_subscriptions: env.parse("WS_MAX_SUBSCRIPTIONS", "50")?,
+        })
+        .and_then(Config::validated)
+    }
+
+    fn validated(self) -> anyhow::Result<Self> {
+        let l = &self.limits;
+        for (name, value) in [
+            ("MAX_QUERY_DEPTH", l.max_depth),
+            ("MAX_QUERY_COMPLEXITY", l.max_complexity),
+            ("MAX_BATCH_SIZE", l.max_batch_size),
+            ("MAX_BODY_BYTES", l.max_body_bytes),
+        ] {
+            if value == 0 {
+                bail!("{name} must be greater than zero");
+            }
+        }
+        if self.access_token_ttl.is_zero() || self.refresh_token_ttl <= self.access_token_ttl {
+            bail!("REFRESH_TOKEN_TTL_SECS must be longer than ACCESS_TOKEN_TTL_SECS (> 0)");
+        }
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            bail!("DATABASE_URL must start with sqlite:, postgres:// or postgresql://");
+        }
+        Ok(self)
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env == AppEnv::Production
+    }
+}
+
+struct Env(HashMap<String, String>);
+
+impl Env {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+
+    fn parse<T>(&self, name: &str, default: &str) -> anyhow::Result<T>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        let raw = self.get(name).unwrap_or_else(|| default.to_owned());
+        raw.trim()
+            .parse()
+            .map_err(|e| anyhow!("{name}=`{raw}` is not valid: {e}"))
+    }
+
+    fn seconds(&self, name: &str, default: u64) -> anyhow::Result<Duration> {
+        self.parse::<u64>(name, &default.to_string())
+            .map(Duration::from_secs)
+            .with_context(|| format!("{name} is a whole number of seconds"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn development_defaults_generate_a_secret() {
+        let config = Config::from_vars(vars(&[])).expect("defaults are valid");
+        assert!(config.jwt_secret_generated);
+        assert!(config.jwt_secret.expose().len() >= 32);
+        assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.database_url, "sqlite://tradegraph.db?mode=rwc");
+        assert!(config.enable_introspection);
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn production_requires_a_jwt_secret() {
+        let err = Config::from_vars(vars(&[("APP_ENV", "production")])).expect_err("must fail");
+        assert!(err.to_string().contains("JWT_SECRET is required"), "{err}");
+    }
+
+    #[test]
+    fn production_hides_introspection_unless_enabled() {
+        let secret = "x".repeat(40);
+        let base = [("APP_ENV", "production"), ("JWT_SECRET", secret.as_str())];
+        let config = Config::from_vars(vars(&base)).expect("valid");
+        assert!(!config.enable_introspection);
+        assert_eq!(config.log_format, LogFormat::Json);
+        let mut with = base.to_vec();
+        with.push(("ENABLE_INTROSPECTION", "true"));
+        assert!(Config::from_vars(vars(&with)).expect("valid").enable_introspection);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (name, value) in [
+            ("BIND_ADDR", "nowhere"),
+            ("MAX_QUERY_DEPTH", "-1"),
+            ("APP_ENV", "staging"),
+            ("LOG_FORMAT", "xml"),
+            ("DATABASE_URL", "mysql://x"),
+            ("JWT_SECRET", "short"),
+        ] {
+            let err = Config::from_vars(vars(&[(name, value)])).expect_err("must fail");
+            assert!(format!("{err:#}").contains(name), "{name}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config::from_vars(vars(&[
+            ("JWT_SECRET", "a-very-long-secret-that-must-not-leak-0123"),
+            ("ADMIN_EMAIL", "root@example.com"),
+            ("ADMIN_PASSWORD", "hunter2hunter2hunter2"),
+        ]))
+        .expect("valid");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("must-not-leak"));
+        assert!(!printed.contains("hunter2"));
+    }
+}

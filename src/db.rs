@@ -1,0 +1,175 @@
+//! The database connection: one pool for SQLite or PostgreSQL, migrations, and the
+//! write-transaction helper every service uses.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use migration::{Migrator, MigratorTrait};
+use rand::Rng;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// How long SQLite waits for another process's write lock before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_TX_ATTEMPTS: u32 = 6;
+
+pub type TxFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'c>>;
+
+/// The database pool plus what tradegraph needs around it.
+#[derive(Clone)]
+pub struct Db {
+    conn: DatabaseConnection,
+    /// SQLite allows one writer at a time. Queuing writers of this process here, rather
+    /// than in SQLite's busy handler, keeps them fair and avoids `SQLITE_BUSY` on
+    /// read-to-write upgrades, which the busy timeout cannot help with.
+    sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Db {
+    /// Connects, applying SQLite's WAL mode and busy timeout where relevant, and counts
+    /// every SQL statement in `metrics`.
+    pub async fn connect(url: &str, max_connections: u32, metrics: &Metrics) -> anyhow::Result<Db> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(max_connections)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(10))
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true)
+            });
+        let mut conn = Database::connect(options)
+            .await
+            .context("cannot connect to the database (check DATABASE_URL)")?;
+        let counter = metrics.sql_statements.clone();
+        let failures = metrics.sql_failures.clone();
+        conn.set_metric_callback(move |info| {
+            counter.inc();
+            if info.failed {
+                failures.inc();
+            }
+        });
+        let sqlite_writer = (conn.get_database_backend() == DatabaseBackend::Sqlite)
+            .then(|| Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Db {
+            conn,
+            sqlite_writer,
+        })
+    }
+
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    pub fn backend(&self) -> DatabaseBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        Migrator::up(&self.conn, None)
+            .await
+            .context("database migration failed")
+    }
+
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.conn.ping().await
+    }
+
+    /// Runs `work` in one write transaction, committing on `Ok` and rolling back on
+    /// `Err`. Serialization failures, deadlocks and SQLite lock timeouts are retried with
+    /// jittered backoff, so callers never show them to users as `INTERNAL`; `work` must
+    /// therefore be safe to run again from the start.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send,
+        F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T> + Send + Sync,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.write_once(&work).await;
+            match result {
+                Err(ApiError::Internal(ref error)) if attempt < MAX_TX_ATTEMPTS && is_retryable(error) => {
+                    let base = 5u64 << attempt.min(6);
+                    let delay = rand::thread_rng().gen_range(base / 2..=base);
+                    tracing::debug!(attempt, delay_ms = delay, "retrying transaction: {error:#}");
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_once<T, F>(&self, work: &F) -> Result<T, ApiError>
+    where
+        F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T>,
+    {
+        let _writer = match &self.sqlite_writer {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let txn = self
+            .conn
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?;
+        let value = work(&txn).await?;
+        txn.commit().await?;
+        Ok(value)
+    }
+
+    /// Executes raw SQL (used by health checks and tests).
+    pub async fn execute_unprepared(&self, sql: &str) -> Result<(), DbErr> {
+        self.conn.execute_unprepared(sql).await.map(|_| ())
+    }
+}
+
+/// Whether a failed transaction may succeed when simply run again.
+fn is_retryable(error: &anyhow::Error) -> bool {
+    let Some(db) = error.downcast_ref::<DbErr>() else {
+        return false;
+    };
+    let text = db.to_string();
+    // PostgreSQL: serialization_failure (40001) and deadlock_detected (40P01).
+    // SQLite: SQLITE_BUSY / SQLITE_LOCKED after the busy timeout.
+    text.contains("40001")
+        || text.contains("40P01")
+        || text.contains("could not serialize access")
+        || text.contains("deadlock detected")
+        || text.contains("database is locked")
+        || text.contains("database table is locked")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_errors_are_recognised() {
+        let retry = anyhow::Error::new(DbErr::Custom(
+            "error returned from database: could not serialize access".into(),
+        ));
+        assert!(is_retryable(&retry));
+        let locked = anyhow::Error::new(DbErr::Custom("database is locked".into()));
+        assert!(is_retryable(&locked));
+        let other = anyhow::Error::new(DbErr::Custom("duplicate key value".into()));
+        assert!(!is_retryable(&other));
+        assert!(!is_retryable(&anyhow::anyhow!("database is locked")));
+    }
+}

@@ -1,0 +1,53 @@
+//! The one GraphQL schema: thin resolvers per area, scalars, guards and guardrails.
+//! Resolvers hold no SQL and no business rules; they call `service`.
+
+pub mod accounts;
+pub mod context;
+pub mod guardrails;
+pub mod scalars;
+pub mod system;
+
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder, SDLExportOptions};
+
+use crate::state::AppState;
+
+/// Every query field.
+#[derive(MergedObject, Default)]
+pub struct Query(system::SystemQuery, accounts::AccountQuery);
+
+/// Every mutation field.
+#[derive(MergedObject, Default)]
+pub struct Mutation(accounts::AccountMutation);
+
+/// Every subscription field.
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(system::SystemSubscription);
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
+
+/// The schema with no data attached: for SDL export and validating documents.
+pub fn schema() -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(Query::default(), Mutation::default(), Subscription::default())
+}
+
+/// The schema in SDL, sorted so that every change shows up as a small diff.
+pub fn sdl() -> String {
+    schema().finish().sdl_with_options(
+        SDLExportOptions::new()
+            .sorted_fields()
+            .sorted_arguments()
+            .sorted_enum_items(),
+    )
+}
+
+/// The schema ready to serve: state, guardrails, and production hardening.
+pub fn build_schema(state: AppState) -> AppSchema {
+    let config = state.config.clone();
+    let mut builder = schema()
+        .data(state)
+        .extension(guardrails::GuardrailsFactory::new(config.limits.clone()));
+    if !config.enable_introspection {
+        builder = builder.disable_introspection().disable_suggestions();
+    }
+    builder.finish()
+}

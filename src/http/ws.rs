@@ -1,0 +1,405 @@
+//! GraphQL over WebSocket on `/graphql`: the `graphql-transport-ws` protocol of the
+//! graphql-ws library, followed to the letter of its PROTOCOL.md, and the legacy
+//! `graphql-ws` protocol of subscriptions-transport-ws for older clients.
+//!
+//! Owned here rather than taken from the library so that authentication happens in
+//! `connection_init`, every protocol violation closes with its specified code (4400,
+//! 4401, 4403, 4406, 4408, 4409, 4429), pre-execution errors arrive as `error`
+//! messages, subscriptions per connection are capped, and shutdown closes with 1001.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_graphql::Response as GqlResponse;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value as Json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::graphql::{is_request_error, nesting_depth};
+use super::{client, HttpState};
+use crate::error::ApiError;
+use crate::graphql::context::RequestContext;
+use crate::metrics::Metrics;
+use crate::service::ClientInfo;
+
+const TRANSPORT_WS: &str = "graphql-transport-ws";
+const LEGACY_WS: &str = "graphql-ws";
+/// How often the server checks the peer is alive with a WebSocket ping (and, for the
+/// legacy protocol, sends its `ka` keep-alive), so idle proxies do not cut the line.
+const KEEP_ALIVE: Duration = Duration::from_secs(25);
+/// Messages waiting for a slow client before its subscriptions wait too.
+const OUTBOX_CAPACITY: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    TransportWs,
+    Legacy,
+}
+
+/// Accepts the upgrade, choosing the subprotocol. A client that names only protocols we
+/// do not speak is accepted and then closed with 4406, as graphql-ws specifies.
+pub fn upgrade(state: HttpState, upgrade: WebSocketUpgrade, headers: &HeaderMap, peer: SocketAddr) -> Response {
+    let requested_any = upgrade.requested_protocols().next().is_some();
+    let upgrade = upgrade
+        .protocols([TRANSPORT_WS, LEGACY_WS])
+        .max_message_size(state.app.config.limits.max_body_bytes);
+    let protocol = match upgrade.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some(LEGACY_WS) => Some(Protocol::Legacy),
+        Some(_) => Some(Protocol::TransportWs),
+        None if !requested_any => Some(Protocol::TransportWs),
+        None => None,
+    };
+    let client = client::client_info(&state.app, headers, Some(peer));
+    upgrade.on_upgrade(move |socket| async move {
+        let metrics = state.app.metrics.clone();
+        metrics.websockets_open.inc();
+        match protocol {
+            Some(protocol) => Connection::new(state, protocol, client).run(socket).await,
+            None => {
+                let mut socket = socket;
+                let _ = socket.send(close(4406, "Subprotocol not acceptable")).await;
+            }
+        }
+        metrics.websockets_open.dec();
+    })
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason.to_owned()),
+    }))
+}
+
+fn text(value: Json) -> Message {
+    Message::Text(Utf8Bytes::from(value.to_string()))
+}
+
+/// What the connection loop does after handling one client message.
+enum Step {
+    Continue,
+    Close(u16, String),
+}
+
+/// Work finished by a subscription task, reported back to the connection loop.
+enum Outgoing {
+    Message(Message),
+    Finished(String),
+}
+
+struct Connection {
+    state: HttpState,
+    protocol: Protocol,
+    client: ClientInfo,
+    context: Option<RequestContext>,
+    init_received: bool,
+    operations: HashMap<String, JoinHandle<()>>,
+    outbox_tx: mpsc::Sender<Outgoing>,
+    outbox_rx: mpsc::Receiver<Outgoing>,
+}
+
+impl Connection {
+    fn new(state: HttpState, protocol: Protocol, client: ClientInfo) -> Self {
+        let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+        Connection {
+            state,
+            protocol,
+            client,
+            context: None,
+            init_received: false,
+            operations: HashMap::new(),
+            outbox_tx,
+            outbox_rx,
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let (mut sink, mut stream) = socket.split();
+        let init_deadline = tokio::time::sleep(self.state.app.config.ws_init_timeout);
+        tokio::pin!(init_deadline);
+        let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+        keep_alive.tick().await;
+        let mut shutdown = self.state.app.shutdown.clone();
+
+        let closing: Option<(u16, String)> = loop {
+            tokio::select! {
+                incoming = stream.next() => {
+                    let message = match incoming {
+                        Some(Ok(message)) => message,
+                        // The peer went away: nothing more to send.
+                        Some(Err(_)) | None => break None,
+                    };
+                    let step = match message {
+                        Message::Text(text) => self.on_text(text.as_str()).await,
+                        Message::Binary(_) => Step::Close(4400, "Binary messages are not supported".into()),
+                        Message::Ping(_) | Message::Pong(_) => Step::Continue,
+                        Message::Close(_) => break None,
+                    };
+                    match step {
+                        Step::Continue => {}
+                        Step::Close(code, reason) => break Some((code, reason)),
+                    }
+                }
+                Some(outgoing) = self.outbox_rx.recv() => {
+                    let message = match outgoing {
+                        Outgoing::Message(message) => message,
+                        Outgoing::Finished(id) => {
+                            self.operations.remove(&id);
+                            continue;
+                        }
+                    };
+                    if sink.send(message).await.is_err() {
+                        break None;
+                    }
+                }
+                _ = &mut init_deadline, if !self.init_received => {
+                    break Some((4408, "Connection initialisation timeout".into()));
+                }
+                _ = keep_alive.tick() => {
+                    let message = match self.protocol {
+                        Protocol::Legacy if self.context.is_some() => text(json!({"type": "ka"})),
+                        _ => Message::Ping(Default::default()),
+                    };
+                    if sink.send(message).await.is_err() {
+                        break None;
+                    }
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break Some((1001, "Server is shutting down".into()));
+                    }
+                }
+            }
+        };
+
+        for (_, task) in self.operations.drain() {
+            task.abort();
+        }
+        if let Some((code, reason)) = closing {
+            let _ = sink.send(close(code, &reason)).await;
+            let _ = sink.flush().await;
+        }
+    }
+
+    async fn on_text(&mut self, raw: &str) -> Step {
+        let Ok(message) = serde_json::from_str::<Json>(raw) else {
+            return Step::Close(4400, "Invalid message: not JSON".into());
+        };
+        let Some(kind) = message.get("type").and_then(Json::as_str) else {
+            return Step::Close(4400, "Invalid message: missing type".into());
+        };
+        let id = message.get("id").and_then(Json::as_str).map(str::to_owned);
+        let payload = message.get("payload").cloned().unwrap_or(Json::Null);
+        match (self.protocol, kind) {
+            (_, "connection_init") => self.on_init(payload).await,
+            (Protocol::TransportWs, "ping") => {
+                let mut pong = json!({"type": "pong"});
+                if !payload.is_null() {
+                    pong["payload"] = payload;
+                }
+                self.send(text(pong)).await;
+                Step::Continue
+            }
+            (Protocol::TransportWs, "pong") => Step::Continue,
+            (Protocol::TransportWs, "subscribe") | (Protocol::Legacy, "start") => {
+                let Some(id) = id.filter(|id| !id.is_empty()) else {
+                    return Step::Close(4400, "Invalid message: missing id".into());
+                };
+                self.on_subscribe(id, payload).await
+            }
+            (Protocol::TransportWs, "complete") | (Protocol::Legacy, "stop") => {
+                if let Some(task) = id.and_then(|id| self.operations.remove(&id)) {
+                    task.abort();
+                }
+                Step::Continue
+            }
+            (Protocol::Legacy, "connection_terminate") => Step::Close(1000, "Normal Closure".into()),
+            (_, other) => Step::Close(4400, format!("Invalid message type `{}`", truncate(other))),
+        }
+    }
+
+    async fn on_init(&mut self, payload: Json) -> Step {
+        if self.init_received {
+            return Step::Close(4429, "Too many initialisation requests".into());
+        }
+        self.init_received = true;
+        let viewer = match authenticate(&self.state, &payload).await {
+            Ok(viewer) => viewer,
+            Err(error) => {
+                if self.protocol == Protocol::Legacy {
+                    let error = json!({"type": "connection_error", "payload": {"message": error.to_string()}});
+                    self.send(text(error)).await;
+                }
+                return Step::Close(4403, "Forbidden".into());
+            }
+        };
+        self.context = Some(RequestContext {
+            viewer,
+            client: self.client.clone(),
+        });
+        self.send(text(json!({"type": "connection_ack"}))).await;
+        if self.protocol == Protocol::Legacy {
+            self.send(text(json!({"type": "ka"}))).await;
+        }
+        Step::Continue
+    }
+
+    async fn on_subscribe(&mut self, id: String, payload: Json) -> Step {
+        let Some(context) = self.context.clone() else {
+            return Step::Close(4401, "Unauthorized".into());
+        };
+        if self.operations.contains_key(&id) {
+            return Step::Close(4409, format!("Subscriber for {} already exists", truncate(&id)));
+        }
+        let request = match serde_json::from_value::<async_graphql::Request>(payload) {
+            Ok(request) => request,
+            Err(_) => {
+                return match self.protocol {
+                    Protocol::TransportWs => Step::Close(4400, "Invalid message: bad subscribe payload".into()),
+                    Protocol::Legacy => {
+                        let error = ApiError::bad_input("payload", "the payload is not a GraphQL request");
+                        self.send_errors(&id, vec![error.into_server_error()]).await;
+                        Step::Continue
+                    }
+                };
+            }
+        };
+        let limits = &self.state.app.config.limits;
+        let refusal = if self.operations.len() >= self.state.app.config.ws_max_subscriptions {
+            Some(ApiError::bad_input(
+                "subscribe",
+                format!(
+                    "at most {} operations may run at once on one connection",
+                    self.state.app.config.ws_max_subscriptions
+                ),
+            ))
+        } else if nesting_depth(&request.query) > (limits.max_depth * 3).max(64) {
+            Some(ApiError::QueryTooComplex("the query nests brackets too deeply".into()))
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            self.send_errors(&id, vec![error.into_server_error()]).await;
+            return Step::Continue;
+        }
+
+        let stream = self.state.schema.execute_stream(request.data(context));
+        let tx = self.outbox_tx.clone();
+        let protocol = self.protocol;
+        let metrics = self.state.app.metrics.clone();
+        let task_id = id.clone();
+        let task = tokio::spawn(async move {
+            let _active = ActiveSubscription::new(&metrics);
+            forward(stream, tx.clone(), protocol, &task_id).await;
+            let _ = tx.send(Outgoing::Finished(task_id)).await;
+        });
+        self.operations.insert(id, task);
+        Step::Continue
+    }
+
+    async fn send(&self, message: Message) {
+        let _ = self.outbox_tx.send(Outgoing::Message(message)).await;
+    }
+
+    async fn send_errors(&self, id: &str, errors: Vec<async_graphql::ServerError>) {
+        for message in error_messages(self.protocol, id, errors) {
+            self.send(message).await;
+        }
+    }
+}
+
+/// Sends a stream's results as `next`/`data` messages, a pre-execution failure as an
+/// `error` message, and `complete` when the stream ends by itself.
+async fn forward(
+    mut stream: futures_util::stream::BoxStream<'static, GqlResponse>,
+    tx: mpsc::Sender<Outgoing>,
+    protocol: Protocol,
+    id: &str,
+) {
+    let mut first = true;
+    while let Some(response) = stream.next().await {
+        if first && is_request_error(&response) {
+            for message in error_messages(protocol, id, response.errors) {
+                let _ = tx.send(Outgoing::Message(message)).await;
+            }
+            return;
+        }
+        first = false;
+        let kind = match protocol {
+            Protocol::TransportWs => "next",
+            Protocol::Legacy => "data",
+        };
+        let payload = serde_json::to_value(&response).unwrap_or(Json::Null);
+        let message = text(json!({"id": id, "type": kind, "payload": payload}));
+        if tx.send(Outgoing::Message(message)).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx
+        .send(Outgoing::Message(text(json!({"id": id, "type": "complete"}))))
+        .await;
+}
+
+fn error_messages(protocol: Protocol, id: &str, errors: Vec<async_graphql::ServerError>) -> Vec<Message> {
+    let errors: Vec<Json> = errors
+        .into_iter()
+        .map(|mut e| {
+            crate::error::shape_server_error(&mut e);
+            serde_json::to_value(&e).unwrap_or(Json::Null)
+        })
+        .collect();
+    match protocol {
+        Protocol::TransportWs => vec![text(json!({"id": id, "type": "error", "payload": errors}))],
+        // subscriptions-transport-ws carries one error object, then completes.
+        Protocol::Legacy => vec![
+            text(json!({"id": id, "type": "error", "payload": errors.into_iter().next().unwrap_or(Json::Null)})),
+            text(json!({"id": id, "type": "complete"})),
+        ],
+    }
+}
+
+/// Reads credentials from the `connection_init` payload:
+/// `{"authorization": "Bearer <token>"}` or `{"apiKey": "<key>"}`. No credentials
+/// means an anonymous connection (public subscriptions only).
+async fn authenticate(state: &HttpState, payload: &Json) -> Result<Option<crate::auth::Viewer>, ApiError> {
+    let field = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|name| payload.get(*name).and_then(Json::as_str))
+    };
+    if let Some(value) = field(&["authorization", "Authorization"]) {
+        let credential = client::bearer(value)?;
+        return client::authenticate(&state.app, credential).await.map(Some);
+    }
+    if let Some(key) = field(&["apiKey", "x-api-key", "X-API-Key"]) {
+        return client::authenticate(&state.app, client::Credential::ApiKey(key))
+            .await
+            .map(Some);
+    }
+    Ok(None)
+}
+
+fn truncate(value: &str) -> String {
+    value.chars().take(64).collect()
+}
+
+/// Counts a running subscription for `/metrics` for as long as it lives.
+struct ActiveSubscription(Metrics);
+
+impl ActiveSubscription {
+    fn new(metrics: &Metrics) -> Self {
+        metrics.subscriptions_active.inc();
+        ActiveSubscription(metrics.clone())
+    }
+}
+
+impl Drop for ActiveSubscription {
+    fn drop(&mut self) {
+        self.0.subscriptions_active.dec();
+    }
+}

@@ -1,0 +1,37 @@
+//! tradegraph: the GraphQL API server behind a crypto exchange's user panel.
+//!
+//! Data flows down the layers and never back up:
+//! `http` → `graphql` → `service` → `domain`, with `db`, `auth` and the `entity` and
+//! `migration` crates underneath. See the README's architecture section for the map.
+
+/// Credentials: password hashing, access tokens (JWT), refresh tokens, the viewer.
+pub mod auth;
+/// Environment configuration, typed and validated at start.
+pub mod config;
+/// The database pool, migrations and the retrying write-transaction helper.
+pub mod db;
+/// Pure rules with no I/O (input validation and, later, matching, P&L, compliance).
+pub mod domain;
+/// The API error type and its stable codes.
+pub mod error;
+/// The GraphQL schema: resolvers per area, scalars, guardrails.
+pub mod graphql;
+/// HTTP and WebSocket transport: `/graphql`, `/playground`, probes, metrics.
+pub mod http;
+/// Prometheus metrics of one running server.
+pub mod metrics;
+/// The optional Redis connection.
+pub mod redis_link;
+/// Use cases: transactions, ownership, business rules that need the database.
+pub mod service;
+/// Building and running the server, graceful shutdown.
+pub mod startup;
+/// State shared by handlers and resolvers.
+pub mod state;
+/// Logging setup.
+pub mod telemetry;
+/// Throttling of failed logins.
+pub mod throttle;
+
+pub use config::Config;
+pub use startup::App;

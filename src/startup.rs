@@ -1,0 +1,158 @@
+//! Building and running the server: [`App::build`] binds the listener (port 0 in tests)
+//! and prepares everything; [`App::run_until_stopped`] serves until SIGTERM or SIGINT.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::jwt::JwtKeys;
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
+use crate::redis_link::RedisLink;
+use crate::service::accounts;
+use crate::state::{AppState, LoginThrottles};
+use crate::throttle::FailureThrottle;
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    router: axum::Router,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl App {
+    /// Connects to the database (migrating it), sets up Redis when configured, creates
+    /// the first admin when asked to, and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        if config.jwt_secret_generated {
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random secret for this process; sessions \
+                 end when it restarts. Set JWT_SECRET in production."
+            );
+        }
+        let metrics = Metrics::new();
+        let db = Db::connect(&config.database_url, config.database_max_connections, &metrics).await?;
+        db.migrate().await?;
+        let redis = config.redis_url.as_deref().map(RedisLink::new).transpose()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let throttle = &config.login_throttle;
+        let login_throttle = Arc::new(LoginThrottles {
+            per_account: FailureThrottle::new(throttle.per_account_burst, throttle.per_account_refill),
+            per_ip: FailureThrottle::new(throttle.per_ip_burst, throttle.per_ip_refill),
+        });
+        let jwt = JwtKeys::new(config.jwt_secret.expose().as_bytes(), config.access_token_ttl);
+        let state = AppState {
+            config: Arc::new(config),
+            db,
+            jwt,
+            metrics,
+            redis,
+            login_throttle,
+            shutdown: shutdown_rx,
+        };
+        if let Some((email, password)) = &state.config.admin {
+            accounts::ensure_admin(&state, email, password.expose())
+                .await
+                .context("cannot create the admin from ADMIN_EMAIL/ADMIN_PASSWORD")?;
+        }
+        let schema = crate::graphql::build_schema(state.clone());
+        let router = http::router(HttpState {
+            app: state.clone(),
+            schema,
+        });
+        let listener = TcpListener::bind(state.config.bind_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", state.config.bind_addr))?;
+        Ok(App {
+            listener,
+            state,
+            router,
+            shutdown_tx,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.config.bind_addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `signal` completes. Then it stops accepting connections, asks
+    /// WebSockets to close (1001), lets in-flight requests finish, and gives up waiting
+    /// after `SHUTDOWN_TIMEOUT_SECS`.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let App {
+            listener,
+            state,
+            router,
+            shutdown_tx,
+        } = self;
+        tracing::info!(address = %listener.local_addr()?, "tradegraph is serving");
+        let mut stopping = state.shutdown.clone();
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            signal.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = shutdown_tx.send(true);
+        });
+        let deadline = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::time::sleep(state.config.shutdown_timeout).await;
+        };
+        tokio::select! {
+            result = server => result.context("server error")?,
+            _ = deadline => tracing::warn!("shutdown timeout reached; closing remaining connections"),
+        }
+        tracing::info!("tradegraph stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
