@@ -161,9 +161,11 @@ fn run_npm_ci(npm_dir: &Path) -> Result<(), String> {
             // Reuse npm's cache when it has the exact tarballs (the lock pins
             // their integrity hashes), so rebuilds do not need the network.
             "--prefer-offline",
-            // Fail within minutes rather than the default's much longer wait
-            // when the registry is unreachable.
+            // Give up on an unreachable registry within seconds rather than
+            // npm's default minute and more of retries.
             "--fetch-timeout=120000",
+            "--fetch-retry-mintimeout=2000",
+            "--fetch-retry-maxtimeout=10000",
             "--loglevel=error",
         ])
         .current_dir(npm_dir)
@@ -176,17 +178,28 @@ fn run_npm_ci(npm_dir: &Path) -> Result<(), String> {
     if output.status.success() {
         return Ok(());
     }
+    // npm's first lines say what failed; the rest is mostly a stack trace.
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let tail: Vec<&str> = stderr
+    let mut summary: Vec<&str> = stderr
         .lines()
-        .filter(|line| !line.trim().is_empty() && !line.contains("Unknown user config"))
+        .filter(|line| {
+            let content = line.trim_start_matches("npm error").trim();
+            !content.is_empty()
+                && !content.starts_with("at ")
+                && !line.contains("Unknown user config")
+        })
+        .take(6)
         .collect();
-    let tail = &tail[tail.len().saturating_sub(12)..];
+    if let Some(log) = stderr.lines().find(|line| line.contains("complete log")) {
+        if !summary.contains(&log) {
+            summary.push(log);
+        }
+    }
     Err(format!(
         "`npm ci` failed ({}) in {}. Is the npm registry reachable?\n{}",
         output.status,
         npm_dir.display(),
-        tail.join("\n")
+        summary.join("\n")
     ))
 }
 

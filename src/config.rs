@@ -88,6 +88,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub ws_init_timeout: Duration,
     pub ws_max_subscriptions: usize,
+    /// Seed demo assets and markets into an empty database.
+    pub seed_demo_data: bool,
 }
 
 impl Config {
@@ -181,6 +183,10 @@ impl Config {
             shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT_SECS", 10)?,
             ws_init_timeout: env.seconds("WS_INIT_TIMEOUT_SECS", 10)?,
             ws_max_subscriptions: env.parse("WS_MAX_SUBSCRIPTIONS", "50")?,
+            seed_demo_data: env.parse(
+                "SEED_DEMO_DATA",
+                if app_env == AppEnv::Development { "true" } else { "false" },
+            )?,
         })
         .and_then(Config::validated)
     }

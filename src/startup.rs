@@ -39,6 +39,9 @@ impl App {
         let metrics = Metrics::new();
         let db = Db::connect(&config.database_url, config.database_max_connections, &metrics).await?;
         db.migrate().await?;
+        if config.seed_demo_data && crate::service::markets::seed_demo(db.conn()).await? {
+            tracing::info!("seeded demo assets and markets");
+        }
         let redis = config.redis_url.as_deref().map(RedisLink::new).transpose()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let throttle = &config.login_throttle;

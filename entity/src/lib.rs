@@ -3,6 +3,18 @@
 //! Each module is one table. Enums are stored as their upper-case GraphQL names so that
 //! a row read by hand in `psql` means the same as it does on the API.
 
+/// Exact decimal amounts, stored as NUMERIC (PostgreSQL) or TEXT (SQLite).
+pub mod amount;
+/// Assets (currencies and tokens).
+pub mod assets;
+/// Journal entries of the double-entry ledger.
+pub mod journal_entries;
+/// Ledger accounts: balances per owner, asset and kind.
+pub mod ledger_accounts;
+/// Markets (trading pairs).
+pub mod markets;
+/// Postings: the legs of journal entries.
+pub mod postings;
 /// Roles a user can hold, and the set stored on the user row.
 pub mod role;
 /// Refresh tokens: one row per token ever issued, so a replayed one can be recognised.
@@ -12,4 +24,5 @@ pub mod sessions;
 /// User accounts.
 pub mod users;
 
+pub use amount::Amount;
 pub use role::{Role, RoleSet};

@@ -2,3 +2,4 @@
 //! sensible display name. Unit-tested here, used by the services.
 
 pub mod account_rules;
+pub mod ledger;

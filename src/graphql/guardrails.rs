@@ -246,3 +246,46 @@ mod tests {
         assert_eq!(shape("{ me { id email displayName } }").root_fields, 1);
     }
 }
+
+#[cfg(test)]
+mod panic_tests {
+    use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+
+    use super::*;
+
+    struct Panicky;
+
+    #[Object]
+    impl Panicky {
+        async fn boom(&self) -> i32 {
+            panic!("secret detail from a resolver")
+        }
+
+        async fn fine(&self) -> i32 {
+            1
+        }
+    }
+
+    fn limits() -> QueryLimits {
+        crate::config::Config::from_vars(Default::default())
+            .expect("defaults")
+            .limits
+    }
+
+    #[tokio::test]
+    async fn a_panicking_resolver_becomes_internal_and_the_schema_keeps_serving() {
+        let schema = Schema::build(Panicky, EmptyMutation, EmptySubscription)
+            .extension(GuardrailsFactory::new(limits()))
+            .finish();
+        let response = schema.execute("{ boom }").await;
+        assert_eq!(response.errors.len(), 1);
+        let error = &response.errors[0];
+        assert_eq!(error.message, "internal error");
+        let code = error.extensions.as_ref().and_then(|e| e.get("code").cloned());
+        assert_eq!(code, Some(Value::from("INTERNAL")));
+        let json = serde_json::to_string(&response).expect("json");
+        assert!(!json.contains("secret detail"), "{json}");
+        let response = schema.execute("{ fine }").await;
+        assert!(response.errors.is_empty());
+    }
+}

@@ -3,7 +3,10 @@
 
 pub mod accounts;
 pub mod context;
+pub mod funds;
 pub mod guardrails;
+pub mod markets;
+pub mod pagination;
 pub mod scalars;
 pub mod system;
 
@@ -13,11 +16,20 @@ use crate::state::AppState;
 
 /// Every query field.
 #[derive(MergedObject, Default)]
-pub struct Query(system::SystemQuery, accounts::AccountQuery);
+pub struct Query(
+    system::SystemQuery,
+    accounts::AccountQuery,
+    markets::MarketQuery,
+    funds::FundsQuery,
+);
 
 /// Every mutation field.
 #[derive(MergedObject, Default)]
-pub struct Mutation(accounts::AccountMutation);
+pub struct Mutation(
+    accounts::AccountMutation,
+    markets::MarketMutation,
+    funds::FundsMutation,
+);
 
 /// Every subscription field.
 #[derive(MergedSubscription, Default)]
@@ -43,8 +55,10 @@ pub fn sdl() -> String {
 /// The schema ready to serve: state, guardrails, and production hardening.
 pub fn build_schema(state: AppState) -> AppSchema {
     let config = state.config.clone();
+    let assets = async_graphql::dataloader::DataLoader::new(markets::AssetLoader(state.db.clone()), tokio::spawn);
     let mut builder = schema()
         .data(state)
+        .data(assets)
         .extension(guardrails::GuardrailsFactory::new(config.limits.clone()));
     if !config.enable_introspection {
         builder = builder.disable_introspection().disable_suggestions();

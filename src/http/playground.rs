@@ -313,7 +313,7 @@ mod tests {
         }
     }
 
-    fn header_str<'a>(fetched: &'a Fetched, name: header::HeaderName) -> &'a str {
+    fn header_str(fetched: &Fetched, name: header::HeaderName) -> &str {
         fetched
             .headers
             .get(&name)

@@ -3,6 +3,9 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod funds;
+pub mod ledger;
+pub mod markets;
 pub mod sessions;
 
 /// Who is calling, as far as the network tells: recorded on sessions and used to

@@ -285,3 +285,28 @@ async fn forged_tokens_are_refused(backend: Backend) {
     // The server still serves the real token.
     assert!(app.gql(ME, json!({}), Some(&auth.access)).await["data"]["me"].is_object());
 }
+
+both_backends!(concurrent_registrations_and_logins_all_succeed);
+
+/// Many writers at once: SQLite must queue them instead of failing with "database is
+/// locked", and PostgreSQL must not lose any.
+async fn concurrent_registrations_and_logins_all_succeed(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let address = email(&format!("parallel{i}"));
+            let auth = app.register(&address).await;
+            let login = app.login(&address, PASSWORD).await;
+            assert!(login["data"]["login"].is_object(), "{login}");
+            let refresh = "mutation($t: String!) { refreshSession(refreshToken: $t) { accessToken } }";
+            let body = app.gql(refresh, json!({"t": auth.refresh}), None).await;
+            assert!(body["data"]["refreshSession"].is_object(), "{body}");
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task finished");
+    }
+}

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod accounts;
+mod funds;
 mod http_protocol;
 mod limits;
 mod process;

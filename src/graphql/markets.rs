@@ -1,0 +1,247 @@
+//! Assets and markets: public reads and ADMIN changes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::{Context, Enum, InputObject, Object};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use super::context::ContextExt;
+use super::scalars::{DateTime, Decimal};
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::service::markets;
+use entity::Role;
+
+/// Loads assets by symbol, batching the lookups of one request into one query.
+pub struct AssetLoader(pub Db);
+
+impl Loader<String> for AssetLoader {
+    type Value = entity::assets::Model;
+    type Error = Arc<ApiError>;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        let rows = entity::assets::Entity::find()
+            .filter(entity::assets::Column::Symbol.is_in(keys.iter().cloned()))
+            .all(self.0.conn())
+            .await
+            .map_err(|e| Arc::new(ApiError::from(e)))?;
+        Ok(rows.into_iter().map(|a| (a.symbol.clone(), a)).collect())
+    }
+}
+
+pub type AssetDataLoader = DataLoader<AssetLoader>;
+
+pub(crate) async fn load_asset(ctx: &Context<'_>, symbol: &str) -> async_graphql::Result<Asset> {
+    let loader = ctx.data_unchecked::<AssetDataLoader>();
+    match loader.load_one(symbol.to_owned()).await {
+        Ok(Some(asset)) => Ok(Asset(asset)),
+        Ok(None) => Err(ApiError::internal(anyhow::anyhow!("asset {symbol} is missing")).into()),
+        Err(error) => Err(ApiError::internal(anyhow::anyhow!("asset lookup failed: {error}")).into()),
+    }
+}
+
+/// A currency or token.
+pub struct Asset(pub entity::assets::Model);
+
+#[Object]
+impl Asset {
+    /// Ticker symbol, e.g. `BTC`.
+    async fn symbol(&self) -> &str {
+        &self.0.symbol
+    }
+
+    /// Human name, e.g. `Bitcoin`.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Decimal places amounts of this asset may carry; more is `BAD_USER_INPUT`.
+    async fn precision(&self) -> i32 {
+        self.0.precision.into()
+    }
+}
+
+/// Whether a market accepts orders.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum MarketStatus {
+    /// Orders are accepted and matched.
+    Trading,
+    /// New orders are refused; existing ones can be cancelled.
+    Halted,
+}
+
+/// A trading pair: the base asset priced in the quote asset.
+pub struct Market(pub entity::markets::Model);
+
+#[Object]
+impl Market {
+    /// `BASE-QUOTE`, e.g. `BTC-USD`.
+    async fn symbol(&self) -> &str {
+        &self.0.symbol
+    }
+
+    /// The asset bought and sold.
+    async fn base_asset(&self, ctx: &Context<'_>) -> async_graphql::Result<Asset> {
+        load_asset(ctx, &self.0.base_asset).await
+    }
+
+    /// The asset prices are quoted in.
+    async fn quote_asset(&self, ctx: &Context<'_>) -> async_graphql::Result<Asset> {
+        load_asset(ctx, &self.0.quote_asset).await
+    }
+
+    /// Prices are multiples of this.
+    async fn tick_size(&self) -> Decimal {
+        Decimal(self.0.tick_size.0)
+    }
+
+    /// Quantities are multiples of this.
+    async fn lot_size(&self) -> Decimal {
+        Decimal(self.0.lot_size.0)
+    }
+
+    /// The smallest order value (price × quantity) accepted, in the quote asset.
+    async fn min_notional(&self) -> Decimal {
+        Decimal(self.0.min_notional.0)
+    }
+
+    /// Fee for orders that add liquidity, in basis points of the trade value.
+    async fn maker_fee_bps(&self) -> i32 {
+        self.0.maker_fee_bps
+    }
+
+    /// Fee for orders that take liquidity, in basis points of the trade value.
+    async fn taker_fee_bps(&self) -> i32 {
+        self.0.taker_fee_bps
+    }
+
+    /// Whether the market accepts orders.
+    async fn status(&self) -> MarketStatus {
+        if self.0.status == markets::HALTED {
+            MarketStatus::Halted
+        } else {
+            MarketStatus::Trading
+        }
+    }
+
+    /// The price of the latest trade; null before the first trade.
+    async fn last_price(&self) -> Option<Decimal> {
+        self.0.last_price.map(|p| Decimal(p.0))
+    }
+
+    /// When the market was listed.
+    async fn created_at(&self) -> DateTime {
+        DateTime(self.0.created_at)
+    }
+}
+
+#[derive(Default)]
+pub struct MarketQuery;
+
+#[Object]
+impl MarketQuery {
+    /// Every asset, by symbol. Public.
+    async fn assets(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Asset>> {
+        let list = markets::list_assets(ctx.state().db.conn()).await?;
+        Ok(list.into_iter().map(Asset).collect())
+    }
+
+    /// Every market, by symbol. Public.
+    async fn markets(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Market>> {
+        let list = markets::list_markets(ctx.state().db.conn()).await?;
+        Ok(list.into_iter().map(Market).collect())
+    }
+
+    /// One market by symbol (case-insensitive), or null when there is none. Public.
+    async fn market(&self, ctx: &Context<'_>, symbol: String) -> async_graphql::Result<Option<Market>> {
+        Ok(markets::find_market(ctx.state().db.conn(), &symbol).await?.map(Market))
+    }
+}
+
+/// A new asset.
+#[derive(InputObject)]
+pub struct CreateAssetInput {
+    /// 2 to 16 letters or digits; stored upper-case.
+    symbol: String,
+    /// 1 to 64 characters.
+    name: String,
+    /// Decimal places, 0 to 18.
+    precision: i32,
+}
+
+/// A new market between two existing assets.
+#[derive(InputObject)]
+pub struct CreateMarketInput {
+    /// Symbol of the asset traded.
+    base_asset: String,
+    /// Symbol of the asset prices are in.
+    quote_asset: String,
+    /// Price increment, positive, within the quote asset's precision.
+    tick_size: Decimal,
+    /// Quantity increment, positive, within the base asset's precision.
+    lot_size: Decimal,
+    /// Smallest order value in the quote asset; zero for none.
+    min_notional: Decimal,
+    /// Maker fee in basis points (0 to 1000).
+    #[graphql(default = 10)]
+    maker_fee_bps: i32,
+    /// Taker fee in basis points (0 to 1000).
+    #[graphql(default = 20)]
+    taker_fee_bps: i32,
+}
+
+#[derive(Default)]
+pub struct MarketMutation;
+
+#[Object]
+impl MarketMutation {
+    /// Lists a new asset. ADMIN only; `CONFLICT` if the symbol exists.
+    async fn create_asset(&self, ctx: &Context<'_>, input: CreateAssetInput) -> async_graphql::Result<Asset> {
+        let viewer = ctx.viewer_with_role(Role::Admin)?;
+        let asset = markets::create_asset(
+            ctx.state(),
+            viewer,
+            markets::NewAsset {
+                symbol: input.symbol,
+                name: input.name,
+                precision: input.precision,
+            },
+        )
+        .await?;
+        Ok(Asset(asset))
+    }
+
+    /// Opens a new market `BASE-QUOTE`. ADMIN only; `CONFLICT` if it exists.
+    async fn create_market(&self, ctx: &Context<'_>, input: CreateMarketInput) -> async_graphql::Result<Market> {
+        let viewer = ctx.viewer_with_role(Role::Admin)?;
+        let market = markets::create_market(
+            ctx.state(),
+            viewer,
+            markets::NewMarket {
+                base_asset: input.base_asset,
+                quote_asset: input.quote_asset,
+                tick_size: input.tick_size.0,
+                lot_size: input.lot_size.0,
+                min_notional: input.min_notional.0,
+                maker_fee_bps: input.maker_fee_bps,
+                taker_fee_bps: input.taker_fee_bps,
+            },
+        )
+        .await?;
+        Ok(Market(market))
+    }
+
+    /// Stops new orders in a market. ADMIN only; `NOT_FOUND` for an unknown market.
+    async fn halt_market(&self, ctx: &Context<'_>, symbol: String) -> async_graphql::Result<Market> {
+        let viewer = ctx.viewer_with_role(Role::Admin)?;
+        Ok(Market(markets::set_halted(ctx.state(), viewer, &symbol, true).await?))
+    }
+
+    /// Accepts orders in a halted market again. ADMIN only.
+    async fn resume_market(&self, ctx: &Context<'_>, symbol: String) -> async_graphql::Result<Market> {
+        let viewer = ctx.viewer_with_role(Role::Admin)?;
+        Ok(Market(markets::set_halted(ctx.state(), viewer, &symbol, false).await?))
+    }
+}

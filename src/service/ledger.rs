@@ -1,0 +1,256 @@
+//! The double-entry ledger: posting balanced journal entries and reading balances.
+//!
+//! Every balance change in tradegraph goes through [`post`], inside the caller's
+//! transaction, so the balance columns always equal the sum of their postings and a
+//! balance that would go negative aborts the whole transaction with
+//! `INSUFFICIENT_FUNDS`.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use rust_decimal::Decimal;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend,
+    EntityTrait, QueryFilter, QuerySelect,
+};
+use uuid::Uuid;
+
+use crate::domain::ledger::{self as rules, AccountKind, AccountRef, Leg, LedgerError};
+use crate::error::ApiError;
+use entity::{journal_entries, ledger_accounts, postings, Amount};
+
+/// A journal entry to be posted.
+pub struct Draft {
+    pub kind: &'static str,
+    pub reference: Option<String>,
+    pub user_id: Option<Uuid>,
+    pub asset: String,
+    pub amount: Decimal,
+    pub description: String,
+    pub legs: Vec<Leg>,
+}
+
+/// Posts a balanced entry: locks each account it touches, applies the legs, refuses a
+/// negative balance on any account that may not go below zero, and records postings
+/// with the balance after each.
+pub async fn post<C: ConnectionTrait>(conn: &C, draft: Draft) -> Result<journal_entries::Model, ApiError> {
+    rules::check_balanced(&draft.legs).map_err(ledger_bug)?;
+    let legs = rules::net_legs(draft.legs).map_err(ledger_bug)?;
+    let now = Utc::now();
+    let entry = journal_entries::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        kind: Set(draft.kind.to_owned()),
+        reference: Set(draft.reference),
+        user_id: Set(draft.user_id),
+        asset: Set(draft.asset),
+        amount: Set(Amount(draft.amount)),
+        description: Set(draft.description),
+        created_at: Set(now),
+    }
+    .insert(conn)
+    .await?;
+    for leg in legs {
+        let account = lock_account(conn, &leg.account).await?;
+        let balance = account
+            .balance
+            .0
+            .checked_add(leg.amount)
+            .ok_or_else(|| ApiError::bad_input("amount", "the amount is out of range"))?;
+        if balance.is_sign_negative() && !leg.account.kind.may_go_negative() {
+            return Err(ApiError::InsufficientFunds(format!(
+                "not enough {} available",
+                leg.account.asset
+            )));
+        }
+        ledger_accounts::Entity::update_many()
+            .col_expr(ledger_accounts::Column::Balance, Amount(balance).into())
+            .col_expr(ledger_accounts::Column::UpdatedAt, now.into())
+            .filter(ledger_accounts::Column::Id.eq(account.id))
+            .exec(conn)
+            .await?;
+        postings::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            entry_id: Set(entry.id),
+            account_id: Set(account.id),
+            asset: Set(leg.account.asset.clone()),
+            amount: Set(Amount(leg.amount)),
+            balance_after: Set(Amount(balance)),
+            created_at: Set(now),
+        }
+        .insert(conn)
+        .await?;
+    }
+    Ok(entry)
+}
+
+/// An unbalanced draft is a programming error, never the user's: report it as internal.
+fn ledger_bug(error: LedgerError) -> ApiError {
+    ApiError::internal(anyhow::anyhow!("refusing an invalid journal entry: {error:?}"))
+}
+
+/// Fetches an account for update, creating it at zero the first time. Creation tolerates
+/// a concurrent creator; the row lock (PostgreSQL) serialises writers of one balance.
+async fn lock_account<C: ConnectionTrait>(conn: &C, account: &AccountRef) -> Result<ledger_accounts::Model, ApiError> {
+    let insert = ledger_accounts::Entity::insert(ledger_accounts::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        owner_id: Set(account.owner),
+        asset: Set(account.asset.clone()),
+        kind: Set(account.kind.as_str().to_owned()),
+        balance: Set(Amount::ZERO),
+        updated_at: Set(Utc::now()),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            ledger_accounts::Column::OwnerId,
+            ledger_accounts::Column::Asset,
+            ledger_accounts::Column::Kind,
+        ])
+        .do_nothing()
+        .to_owned(),
+    );
+    // With DO NOTHING an existing row is not an error; zero rows inserted is expected.
+    let _ = insert.exec_without_returning(conn).await?;
+    let mut query = ledger_accounts::Entity::find()
+        .filter(ledger_accounts::Column::OwnerId.eq(account.owner))
+        .filter(ledger_accounts::Column::Asset.eq(account.asset.as_str()))
+        .filter(ledger_accounts::Column::Kind.eq(account.kind.as_str()));
+    if conn.get_database_backend() == DatabaseBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    query
+        .one(conn)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("ledger account vanished after insert")))
+}
+
+/// A user's available and locked amounts of one asset.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holding {
+    pub available: Decimal,
+    pub locked: Decimal,
+}
+
+/// The user's holdings per asset, from the balance columns (one indexed read).
+pub async fn holdings<C: ConnectionTrait>(conn: &C, user_id: Uuid) -> Result<BTreeMap<String, Holding>, ApiError> {
+    let accounts = ledger_accounts::Entity::find()
+        .filter(ledger_accounts::Column::OwnerId.eq(user_id))
+        .all(conn)
+        .await?;
+    let mut holdings: BTreeMap<String, Holding> = BTreeMap::new();
+    for account in accounts {
+        let holding = holdings.entry(account.asset).or_default();
+        match AccountKind::parse(&account.kind) {
+            Some(AccountKind::Available) => holding.available = account.balance.0,
+            Some(AccountKind::Locked) => holding.locked = account.balance.0,
+            _ => {}
+        }
+    }
+    Ok(holdings)
+}
+
+/// What a full ledger check found.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub accounts_checked: u64,
+    pub entries_checked: u64,
+    pub problems: Vec<String>,
+}
+
+/// Rebuilds every balance from the postings and checks every entry balances per asset.
+/// Reads the whole ledger: an operator's check, not something a user can trigger.
+/// Sums are done here, in exact decimals, because SQLite would sum text as floats.
+pub async fn check<C: ConnectionTrait>(conn: &C) -> Result<CheckReport, ApiError> {
+    let accounts = ledger_accounts::Entity::find().all(conn).await?;
+    let all_postings = postings::Entity::find().all(conn).await?;
+    let mut per_account: BTreeMap<Uuid, Decimal> = BTreeMap::new();
+    let mut per_entry: BTreeMap<(Uuid, String), Decimal> = BTreeMap::new();
+    for posting in &all_postings {
+        *per_account.entry(posting.account_id).or_default() += posting.amount.0;
+        *per_entry
+            .entry((posting.entry_id, posting.asset.clone()))
+            .or_default() += posting.amount.0;
+    }
+    let mut report = CheckReport {
+        accounts_checked: accounts.len() as u64,
+        ..Default::default()
+    };
+    for account in &accounts {
+        let rebuilt = per_account.get(&account.id).copied().unwrap_or_default();
+        if rebuilt != account.balance.0 {
+            report.problems.push(format!(
+                "account {} ({} {} {}) holds {} but its postings sum to {}",
+                account.id, account.owner_id, account.asset, account.kind, account.balance, rebuilt
+            ));
+        }
+        let kind = AccountKind::parse(&account.kind);
+        if account.balance.0.is_sign_negative() && !kind.is_some_and(AccountKind::may_go_negative) {
+            report.problems.push(format!("account {} is negative: {}", account.id, account.balance));
+        }
+    }
+    let mut entries = std::collections::BTreeSet::new();
+    for ((entry, asset), sum) in per_entry {
+        entries.insert(entry);
+        if !sum.is_zero() {
+            report
+                .problems
+                .push(format!("entry {entry} does not balance in {asset}: {sum}"));
+        }
+    }
+    report.entries_checked = entries.len() as u64;
+    Ok(report)
+}
+
+/// Finds an entry by its idempotency key.
+pub async fn find_by_reference<C: ConnectionTrait>(
+    conn: &C,
+    kind: &str,
+    reference: &str,
+) -> Result<Option<journal_entries::Model>, ApiError> {
+    Ok(journal_entries::Entity::find()
+        .filter(journal_entries::Column::Kind.eq(kind))
+        .filter(journal_entries::Column::Reference.eq(reference))
+        .one(conn)
+        .await?)
+}
+
+/// Entries about `user_id`, newest first, after the keyset cursor `before_id`.
+pub struct EntryFilter {
+    pub asset: Option<String>,
+    pub kind: Option<String>,
+    pub from: Option<chrono::DateTime<Utc>>,
+    pub to: Option<chrono::DateTime<Utc>>,
+}
+
+/// One page of a user's journal entries, newest first; ids are time-ordered (UUIDv7),
+/// so they serve as a stable keyset cursor under concurrent inserts.
+pub async fn entries<C: ConnectionTrait>(
+    conn: &C,
+    user_id: Uuid,
+    filter: &EntryFilter,
+    before_id: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<journal_entries::Model>, ApiError> {
+    use sea_orm::QueryOrder;
+    let mut query = journal_entries::Entity::find().filter(journal_entries::Column::UserId.eq(user_id));
+    if let Some(asset) = &filter.asset {
+        query = query.filter(journal_entries::Column::Asset.eq(asset.as_str()));
+    }
+    if let Some(kind) = &filter.kind {
+        query = query.filter(journal_entries::Column::Kind.eq(kind.as_str()));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(journal_entries::Column::CreatedAt.gte(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(journal_entries::Column::CreatedAt.lt(to));
+    }
+    if let Some(before) = before_id {
+        query = query.filter(journal_entries::Column::Id.lt(before));
+    }
+    Ok(query
+        .order_by_desc(journal_entries::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?)
+}
