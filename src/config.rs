@@ -170,8 +170,7 @@ impl Config {
                 request_timeout: env.seconds("REQUEST_TIMEOUT_SECS", 30)?,
                 max_page_size: 200,
             },
-            enable_introspection: env
-                .parse::<bool>("ENABLE_INTROSPECTION", "false")?
+            enable_introspection: env.parse::<bool>("ENABLE_INTROSPECTION", "false")?
                 || app_env == AppEnv::Development,
             trust_proxy_headers: env.parse("TRUST_PROXY_HEADERS", "false")?,
             login_throttle: LoginThrottle {
@@ -185,7 +184,11 @@ impl Config {
             ws_max_subscriptions: env.parse("WS_MAX_SUBSCRIPTIONS", "50")?,
             seed_demo_data: env.parse(
                 "SEED_DEMO_DATA",
-                if app_env == AppEnv::Development { "true" } else { "false" },
+                if app_env == AppEnv::Development {
+                    "true"
+                } else {
+                    "false"
+                },
             )?,
         })
         .and_then(Config::validated)
@@ -282,7 +285,11 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Json);
         let mut with = base.to_vec();
         with.push(("ENABLE_INTROSPECTION", "true"));
-        assert!(Config::from_vars(vars(&with)).expect("valid").enable_introspection);
+        assert!(
+            Config::from_vars(vars(&with))
+                .expect("valid")
+                .enable_introspection
+        );
     }
 
     #[test]

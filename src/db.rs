@@ -103,7 +103,9 @@ impl Db {
             attempt += 1;
             let result = self.write_once(&work).await;
             match result {
-                Err(ApiError::Internal(ref error)) if attempt < MAX_TX_ATTEMPTS && is_retryable(error) => {
+                Err(ApiError::Internal(ref error))
+                    if attempt < MAX_TX_ATTEMPTS && is_retryable(error) =>
+                {
                     let base = 5u64 << attempt.min(6);
                     let delay = rand::thread_rng().gen_range(base / 2..=base);
                     tracing::debug!(attempt, delay_ms = delay, "retrying transaction: {error:#}");
@@ -132,6 +134,29 @@ impl Db {
         let value = work(&txn).await?;
         txn.commit().await?;
         Ok(value)
+    }
+
+    /// Runs `work` in a transaction that is always rolled back: to see what a change
+    /// would do without making it.
+    pub async fn dry_run<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send,
+        F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T> + Send + Sync,
+    {
+        let _writer = match &self.sqlite_writer {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let txn = self
+            .conn
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?;
+        let result = work(&txn).await;
+        txn.rollback().await?;
+        result
     }
 
     /// Executes raw SQL (used by health checks and tests).

@@ -208,7 +208,10 @@ mod tests {
     }
 
     fn code(error: &ServerError) -> Option<Value> {
-        error.extensions.as_ref().and_then(|e| e.get("code").cloned())
+        error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code").cloned())
     }
 
     #[test]
@@ -219,9 +222,17 @@ mod tests {
             (ApiError::Forbidden("x".into()), "FORBIDDEN"),
             (ApiError::NotFound("session"), "NOT_FOUND"),
             (ApiError::Conflict("x".into()), "CONFLICT"),
-            (ApiError::InsufficientFunds("x".into()), "INSUFFICIENT_FUNDS"),
+            (
+                ApiError::InsufficientFunds("x".into()),
+                "INSUFFICIENT_FUNDS",
+            ),
             (ApiError::TwoFactorRequired, "TWO_FACTOR_REQUIRED"),
-            (ApiError::RateLimited { retry_after_secs: 3 }, "RATE_LIMITED"),
+            (
+                ApiError::RateLimited {
+                    retry_after_secs: 3,
+                },
+                "RATE_LIMITED",
+            ),
             (ApiError::QueryTooComplex("x".into()), "QUERY_TOO_COMPLEX"),
             (ApiError::internal(anyhow::anyhow!("boom")), "INTERNAL"),
         ];
@@ -238,7 +249,10 @@ mod tests {
         )));
         assert_eq!(shaped.message, "internal error");
         let json = serde_json::to_string(&shaped).expect("json");
-        assert!(!json.contains("postgres") && !json.contains("users"), "{json}");
+        assert!(
+            !json.contains("postgres") && !json.contains("users"),
+            "{json}"
+        );
     }
 
     #[test]

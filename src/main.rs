@@ -16,7 +16,9 @@ commands:
 Configuration comes from environment variables; see README.md.";
 
 fn main() -> ExitCode {
-    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".to_owned());
+    let command = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "serve".to_owned());
     if command == "schema" {
         print!("{}", tradegraph::graphql::sdl());
         return ExitCode::SUCCESS;

@@ -144,7 +144,9 @@ mod tests {
             metrics.record_operation(Some(&format!("Op{i}")), "ok");
         }
         let text = metrics.render();
-        assert!(text.contains(r#"tradegraph_graphql_requests_total{operation="Me",outcome="ok"} 1"#));
+        assert!(
+            text.contains(r#"tradegraph_graphql_requests_total{operation="Me",outcome="ok"} 1"#)
+        );
         assert!(text.contains(r#"operation="anonymous",outcome="ok"} 1"#));
         assert!(text.contains(r#"operation="other""#));
         assert!(!text.contains("bad name"));

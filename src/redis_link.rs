@@ -36,12 +36,10 @@ impl RedisLink {
 
     pub async fn ping(&self) -> anyhow::Result<()> {
         let mut conn = self.connection();
-        let reply: String = tokio::time::timeout(
-            REDIS_TIMEOUT * 2,
-            redis::cmd("PING").query_async(&mut conn),
-        )
-        .await
-        .context("Redis did not answer in time")??;
+        let reply: String =
+            tokio::time::timeout(REDIS_TIMEOUT * 2, redis::cmd("PING").query_async(&mut conn))
+                .await
+                .context("Redis did not answer in time")??;
         anyhow::ensure!(reply == "PONG", "unexpected Redis reply");
         Ok(())
     }

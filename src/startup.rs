@@ -37,19 +37,34 @@ impl App {
             );
         }
         let metrics = Metrics::new();
-        let db = Db::connect(&config.database_url, config.database_max_connections, &metrics).await?;
+        let db = Db::connect(
+            &config.database_url,
+            config.database_max_connections,
+            &metrics,
+        )
+        .await?;
         db.migrate().await?;
         if config.seed_demo_data && crate::service::markets::seed_demo(db.conn()).await? {
             tracing::info!("seeded demo assets and markets");
         }
-        let redis = config.redis_url.as_deref().map(RedisLink::new).transpose()?;
+        let redis = config
+            .redis_url
+            .as_deref()
+            .map(RedisLink::new)
+            .transpose()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let throttle = &config.login_throttle;
         let login_throttle = Arc::new(LoginThrottles {
-            per_account: FailureThrottle::new(throttle.per_account_burst, throttle.per_account_refill),
+            per_account: FailureThrottle::new(
+                throttle.per_account_burst,
+                throttle.per_account_refill,
+            ),
             per_ip: FailureThrottle::new(throttle.per_ip_burst, throttle.per_ip_refill),
         });
-        let jwt = JwtKeys::new(config.jwt_secret.expose().as_bytes(), config.access_token_ttl);
+        let jwt = JwtKeys::new(
+            config.jwt_secret.expose().as_bytes(),
+            config.access_token_ttl,
+        );
         let state = AppState {
             config: Arc::new(config),
             db,
@@ -102,7 +117,10 @@ impl App {
     /// Serves until `signal` completes. Then it stops accepting connections, asks
     /// WebSockets to close (1001), lets in-flight requests finish, and gives up waiting
     /// after `SHUTDOWN_TIMEOUT_SECS`.
-    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let App {
             listener,
             state,

@@ -102,7 +102,10 @@ mod tests {
         let wait = throttle.check_at("a", t0).expect_err("throttled");
         assert_eq!(wait, 60);
         assert!(throttle.check_at("b", t0).is_ok(), "keys are independent");
-        assert_eq!(throttle.check_at("a", t0 + Duration::from_secs(30)), Err(30));
+        assert_eq!(
+            throttle.check_at("a", t0 + Duration::from_secs(30)),
+            Err(30)
+        );
         assert!(throttle.check_at("a", t0 + Duration::from_secs(60)).is_ok());
     }
 

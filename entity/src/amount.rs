@@ -57,7 +57,9 @@ impl ValueType for Amount {
     fn try_from(value: Value) -> Result<Self, ValueTypeErr> {
         match value {
             Value::Decimal(Some(d)) => Ok(Amount(d)),
-            Value::String(Some(s)) => Decimal::from_str_exact(&s).map(Amount).map_err(|_| ValueTypeErr),
+            Value::String(Some(s)) => Decimal::from_str_exact(&s)
+                .map(Amount)
+                .map_err(|_| ValueTypeErr),
             _ => Err(ValueTypeErr),
         }
     }

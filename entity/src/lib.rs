@@ -7,20 +7,28 @@
 pub mod amount;
 /// Assets (currencies and tokens).
 pub mod assets;
+/// Fills: each side of each trade.
+pub mod fills;
 /// Journal entries of the double-entry ledger.
 pub mod journal_entries;
 /// Ledger accounts: balances per owner, asset and kind.
 pub mod ledger_accounts;
 /// Markets (trading pairs).
 pub mod markets;
+/// Order events, numbered per user for resumable subscriptions.
+pub mod order_events;
+/// Orders.
+pub mod orders;
 /// Postings: the legs of journal entries.
 pub mod postings;
-/// Roles a user can hold, and the set stored on the user row.
-pub mod role;
 /// Refresh tokens: one row per token ever issued, so a replayed one can be recognised.
 pub mod refresh_tokens;
+/// Roles a user can hold, and the set stored on the user row.
+pub mod role;
 /// Sessions: one per login on a device; revoking one ends its tokens at once.
 pub mod sessions;
+/// The last order event number per user.
+pub mod user_sequences;
 /// User accounts.
 pub mod users;
 

@@ -18,6 +18,8 @@ pub struct Model {
     /// `TRADING` or `HALTED`.
     pub status: String,
     pub last_price: Option<Amount>,
+    /// The next order priority number; taken under the market's row lock.
+    pub next_sequence: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

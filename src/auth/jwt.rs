@@ -85,7 +85,10 @@ mod tests {
     use base64::Engine;
 
     fn keys() -> JwtKeys {
-        JwtKeys::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(900))
+        JwtKeys::new(
+            b"0123456789abcdef0123456789abcdef",
+            Duration::from_secs(900),
+        )
     }
 
     #[test]
@@ -93,21 +96,33 @@ mod tests {
         let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
         let (token, exp) = keys().issue(user, session, Utc::now()).expect("issue");
         let claims = keys().verify(&token).expect("valid");
-        assert_eq!((claims.sub, claims.sid, claims.exp), (user, session, exp.timestamp()));
+        assert_eq!(
+            (claims.sub, claims.sid, claims.exp),
+            (user, session, exp.timestamp())
+        );
     }
 
     #[test]
     fn expired_wrong_key_and_tampered_tokens_are_refused() {
         let keys = keys();
         let old = Utc::now() - chrono::Duration::hours(1);
-        let (expired, _) = keys.issue(Uuid::new_v4(), Uuid::new_v4(), old).expect("issue");
+        let (expired, _) = keys
+            .issue(Uuid::new_v4(), Uuid::new_v4(), old)
+            .expect("issue");
         assert!(keys.verify(&expired).is_err());
 
-        let other = JwtKeys::new(b"another-secret-another-secret-xx", Duration::from_secs(900));
-        let (foreign, _) = other.issue(Uuid::new_v4(), Uuid::new_v4(), Utc::now()).expect("issue");
+        let other = JwtKeys::new(
+            b"another-secret-another-secret-xx",
+            Duration::from_secs(900),
+        );
+        let (foreign, _) = other
+            .issue(Uuid::new_v4(), Uuid::new_v4(), Utc::now())
+            .expect("issue");
         assert!(keys.verify(&foreign).is_err());
 
-        let (token, _) = keys.issue(Uuid::new_v4(), Uuid::new_v4(), Utc::now()).expect("issue");
+        let (token, _) = keys
+            .issue(Uuid::new_v4(), Uuid::new_v4(), Utc::now())
+            .expect("issue");
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         let mut claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).expect("b64")).expect("json");
@@ -119,7 +134,9 @@ mod tests {
     #[test]
     fn alg_none_is_refused() {
         let keys = keys();
-        let (token, _) = keys.issue(Uuid::new_v4(), Uuid::new_v4(), Utc::now()).expect("issue");
+        let (token, _) = keys
+            .issue(Uuid::new_v4(), Uuid::new_v4(), Utc::now())
+            .expect("issue");
         let payload = token.split('.').nth(1).expect("payload");
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
         assert!(keys.verify(&format!("{header}.{payload}.")).is_err());

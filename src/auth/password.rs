@@ -11,9 +11,8 @@ use argon2::Argon2;
 
 /// A hash of a random password, verified against when the account does not exist so that
 /// a login for an unknown e-mail takes as long as one for a known e-mail.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    hash_blocking(&crate::auth::tokens::random_token(16)).unwrap_or_default()
-});
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| hash_blocking(&crate::auth::tokens::random_token(16)).unwrap_or_default());
 
 fn hash_blocking(password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);

@@ -29,9 +29,10 @@ pub fn normalize_email(raw: &str) -> Result<String, RuleViolation> {
     if local.is_empty() || local.len() > 64 {
         return bad("the part before @ must be 1 to 64 characters");
     }
-    let local_ok = local.chars().all(|c| {
-        c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
-    }) && !local.starts_with('.')
+    let local_ok = local
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
+        && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..");
     if !local_ok {

@@ -1,5 +1,7 @@
-//! Pure rules with no I/O: what counts as a valid e-mail, an acceptable password, a
-//! sensible display name. Unit-tested here, used by the services.
+//! Pure rules with no I/O, unit-tested here and used by the services: account input,
+//! double-entry bookkeeping, order validation and the matching planner.
 
 pub mod account_rules;
 pub mod ledger;
+pub mod matching;
+pub mod order_rules;

@@ -73,6 +73,7 @@ impl KycTier {
 /// A tradegraph account, as seen by its owner (or an admin).
 pub struct User(pub entity::users::Model);
 
+/// A tradegraph account, as seen by its owner (or an admin).
 #[Object]
 impl User {
     /// Opaque, stable identifier.
@@ -258,7 +259,11 @@ impl AccountMutation {
     /// Signs in with e-mail and password. A wrong e-mail and a wrong password both answer
     /// `UNAUTHENTICATED`; repeated failures answer `RATE_LIMITED` with
     /// `retryAfterSeconds`.
-    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> async_graphql::Result<AuthPayload> {
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        input: LoginInput,
+    ) -> async_graphql::Result<AuthPayload> {
         let credentials = accounts::Credentials {
             email: input.email,
             password: input.password,
@@ -314,7 +319,9 @@ impl AccountMutation {
         code: Option<String>,
     ) -> async_graphql::Result<User> {
         let viewer = ctx.viewer()?;
-        Ok(User(accounts::set_anti_phishing_code(ctx.state(), viewer, code).await?))
+        Ok(User(
+            accounts::set_anti_phishing_code(ctx.state(), viewer, code).await?,
+        ))
     }
 
     /// Grants a role. ADMIN only (`FORBIDDEN` otherwise); `NOT_FOUND` for an unknown user.

@@ -38,10 +38,9 @@ impl<'a> ContextExt<'a> for Context<'a> {
     }
 
     fn viewer(&self) -> Result<&'a Viewer, ApiError> {
-        self.request()
-            .viewer
-            .as_ref()
-            .ok_or_else(|| ApiError::Unauthenticated("sign in first: send a Bearer access token".into()))
+        self.request().viewer.as_ref().ok_or_else(|| {
+            ApiError::Unauthenticated("sign in first: send a Bearer access token".into())
+        })
     }
 
     fn viewer_with_role(&self, role: Role) -> Result<&'a Viewer, ApiError> {

@@ -19,6 +19,7 @@ pub struct Balance {
     locked: rust_decimal::Decimal,
 }
 
+/// What the signed-in user holds of one asset.
 #[Object]
 impl Balance {
     /// The asset held.
@@ -45,6 +46,7 @@ impl Balance {
 /// One movement of funds on the user's statement.
 pub struct LedgerEntry(pub entity::journal_entries::Model);
 
+/// One movement of the user's funds, booked as a balanced journal entry.
 #[Object]
 impl LedgerEntry {
     /// Opaque identifier.
@@ -165,7 +167,14 @@ impl FundsQuery {
             from: filter.from.map(|d| d.0),
             to: filter.to.map(|d| d.0),
         };
-        let mut rows = ledger::entries(ctx.state().db.conn(), viewer.user_id(), &filter, page.after, page.limit + 1).await?;
+        let mut rows = ledger::entries(
+            ctx.state().db.conn(),
+            viewer.user_id(),
+            &filter,
+            page.after,
+            page.limit + 1,
+        )
+        .await?;
         let has_next = rows.len() as u64 > page.limit;
         rows.truncate(page.limit as usize);
         let mut connection = Connection::new(page.after.is_some(), has_next);
@@ -197,7 +206,11 @@ pub struct FundsMutation;
 impl FundsMutation {
     /// Credits a deposit to a user. ADMIN only. Idempotent by `reference`: a repeat
     /// returns the original entry; the same reference with other details is `CONFLICT`.
-    async fn credit_deposit(&self, ctx: &Context<'_>, input: CreditDepositInput) -> async_graphql::Result<LedgerEntry> {
+    async fn credit_deposit(
+        &self,
+        ctx: &Context<'_>,
+        input: CreditDepositInput,
+    ) -> async_graphql::Result<LedgerEntry> {
         let viewer = ctx.viewer_with_role(Role::Admin)?;
         let user_id = parse_id(&input.user_id, "user")?;
         let entry = funds::credit_deposit(

@@ -57,8 +57,9 @@ impl Extension for Guardrails {
             Ok(response) => response,
             Err(panic) => {
                 tracing::error!(panic = panic_message(&panic), "resolver panicked");
-                Response::from_errors(vec![ApiError::internal(anyhow::anyhow!("panic"))
-                    .into_server_error()])
+                Response::from_errors(vec![
+                    ApiError::internal(anyhow::anyhow!("panic")).into_server_error()
+                ])
             }
         };
         for error in &mut response.errors {
@@ -67,9 +68,14 @@ impl Extension for Guardrails {
         let cost = *self.cost.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((complexity, depth)) = cost {
             let mut map = async_graphql::indexmap::IndexMap::new();
-            map.insert(async_graphql::Name::new("complexity"), Value::from(complexity));
+            map.insert(
+                async_graphql::Name::new("complexity"),
+                Value::from(complexity),
+            );
             map.insert(async_graphql::Name::new("depth"), Value::from(depth));
-            response.extensions.insert("cost".to_owned(), Value::Object(map));
+            response
+                .extensions
+                .insert("cost".to_owned(), Value::Object(map));
         }
         response
     }
@@ -80,21 +86,23 @@ impl Extension for Guardrails {
         stream: BoxStream<'s, Response>,
         next: NextSubscribe<'_>,
     ) -> BoxStream<'s, Response> {
-        let stream = AssertUnwindSafe(next.run(ctx, stream))
-            .catch_unwind()
-            .map(|item| match item {
-                Ok(mut response) => {
-                    for error in &mut response.errors {
-                        shape_server_error(error);
+        let stream =
+            AssertUnwindSafe(next.run(ctx, stream))
+                .catch_unwind()
+                .map(|item| match item {
+                    Ok(mut response) => {
+                        for error in &mut response.errors {
+                            shape_server_error(error);
+                        }
+                        response
                     }
-                    response
-                }
-                Err(panic) => {
-                    tracing::error!(panic = panic_message(&panic), "subscription panicked");
-                    Response::from_errors(vec![ApiError::internal(anyhow::anyhow!("panic"))
-                        .into_server_error()])
-                }
-            });
+                    Err(panic) => {
+                        tracing::error!(panic = panic_message(&panic), "subscription panicked");
+                        Response::from_errors(vec![
+                            ApiError::internal(anyhow::anyhow!("panic")).into_server_error()
+                        ])
+                    }
+                });
         // `catch_unwind` ends the stream after a panic: a panicked resolver cannot go on.
         stream.boxed()
     }
@@ -169,7 +177,12 @@ fn measure(document: &ExecutableDocument) -> Shape {
         .operations
         .iter()
         .map(|(_, op)| &op.node.selection_set.node)
-        .chain(document.fragments.values().map(|f| &f.node.selection_set.node))
+        .chain(
+            document
+                .fragments
+                .values()
+                .map(|f| &f.node.selection_set.node),
+        )
         .collect();
     let mut aliases = 0;
     while let Some(set) = sets.pop() {
@@ -257,8 +270,11 @@ mod panic_tests {
 
     #[Object]
     impl Panicky {
-        async fn boom(&self) -> i32 {
-            panic!("secret detail from a resolver")
+        async fn boom(&self, n: i32) -> i32 {
+            if n > 0 {
+                panic!("secret detail from a resolver");
+            }
+            n
         }
 
         async fn fine(&self) -> i32 {
@@ -277,11 +293,14 @@ mod panic_tests {
         let schema = Schema::build(Panicky, EmptyMutation, EmptySubscription)
             .extension(GuardrailsFactory::new(limits()))
             .finish();
-        let response = schema.execute("{ boom }").await;
+        let response = schema.execute("{ boom(n: 1) }").await;
         assert_eq!(response.errors.len(), 1);
         let error = &response.errors[0];
         assert_eq!(error.message, "internal error");
-        let code = error.extensions.as_ref().and_then(|e| e.get("code").cloned());
+        let code = error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code").cloned());
         assert_eq!(code, Some(Value::from("INTERNAL")));
         let json = serde_json::to_string(&response).expect("json");
         assert!(!json.contains("secret detail"), "{json}");

@@ -38,13 +38,16 @@ pub(crate) async fn load_asset(ctx: &Context<'_>, symbol: &str) -> async_graphql
     match loader.load_one(symbol.to_owned()).await {
         Ok(Some(asset)) => Ok(Asset(asset)),
         Ok(None) => Err(ApiError::internal(anyhow::anyhow!("asset {symbol} is missing")).into()),
-        Err(error) => Err(ApiError::internal(anyhow::anyhow!("asset lookup failed: {error}")).into()),
+        Err(error) => {
+            Err(ApiError::internal(anyhow::anyhow!("asset lookup failed: {error}")).into())
+        }
     }
 }
 
 /// A currency or token.
 pub struct Asset(pub entity::assets::Model);
 
+/// A currency or token that balances are held in.
 #[Object]
 impl Asset {
     /// Ticker symbol, e.g. `BTC`.
@@ -75,6 +78,7 @@ pub enum MarketStatus {
 /// A trading pair: the base asset priced in the quote asset.
 pub struct Market(pub entity::markets::Model);
 
+/// A trading pair: the base asset priced in the quote asset.
 #[Object]
 impl Market {
     /// `BASE-QUOTE`, e.g. `BTC-USD`.
@@ -155,8 +159,14 @@ impl MarketQuery {
     }
 
     /// One market by symbol (case-insensitive), or null when there is none. Public.
-    async fn market(&self, ctx: &Context<'_>, symbol: String) -> async_graphql::Result<Option<Market>> {
-        Ok(markets::find_market(ctx.state().db.conn(), &symbol).await?.map(Market))
+    async fn market(
+        &self,
+        ctx: &Context<'_>,
+        symbol: String,
+    ) -> async_graphql::Result<Option<Market>> {
+        Ok(markets::find_market(ctx.state().db.conn(), &symbol)
+            .await?
+            .map(Market))
     }
 }
 
@@ -198,7 +208,11 @@ pub struct MarketMutation;
 #[Object]
 impl MarketMutation {
     /// Lists a new asset. ADMIN only; `CONFLICT` if the symbol exists.
-    async fn create_asset(&self, ctx: &Context<'_>, input: CreateAssetInput) -> async_graphql::Result<Asset> {
+    async fn create_asset(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateAssetInput,
+    ) -> async_graphql::Result<Asset> {
         let viewer = ctx.viewer_with_role(Role::Admin)?;
         let asset = markets::create_asset(
             ctx.state(),
@@ -214,7 +228,11 @@ impl MarketMutation {
     }
 
     /// Opens a new market `BASE-QUOTE`. ADMIN only; `CONFLICT` if it exists.
-    async fn create_market(&self, ctx: &Context<'_>, input: CreateMarketInput) -> async_graphql::Result<Market> {
+    async fn create_market(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateMarketInput,
+    ) -> async_graphql::Result<Market> {
         let viewer = ctx.viewer_with_role(Role::Admin)?;
         let market = markets::create_market(
             ctx.state(),
@@ -234,14 +252,26 @@ impl MarketMutation {
     }
 
     /// Stops new orders in a market. ADMIN only; `NOT_FOUND` for an unknown market.
-    async fn halt_market(&self, ctx: &Context<'_>, symbol: String) -> async_graphql::Result<Market> {
+    async fn halt_market(
+        &self,
+        ctx: &Context<'_>,
+        symbol: String,
+    ) -> async_graphql::Result<Market> {
         let viewer = ctx.viewer_with_role(Role::Admin)?;
-        Ok(Market(markets::set_halted(ctx.state(), viewer, &symbol, true).await?))
+        Ok(Market(
+            markets::set_halted(ctx.state(), viewer, &symbol, true).await?,
+        ))
     }
 
     /// Accepts orders in a halted market again. ADMIN only.
-    async fn resume_market(&self, ctx: &Context<'_>, symbol: String) -> async_graphql::Result<Market> {
+    async fn resume_market(
+        &self,
+        ctx: &Context<'_>,
+        symbol: String,
+    ) -> async_graphql::Result<Market> {
         let viewer = ctx.viewer_with_role(Role::Admin)?;
-        Ok(Market(markets::set_halted(ctx.state(), viewer, &symbol, false).await?))
+        Ok(Market(
+            markets::set_halted(ctx.state(), viewer, &symbol, false).await?,
+        ))
     }
 }

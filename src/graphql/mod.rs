@@ -6,11 +6,13 @@ pub mod context;
 pub mod funds;
 pub mod guardrails;
 pub mod markets;
+pub mod orders;
 pub mod pagination;
 pub mod scalars;
 pub mod system;
 
-use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder, SDLExportOptions};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{MergedObject, MergedSubscription, SDLExportOptions, Schema, SchemaBuilder};
 
 use crate::state::AppState;
 
@@ -21,6 +23,7 @@ pub struct Query(
     accounts::AccountQuery,
     markets::MarketQuery,
     funds::FundsQuery,
+    orders::OrderQuery,
 );
 
 /// Every mutation field.
@@ -29,6 +32,7 @@ pub struct Mutation(
     accounts::AccountMutation,
     markets::MarketMutation,
     funds::FundsMutation,
+    orders::OrderMutation,
 );
 
 /// Every subscription field.
@@ -39,7 +43,11 @@ pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// The schema with no data attached: for SDL export and validating documents.
 pub fn schema() -> SchemaBuilder<Query, Mutation, Subscription> {
-    Schema::build(Query::default(), Mutation::default(), Subscription::default())
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
 }
 
 /// The schema in SDL, sorted so that every change shows up as a small diff.
@@ -55,10 +63,20 @@ pub fn sdl() -> String {
 /// The schema ready to serve: state, guardrails, and production hardening.
 pub fn build_schema(state: AppState) -> AppSchema {
     let config = state.config.clone();
-    let assets = async_graphql::dataloader::DataLoader::new(markets::AssetLoader(state.db.clone()), tokio::spawn);
+    let state_db = state.db.clone();
+    let assets = DataLoader::new(markets::AssetLoader(state.db.clone()), tokio::spawn);
     let mut builder = schema()
         .data(state)
         .data(assets)
+        .data(DataLoader::new(
+            orders::MarketLoader(state_db.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            orders::FillsByOrderLoader(state_db.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(orders::OrderLoader(state_db), tokio::spawn))
         .extension(guardrails::GuardrailsFactory::new(config.limits.clone()));
     if !config.enable_introspection {
         builder = builder.disable_introspection().disable_suggestions();

@@ -74,7 +74,10 @@ mod tests {
     #[test]
     fn page_sizes_are_bounded() {
         assert_eq!(page(None, None, None, None).map(|p| p.limit).ok(), Some(50));
-        assert_eq!(page(Some(200), None, None, None).map(|p| p.limit).ok(), Some(200));
+        assert_eq!(
+            page(Some(200), None, None, None).map(|p| p.limit).ok(),
+            Some(200)
+        );
         let error = page(Some(201), None, None, None).expect_err("too big");
         assert!(matches!(error, ApiError::BadInput { field: Some(f), .. } if f == "first"));
         assert!(page(Some(-1), None, None, None).is_err());

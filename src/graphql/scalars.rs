@@ -58,7 +58,9 @@ fn parse_decimal(s: &str) -> Result<rust_decimal::Decimal, &'static str> {
         .chars()
         .all(|c| c.is_ascii_digit() || c == '.');
     if !plain || s.matches('.').count() > 1 || s.starts_with('.') || s.ends_with('.') {
-        return Err("expected a plain decimal string such as \"12.5\" (no exponent, no separators)");
+        return Err(
+            "expected a plain decimal string such as \"12.5\" (no exponent, no separators)",
+        );
     }
     rust_decimal::Decimal::from_str_exact(s)
         .map(|d| d.normalize())
@@ -71,7 +73,9 @@ fn parse_decimal(s: &str) -> Result<rust_decimal::Decimal, &'static str> {
 impl ScalarType for Decimal {
     fn parse(value: Value) -> InputValueResult<Self> {
         match &value {
-            Value::String(s) => parse_decimal(s).map(Decimal).map_err(InputValueError::custom),
+            Value::String(s) => parse_decimal(s)
+                .map(Decimal)
+                .map_err(InputValueError::custom),
             Value::Number(_) => Err(InputValueError::custom(
                 "a Decimal must be sent as a string, e.g. \"0.015\", never as a JSON number",
             )),
@@ -101,7 +105,9 @@ mod tests {
         let parsed = Decimal::parse(Value::from("0.015")).expect("valid");
         assert_eq!(parsed.0, dec("0.015"));
         assert_eq!(
-            Decimal::parse(Value::from("-12.50")).expect("valid").to_value(),
+            Decimal::parse(Value::from("-12.50"))
+                .expect("valid")
+                .to_value(),
             Value::from("-12.5")
         );
         assert_eq!(Decimal(dec("100")).to_value(), Value::from("100"));
@@ -112,11 +118,24 @@ mod tests {
         assert!(Decimal::parse(Value::from(0.1)).is_err());
         assert!(Decimal::parse(Value::from(1)).is_err());
         for bad in [
-            "", "1e3", "abc", "1.2.3", ".5", "5.", "1,000", "NaN", "Infinity", "+1", " ",
+            "",
+            "1e3",
+            "abc",
+            "1.2.3",
+            ".5",
+            "5.",
+            "1,000",
+            "NaN",
+            "Infinity",
+            "+1",
+            " ",
             "1000000000000000000000000000000",
             "0.0000000000000000000000000000000000000001",
         ] {
-            assert!(Decimal::parse(Value::from(bad)).is_err(), "accepted {bad:?}");
+            assert!(
+                Decimal::parse(Value::from(bad)).is_err(),
+                "accepted {bad:?}"
+            );
             assert!(!Decimal::is_valid(&Value::from(bad)), "valid {bad:?}");
         }
         assert!(Decimal::parse(Value::from("9".repeat(100))).is_err());

@@ -68,7 +68,10 @@ pub fn bearer(value: &str) -> Result<Credential<'_>, ApiError> {
 }
 
 /// Checks a credential and returns the viewer it stands for.
-pub async fn authenticate(state: &AppState, credential: Credential<'_>) -> Result<Viewer, ApiError> {
+pub async fn authenticate(
+    state: &AppState,
+    credential: Credential<'_>,
+) -> Result<Viewer, ApiError> {
     match credential {
         Credential::Bearer(token) => service::auth::authenticate(state, token).await,
         Credential::ApiKey(_) => Err(ApiError::Unauthenticated("unknown API key".into())),
@@ -81,8 +84,14 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_required() {
-        assert!(matches!(bearer("Bearer abc"), Ok(Credential::Bearer("abc"))));
-        assert!(matches!(bearer("bearer  abc "), Ok(Credential::Bearer("abc"))));
+        assert!(matches!(
+            bearer("Bearer abc"),
+            Ok(Credential::Bearer("abc"))
+        ));
+        assert!(matches!(
+            bearer("bearer  abc "),
+            Ok(Credential::Bearer("abc"))
+        ));
         assert!(bearer("Basic abc").is_err());
         assert!(bearer("Bearer").is_err());
         assert!(bearer("abc").is_err());

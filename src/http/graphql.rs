@@ -119,7 +119,10 @@ pub async fn post(
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(_) => {
-            let error = ApiError::bad_input("body", format!("the request body is larger than {limit} bytes"));
+            let error = ApiError::bad_input(
+                "body",
+                format!("the request body is larger than {limit} bytes"),
+            );
             return error_response(StatusCode::PAYLOAD_TOO_LARGE, media, error);
         }
     };
@@ -130,7 +133,11 @@ pub async fn post(
                 "the body must be a GraphQL request object {\"query\": ...} or a list of them"
                     .to_owned()
             } else {
-                format!("the body is not valid JSON (line {}, column {})", error.line(), error.column())
+                format!(
+                    "the body is not valid JSON (line {}, column {})",
+                    error.line(),
+                    error.column()
+                )
             };
             return bad_request(media, Some("body"), message);
         }
@@ -189,7 +196,10 @@ pub async fn get(
     };
     let mut request = async_graphql::Request::new(query_text);
     request.operation_name = params.operation_name;
-    for (field, raw) in [("variables", &params.variables), ("extensions", &params.extensions)] {
+    for (field, raw) in [
+        ("variables", &params.variables),
+        ("extensions", &params.extensions),
+    ] {
         let Some(raw) = raw else { continue };
         match serde_json::from_str::<serde_json::Value>(raw) {
             Ok(serde_json::Value::Object(map)) => {
@@ -205,10 +215,25 @@ pub async fn get(
                 }
             }
             Ok(serde_json::Value::Null) => {}
-            _ => return bad_request(media, Some(field), format!("`{field}` must be a JSON object")),
+            _ => {
+                return bad_request(
+                    media,
+                    Some(field),
+                    format!("`{field}` must be a JSON object"),
+                )
+            }
         }
     }
-    execute(&state, &headers, peer, media, vec![request], false, Method::GET).await
+    execute(
+        &state,
+        &headers,
+        peer,
+        media,
+        vec![request],
+        false,
+        Method::GET,
+    )
+    .await
 }
 
 #[derive(serde::Deserialize)]
@@ -354,7 +379,12 @@ async fn execute(
         tracing::Span::current().record("operation", name.as_str());
     }
     let batch = if batched {
-        BatchRequest::Batch(requests.into_iter().map(|r| r.data(context.clone())).collect())
+        BatchRequest::Batch(
+            requests
+                .into_iter()
+                .map(|r| r.data(context.clone()))
+                .collect(),
+        )
     } else {
         let request = requests.into_iter().next().map(|r| r.data(context));
         match request {
@@ -368,7 +398,10 @@ async fn execute(
     let response = match tokio::time::timeout(app.config.limits.request_timeout, run).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(elapsed_ms = started.elapsed().as_millis() as u64, "request timed out");
+            tracing::warn!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "request timed out"
+            );
             let error = ApiError::internal(anyhow::anyhow!("request timed out"));
             return error_response(StatusCode::SERVICE_UNAVAILABLE, media, error);
         }
@@ -392,7 +425,8 @@ async fn execute(
         }
         BatchResponse::Batch(responses) => {
             for (response, name) in responses.iter().zip(&names) {
-                app.metrics.record_operation(name.as_deref(), outcome(response));
+                app.metrics
+                    .record_operation(name.as_deref(), outcome(response));
             }
             json_response(StatusCode::OK, media, &responses)
         }
@@ -460,7 +494,10 @@ mod tests {
 
     fn accept(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_str(value).expect("header"));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_str(value).expect("header"),
+        );
         headers
     }
 
@@ -468,10 +505,15 @@ mod tests {
     fn negotiation_prefers_the_graphql_media_type() {
         assert_eq!(negotiate(&HeaderMap::new()), Some(MediaType::Json));
         assert_eq!(
-            negotiate(&accept("application/graphql-response+json, application/json;q=0.9")),
+            negotiate(&accept(
+                "application/graphql-response+json, application/json;q=0.9"
+            )),
             Some(MediaType::GraphqlResponseJson)
         );
-        assert_eq!(negotiate(&accept("application/json")), Some(MediaType::Json));
+        assert_eq!(
+            negotiate(&accept("application/json")),
+            Some(MediaType::Json)
+        );
         assert_eq!(negotiate(&accept("*/*")), Some(MediaType::Json));
         assert_eq!(negotiate(&accept("text/html")), None);
         assert_eq!(negotiate(&accept("application/json;q=0")), None);
@@ -487,8 +529,8 @@ mod tests {
 
     #[test]
     fn operation_types_are_found_by_name() {
-        let request = async_graphql::Request::new("query A { a } mutation B { b }")
-            .operation_name("B");
+        let request =
+            async_graphql::Request::new("query A { a } mutation B { b }").operation_name("B");
         assert_eq!(operation_type(&request), Some(OperationType::Mutation));
         let request = async_graphql::Request::new("{ a }");
         assert_eq!(operation_type(&request), Some(OperationType::Query));

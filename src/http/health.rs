@@ -18,14 +18,15 @@ pub async fn healthz() -> Response {
 /// when configured, Redis does. 503 with the failing parts otherwise.
 pub async fn readyz(State(state): State<HttpState>) -> Response {
     let app = &state.app;
-    let database = match tokio::time::timeout(std::time::Duration::from_secs(2), app.db.ping()).await {
-        Ok(Ok(())) => "ok",
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "readiness: database unreachable");
-            "unavailable"
-        }
-        Err(_) => "timeout",
-    };
+    let database =
+        match tokio::time::timeout(std::time::Duration::from_secs(2), app.db.ping()).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "readiness: database unreachable");
+                "unavailable"
+            }
+            Err(_) => "timeout",
+        };
     let redis = match &app.redis {
         None => "not_configured",
         Some(redis) => match redis.ping().await {
@@ -52,7 +53,10 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
 /// `/metrics` in the Prometheus text format.
 pub async fn metrics(State(state): State<HttpState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.app.metrics.render(),
     )
         .into_response()

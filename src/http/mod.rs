@@ -79,7 +79,11 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "not found"}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"error": "not found"})),
+    )
+        .into_response()
 }
 
 /// Records latency per route and logs each request's outcome.
@@ -118,7 +122,8 @@ async fn sanitize_request_id(mut request: Request, next: Next) -> Response {
         .is_some_and(|v| {
             !v.is_empty()
                 && v.len() <= 64
-                && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         });
     if !valid {
         request.headers_mut().remove(&REQUEST_ID);

@@ -43,7 +43,12 @@ enum Protocol {
 
 /// Accepts the upgrade, choosing the subprotocol. A client that names only protocols we
 /// do not speak is accepted and then closed with 4406, as graphql-ws specifies.
-pub fn upgrade(state: HttpState, upgrade: WebSocketUpgrade, headers: &HeaderMap, peer: SocketAddr) -> Response {
+pub fn upgrade(
+    state: HttpState,
+    upgrade: WebSocketUpgrade,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Response {
     let requested_any = upgrade.requested_protocols().next().is_some();
     let upgrade = upgrade
         .protocols([TRANSPORT_WS, LEGACY_WS])
@@ -218,7 +223,9 @@ impl Connection {
                 }
                 Step::Continue
             }
-            (Protocol::Legacy, "connection_terminate") => Step::Close(1000, "Normal Closure".into()),
+            (Protocol::Legacy, "connection_terminate") => {
+                Step::Close(1000, "Normal Closure".into())
+            }
             (_, other) => Step::Close(4400, format!("Invalid message type `{}`", truncate(other))),
         }
     }
@@ -254,15 +261,21 @@ impl Connection {
             return Step::Close(4401, "Unauthorized".into());
         };
         if self.operations.contains_key(&id) {
-            return Step::Close(4409, format!("Subscriber for {} already exists", truncate(&id)));
+            return Step::Close(
+                4409,
+                format!("Subscriber for {} already exists", truncate(&id)),
+            );
         }
         let request = match serde_json::from_value::<async_graphql::Request>(payload) {
             Ok(request) => request,
             Err(_) => {
                 return match self.protocol {
-                    Protocol::TransportWs => Step::Close(4400, "Invalid message: bad subscribe payload".into()),
+                    Protocol::TransportWs => {
+                        Step::Close(4400, "Invalid message: bad subscribe payload".into())
+                    }
                     Protocol::Legacy => {
-                        let error = ApiError::bad_input("payload", "the payload is not a GraphQL request");
+                        let error =
+                            ApiError::bad_input("payload", "the payload is not a GraphQL request");
                         self.send_errors(&id, vec![error.into_server_error()]).await;
                         Step::Continue
                     }
@@ -279,7 +292,9 @@ impl Connection {
                 ),
             ))
         } else if nesting_depth(&request.query) > (limits.max_depth * 3).max(64) {
-            Some(ApiError::QueryTooComplex("the query nests brackets too deeply".into()))
+            Some(ApiError::QueryTooComplex(
+                "the query nests brackets too deeply".into(),
+            ))
         } else {
             None
         };
@@ -341,11 +356,17 @@ async fn forward(
         }
     }
     let _ = tx
-        .send(Outgoing::Message(text(json!({"id": id, "type": "complete"}))))
+        .send(Outgoing::Message(text(
+            json!({"id": id, "type": "complete"}),
+        )))
         .await;
 }
 
-fn error_messages(protocol: Protocol, id: &str, errors: Vec<async_graphql::ServerError>) -> Vec<Message> {
+fn error_messages(
+    protocol: Protocol,
+    id: &str,
+    errors: Vec<async_graphql::ServerError>,
+) -> Vec<Message> {
     let errors: Vec<Json> = errors
         .into_iter()
         .map(|mut e| {
@@ -357,7 +378,9 @@ fn error_messages(protocol: Protocol, id: &str, errors: Vec<async_graphql::Serve
         Protocol::TransportWs => vec![text(json!({"id": id, "type": "error", "payload": errors}))],
         // subscriptions-transport-ws carries one error object, then completes.
         Protocol::Legacy => vec![
-            text(json!({"id": id, "type": "error", "payload": errors.into_iter().next().unwrap_or(Json::Null)})),
+            text(
+                json!({"id": id, "type": "error", "payload": errors.into_iter().next().unwrap_or(Json::Null)}),
+            ),
             text(json!({"id": id, "type": "complete"})),
         ],
     }
@@ -366,7 +389,10 @@ fn error_messages(protocol: Protocol, id: &str, errors: Vec<async_graphql::Serve
 /// Reads credentials from the `connection_init` payload:
 /// `{"authorization": "Bearer <token>"}` or `{"apiKey": "<key>"}`. No credentials
 /// means an anonymous connection (public subscriptions only).
-async fn authenticate(state: &HttpState, payload: &Json) -> Result<Option<crate::auth::Viewer>, ApiError> {
+async fn authenticate(
+    state: &HttpState,
+    payload: &Json,
+) -> Result<Option<crate::auth::Viewer>, ApiError> {
     let field = |names: &[&str]| {
         names
             .iter()

@@ -67,7 +67,12 @@ pub async fn register(
                 let inserted = users::ActiveModel::from(user).reset_all().insert(txn).await;
                 let user = match inserted {
                     Ok(user) => user,
-                    Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                    Err(error)
+                        if matches!(
+                            error.sql_err(),
+                            Some(SqlErr::UniqueConstraintViolation(_))
+                        ) =>
+                    {
                         return Err(ApiError::Conflict(
                             "an account with this e-mail already exists".into(),
                         ));
@@ -104,7 +109,11 @@ pub async fn login(
         Err(_) => None,
     };
     let valid = input.password.len() <= account_rules::MAX_PASSWORD_LEN
-        && password::verify(input.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+        && password::verify(
+            input.password,
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
+        .await?;
     let Some(user) = user.filter(|_| valid) else {
         throttles.per_ip.fail(&client.ip);
         throttles.per_account.fail(&account_key);
@@ -153,8 +162,13 @@ pub async fn change_password(
                     .filter(users::Column::Id.eq(user_id))
                     .exec(txn)
                     .await?;
-                sessions::revoke_all_except(txn, user_id, Some(keep), sessions::reason::PASSWORD_CHANGED)
-                    .await?;
+                sessions::revoke_all_except(
+                    txn,
+                    user_id,
+                    Some(keep),
+                    sessions::reason::PASSWORD_CHANGED,
+                )
+                .await?;
                 Ok(true)
             })
         })
@@ -249,7 +263,11 @@ pub async fn set_role(
 
 /// Makes sure the account named by `ADMIN_EMAIL` exists and is an admin. An existing
 /// account keeps its password: the variable bootstraps, it does not reset.
-pub async fn ensure_admin(state: &AppState, email: &str, password_plain: &str) -> anyhow::Result<()> {
+pub async fn ensure_admin(
+    state: &AppState,
+    email: &str,
+    password_plain: &str,
+) -> anyhow::Result<()> {
     let email = account_rules::normalize_email(email)
         .map_err(|v| anyhow::anyhow!("ADMIN_EMAIL: {}", v.0))?;
     let existing = users::Entity::find()

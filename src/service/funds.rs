@@ -24,13 +24,20 @@ pub struct DepositInput {
 /// `reference`: repeating a deposit returns the first entry and changes nothing; the
 /// same reference with different details is a `CONFLICT`.
 #[tracing::instrument(skip_all, fields(user = %input.user_id, asset = %input.asset))]
-pub async fn credit_deposit(state: &AppState, viewer: &Viewer, input: DepositInput) -> Result<journal_entries::Model, ApiError> {
+pub async fn credit_deposit(
+    state: &AppState,
+    viewer: &Viewer,
+    input: DepositInput,
+) -> Result<journal_entries::Model, ApiError> {
     if !viewer.has_role(Role::Admin) {
         return Err(ApiError::Forbidden("this needs the ADMIN role".into()));
     }
     let reference = input.reference.trim().to_owned();
     if reference.is_empty() || reference.chars().count() > 128 {
-        return Err(ApiError::bad_input("input.reference", "must be 1 to 128 characters"));
+        return Err(ApiError::bad_input(
+            "input.reference",
+            "must be 1 to 128 characters",
+        ));
     }
     let asset_symbol = input.asset.trim().to_uppercase();
     let asset = markets::find_asset(state.db.conn(), &asset_symbol)
@@ -42,7 +49,10 @@ pub async fn credit_deposit(state: &AppState, viewer: &Viewer, input: DepositInp
     if !crate::domain::ledger::fits_precision(input.amount, asset.precision as u32) {
         return Err(ApiError::bad_input(
             "input.amount",
-            format!("{} allows at most {} decimal places", asset.symbol, asset.precision),
+            format!(
+                "{} allows at most {} decimal places",
+                asset.symbol, asset.precision
+            ),
         ));
     }
     users::Entity::find_by_id(input.user_id)
@@ -52,7 +62,10 @@ pub async fn credit_deposit(state: &AppState, viewer: &Viewer, input: DepositInp
     let amount = input.amount.normalize();
     let user_id = input.user_id;
     let same_deposit = |existing: journal_entries::Model| {
-        if existing.user_id == Some(user_id) && existing.asset == asset.symbol && existing.amount.0 == amount {
+        if existing.user_id == Some(user_id)
+            && existing.asset == asset.symbol
+            && existing.amount.0 == amount
+        {
             Ok(existing)
         } else {
             Err(ApiError::Conflict(

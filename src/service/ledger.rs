@@ -11,12 +11,12 @@ use chrono::Utc;
 use rust_decimal::Decimal;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend,
-    EntityTrait, QueryFilter, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait,
+    QueryFilter, QuerySelect,
 };
 use uuid::Uuid;
 
-use crate::domain::ledger::{self as rules, AccountKind, AccountRef, Leg, LedgerError};
+use crate::domain::ledger::{self as rules, AccountKind, AccountRef, LedgerError, Leg};
 use crate::error::ApiError;
 use entity::{journal_entries, ledger_accounts, postings, Amount};
 
@@ -34,7 +34,10 @@ pub struct Draft {
 /// Posts a balanced entry: locks each account it touches, applies the legs, refuses a
 /// negative balance on any account that may not go below zero, and records postings
 /// with the balance after each.
-pub async fn post<C: ConnectionTrait>(conn: &C, draft: Draft) -> Result<journal_entries::Model, ApiError> {
+pub async fn post<C: ConnectionTrait>(
+    conn: &C,
+    draft: Draft,
+) -> Result<journal_entries::Model, ApiError> {
     rules::check_balanced(&draft.legs).map_err(ledger_bug)?;
     let legs = rules::net_legs(draft.legs).map_err(ledger_bug)?;
     let now = Utc::now();
@@ -86,12 +89,17 @@ pub async fn post<C: ConnectionTrait>(conn: &C, draft: Draft) -> Result<journal_
 
 /// An unbalanced draft is a programming error, never the user's: report it as internal.
 fn ledger_bug(error: LedgerError) -> ApiError {
-    ApiError::internal(anyhow::anyhow!("refusing an invalid journal entry: {error:?}"))
+    ApiError::internal(anyhow::anyhow!(
+        "refusing an invalid journal entry: {error:?}"
+    ))
 }
 
 /// Fetches an account for update, creating it at zero the first time. Creation tolerates
 /// a concurrent creator; the row lock (PostgreSQL) serialises writers of one balance.
-async fn lock_account<C: ConnectionTrait>(conn: &C, account: &AccountRef) -> Result<ledger_accounts::Model, ApiError> {
+async fn lock_account<C: ConnectionTrait>(
+    conn: &C,
+    account: &AccountRef,
+) -> Result<ledger_accounts::Model, ApiError> {
     let insert = ledger_accounts::Entity::insert(ledger_accounts::ActiveModel {
         id: Set(Uuid::now_v7()),
         owner_id: Set(account.owner),
@@ -132,7 +140,10 @@ pub struct Holding {
 }
 
 /// The user's holdings per asset, from the balance columns (one indexed read).
-pub async fn holdings<C: ConnectionTrait>(conn: &C, user_id: Uuid) -> Result<BTreeMap<String, Holding>, ApiError> {
+pub async fn holdings<C: ConnectionTrait>(
+    conn: &C,
+    user_id: Uuid,
+) -> Result<BTreeMap<String, Holding>, ApiError> {
     let accounts = ledger_accounts::Entity::find()
         .filter(ledger_accounts::Column::OwnerId.eq(user_id))
         .all(conn)
@@ -185,7 +196,10 @@ pub async fn check<C: ConnectionTrait>(conn: &C) -> Result<CheckReport, ApiError
         }
         let kind = AccountKind::parse(&account.kind);
         if account.balance.0.is_sign_negative() && !kind.is_some_and(AccountKind::may_go_negative) {
-            report.problems.push(format!("account {} is negative: {}", account.id, account.balance));
+            report.problems.push(format!(
+                "account {} is negative: {}",
+                account.id, account.balance
+            ));
         }
     }
     let mut entries = std::collections::BTreeSet::new();
@@ -232,7 +246,8 @@ pub async fn entries<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<journal_entries::Model>, ApiError> {
     use sea_orm::QueryOrder;
-    let mut query = journal_entries::Entity::find().filter(journal_entries::Column::UserId.eq(user_id));
+    let mut query =
+        journal_entries::Entity::find().filter(journal_entries::Column::UserId.eq(user_id));
     if let Some(asset) = &filter.asset {
         query = query.filter(journal_entries::Column::Asset.eq(asset.as_str()));
     }

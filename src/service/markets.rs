@@ -22,8 +22,13 @@ pub async fn list_assets<C: ConnectionTrait>(conn: &C) -> Result<Vec<assets::Mod
         .await?)
 }
 
-pub async fn find_asset<C: ConnectionTrait>(conn: &C, symbol: &str) -> Result<Option<assets::Model>, ApiError> {
-    Ok(assets::Entity::find_by_id(symbol.to_owned()).one(conn).await?)
+pub async fn find_asset<C: ConnectionTrait>(
+    conn: &C,
+    symbol: &str,
+) -> Result<Option<assets::Model>, ApiError> {
+    Ok(assets::Entity::find_by_id(symbol.to_owned())
+        .one(conn)
+        .await?)
 }
 
 pub async fn list_markets<C: ConnectionTrait>(conn: &C) -> Result<Vec<markets::Model>, ApiError> {
@@ -33,7 +38,10 @@ pub async fn list_markets<C: ConnectionTrait>(conn: &C) -> Result<Vec<markets::M
         .await?)
 }
 
-pub async fn find_market<C: ConnectionTrait>(conn: &C, symbol: &str) -> Result<Option<markets::Model>, ApiError> {
+pub async fn find_market<C: ConnectionTrait>(
+    conn: &C,
+    symbol: &str,
+) -> Result<Option<markets::Model>, ApiError> {
     Ok(markets::Entity::find_by_id(symbol.trim().to_uppercase())
         .one(conn)
         .await?)
@@ -60,19 +68,32 @@ fn check_symbol(field: &str, symbol: &str) -> Result<String, ApiError> {
     if ok {
         Ok(symbol)
     } else {
-        Err(ApiError::bad_input(field, "must be 2 to 16 letters or digits"))
+        Err(ApiError::bad_input(
+            field,
+            "must be 2 to 16 letters or digits",
+        ))
     }
 }
 
-pub async fn create_asset(state: &AppState, viewer: &Viewer, input: NewAsset) -> Result<assets::Model, ApiError> {
+pub async fn create_asset(
+    state: &AppState,
+    viewer: &Viewer,
+    input: NewAsset,
+) -> Result<assets::Model, ApiError> {
     require_admin(viewer)?;
     let symbol = check_symbol("input.symbol", &input.symbol)?;
     let name = input.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 64 {
-        return Err(ApiError::bad_input("input.name", "must be 1 to 64 characters"));
+        return Err(ApiError::bad_input(
+            "input.name",
+            "must be 1 to 64 characters",
+        ));
     }
     if !(0..=18).contains(&input.precision) {
-        return Err(ApiError::bad_input("input.precision", "must be between 0 and 18"));
+        return Err(ApiError::bad_input(
+            "input.precision",
+            "must be between 0 and 18",
+        ));
     }
     let inserted = assets::ActiveModel {
         symbol: Set(symbol),
@@ -84,9 +105,9 @@ pub async fn create_asset(state: &AppState, viewer: &Viewer, input: NewAsset) ->
     .await;
     match inserted {
         Ok(asset) => Ok(asset),
-        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-            Err(ApiError::Conflict("an asset with this symbol exists".into()))
-        }
+        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => Err(
+            ApiError::Conflict("an asset with this symbol exists".into()),
+        ),
         Err(e) => Err(e.into()),
     }
 }
@@ -101,13 +122,20 @@ pub struct NewMarket {
     pub taker_fee_bps: i32,
 }
 
-pub async fn create_market(state: &AppState, viewer: &Viewer, input: NewMarket) -> Result<markets::Model, ApiError> {
+pub async fn create_market(
+    state: &AppState,
+    viewer: &Viewer,
+    input: NewMarket,
+) -> Result<markets::Model, ApiError> {
     require_admin(viewer)?;
     let conn = state.db.conn();
     let base = check_symbol("input.baseAsset", &input.base_asset)?;
     let quote = check_symbol("input.quoteAsset", &input.quote_asset)?;
     if base == quote {
-        return Err(ApiError::bad_input("input.quoteAsset", "must differ from the base asset"));
+        return Err(ApiError::bad_input(
+            "input.quoteAsset",
+            "must differ from the base asset",
+        ));
     }
     let base_asset = find_asset(conn, &base)
         .await?
@@ -118,7 +146,11 @@ pub async fn create_market(state: &AppState, viewer: &Viewer, input: NewMarket) 
     for (field, value, precision) in [
         ("input.tickSize", input.tick_size, quote_asset.precision),
         ("input.lotSize", input.lot_size, base_asset.precision),
-        ("input.minNotional", input.min_notional, quote_asset.precision),
+        (
+            "input.minNotional",
+            input.min_notional,
+            quote_asset.precision,
+        ),
     ] {
         if value <= Decimal::ZERO && field != "input.minNotional" {
             return Err(ApiError::bad_input(field, "must be positive"));
@@ -127,12 +159,21 @@ pub async fn create_market(state: &AppState, viewer: &Viewer, input: NewMarket) 
             return Err(ApiError::bad_input(field, "must not be negative"));
         }
         if !crate::domain::ledger::fits_precision(value, precision as u32) {
-            return Err(ApiError::bad_input(field, format!("has more than {precision} decimal places")));
+            return Err(ApiError::bad_input(
+                field,
+                format!("has more than {precision} decimal places"),
+            ));
         }
     }
-    for (field, bps) in [("input.makerFeeBps", input.maker_fee_bps), ("input.takerFeeBps", input.taker_fee_bps)] {
+    for (field, bps) in [
+        ("input.makerFeeBps", input.maker_fee_bps),
+        ("input.takerFeeBps", input.taker_fee_bps),
+    ] {
         if !(0..=1000).contains(&bps) {
-            return Err(ApiError::bad_input(field, "must be between 0 and 1000 basis points"));
+            return Err(ApiError::bad_input(
+                field,
+                "must be between 0 and 1000 basis points",
+            ));
         }
     }
     let now = Utc::now();
@@ -147,6 +188,7 @@ pub async fn create_market(state: &AppState, viewer: &Viewer, input: NewMarket) 
         taker_fee_bps: Set(input.taker_fee_bps),
         status: Set(TRADING.to_owned()),
         last_price: Set(None),
+        next_sequence: Set(1),
         created_at: Set(now),
         updated_at: Set(now),
     }
@@ -162,7 +204,12 @@ pub async fn create_market(state: &AppState, viewer: &Viewer, input: NewMarket) 
 }
 
 /// Halts (`halted = true`) or resumes trading in a market.
-pub async fn set_halted(state: &AppState, viewer: &Viewer, symbol: &str, halted: bool) -> Result<markets::Model, ApiError> {
+pub async fn set_halted(
+    state: &AppState,
+    viewer: &Viewer,
+    symbol: &str,
+    halted: bool,
+) -> Result<markets::Model, ApiError> {
     require_admin(viewer)?;
     let market = find_market(state.db.conn(), symbol)
         .await?
@@ -200,7 +247,7 @@ pub async fn seed_demo<C: ConnectionTrait>(conn: &C) -> anyhow::Result<bool> {
     for (base, quote, tick, lot, min_notional) in [
         ("BTC", "USD", "0.01", "0.00001", "1"),
         ("ETH", "USD", "0.01", "0.0001", "1"),
-        ("SOL", "USD", "0.001", "0.01", "1"),
+        ("SOL", "USD", "0.01", "0.01", "1"),
         ("ETH", "BTC", "0.00001", "0.001", "0.0001"),
     ] {
         markets::ActiveModel {
@@ -214,6 +261,7 @@ pub async fn seed_demo<C: ConnectionTrait>(conn: &C) -> anyhow::Result<bool> {
             taker_fee_bps: Set(20),
             status: Set(TRADING.to_owned()),
             last_price: Set(None),
+            next_sequence: Set(1),
             created_at: Set(now),
             updated_at: Set(now),
         }

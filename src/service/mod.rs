@@ -6,6 +6,7 @@ pub mod auth;
 pub mod funds;
 pub mod ledger;
 pub mod markets;
+pub mod orders;
 pub mod sessions;
 
 /// Who is calling, as far as the network tells: recorded on sessions and used to

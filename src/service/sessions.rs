@@ -101,7 +101,9 @@ pub async fn refresh(
             let (hash, state, client) = (hash.clone(), state.clone(), client.clone());
             Box::pin(async move {
                 let now = Utc::now();
-                let Some(stored) = refresh_tokens::Entity::find_by_id(hash.clone()).one(txn).await?
+                let Some(stored) = refresh_tokens::Entity::find_by_id(hash.clone())
+                    .one(txn)
+                    .await?
                 else {
                     return Ok(Refreshed::Refused);
                 };
@@ -129,7 +131,10 @@ pub async fn refresh(
                 }
                 let refresh_token = issue_refresh_token(txn, session.id, now).await?;
                 sessions::Entity::update_many()
-                    .col_expr(sessions::Column::ExpiresAt, Expr::value(now + state.config.refresh_token_ttl))
+                    .col_expr(
+                        sessions::Column::ExpiresAt,
+                        Expr::value(now + state.config.refresh_token_ttl),
+                    )
                     .col_expr(sessions::Column::LastSeenAt, Expr::value(now))
                     .col_expr(sessions::Column::Ip, Expr::value(truncate(&client.ip, 64)))
                     .filter(sessions::Column::Id.eq(session.id))
@@ -195,7 +200,13 @@ pub async fn revoke_all_except<C: ConnectionTrait>(
 
 /// Ends the viewer's current session.
 pub async fn logout(state: &AppState, viewer: &Viewer) -> Result<bool, ApiError> {
-    let revoked = revoke_in(state.db.conn(), viewer.session_id, reason::LOGOUT, Utc::now()).await?;
+    let revoked = revoke_in(
+        state.db.conn(),
+        viewer.session_id,
+        reason::LOGOUT,
+        Utc::now(),
+    )
+    .await?;
     Ok(revoked > 0)
 }
 
@@ -215,7 +226,10 @@ pub async fn list(state: &AppState, viewer: &Viewer) -> Result<Vec<sessions::Mod
 pub async fn revoke(state: &AppState, viewer: &Viewer, id: Uuid) -> Result<bool, ApiError> {
     let result = sessions::Entity::update_many()
         .col_expr(sessions::Column::RevokedAt, Expr::value(Utc::now()))
-        .col_expr(sessions::Column::RevokedReason, Expr::value(reason::REVOKED))
+        .col_expr(
+            sessions::Column::RevokedReason,
+            Expr::value(reason::REVOKED),
+        )
         .filter(sessions::Column::Id.eq(id))
         .filter(sessions::Column::UserId.eq(viewer.user_id()))
         .filter(sessions::Column::RevokedAt.is_null())
@@ -236,10 +250,23 @@ pub fn describe_device(user_agent: &str) -> String {
     }
     let parsed = woothee::parser::Parser::new().parse(ua);
     match parsed {
-        Some(r) if r.name != "UNKNOWN" && matches!(r.category, "pc" | "smartphone" | "mobilephone" | "appliance") => {
+        Some(r)
+            if r.name != "UNKNOWN"
+                && matches!(
+                    r.category,
+                    "pc" | "smartphone" | "mobilephone" | "appliance"
+                ) =>
+        {
             let version = r.version.split('.').next().unwrap_or_default();
-            let os = if r.os == "UNKNOWN" { "unknown OS" } else { r.os };
-            truncate(&format!("{} {} on {}", r.name, version, os).replace("  ", " "), 128)
+            let os = if r.os == "UNKNOWN" {
+                "unknown OS"
+            } else {
+                r.os
+            };
+            truncate(
+                &format!("{} {} on {}", r.name, version, os).replace("  ", " "),
+                128,
+            )
         }
         _ => truncate(ua.split_whitespace().next().unwrap_or(ua), 128),
     }

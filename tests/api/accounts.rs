@@ -7,7 +7,8 @@ use serde_json::json;
 use crate::both_backends;
 use crate::helpers::{code, email, Auth, Backend, TestApp, JWT_SECRET, PASSWORD};
 
-const ME: &str = "{ me { id email displayName roles twoFactorEnabled kycTier antiPhishingCode createdAt } }";
+const ME: &str =
+    "{ me { id email displayName roles twoFactorEnabled kycTier antiPhishingCode createdAt } }";
 const SESSIONS: &str = "{ sessions { id device ip current createdAt lastSeenAt } }";
 
 both_backends!(
@@ -22,7 +23,9 @@ both_backends!(
 );
 
 async fn register_login_and_read_me(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let address = email("alice");
     let mixed_case = address.to_uppercase();
     let auth = app.register(&mixed_case).await;
@@ -45,16 +48,25 @@ async fn register_login_and_read_me(backend: Backend) {
 }
 
 async fn register_refuses_bad_input(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
-    let register = |email: String, password: &str, name: &str| {
-        json!({"input": {"email": email, "password": password, "displayName": name}})
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
     };
+    let register = |email: String, password: &str, name: &str| json!({"input": {"email": email, "password": password, "displayName": name}});
     let mutation = "mutation($input: RegisterInput!) { register(input: $input) { accessToken } }";
     let cases = [
-        (register("not-an-email".into(), PASSWORD, "A"), "input.email"),
-        (register(email("weak"), "password1234", "A"), "input.password"),
+        (
+            register("not-an-email".into(), PASSWORD, "A"),
+            "input.email",
+        ),
+        (
+            register(email("weak"), "password1234", "A"),
+            "input.password",
+        ),
         (register(email("short"), "Sh0rt!", "A"), "input.password"),
-        (register(email("name"), PASSWORD, "   "), "input.displayName"),
+        (
+            register(email("name"), PASSWORD, "   "),
+            "input.displayName",
+        ),
     ];
     for (variables, field) in cases {
         let body = app.gql(mutation, variables, None).await;
@@ -63,18 +75,30 @@ async fn register_refuses_bad_input(backend: Backend) {
     }
     let taken = email("taken");
     app.register(&taken).await;
-    let body = app.gql(mutation, register(taken.to_uppercase(), PASSWORD, "Again"), None).await;
+    let body = app
+        .gql(
+            mutation,
+            register(taken.to_uppercase(), PASSWORD, "Again"),
+            None,
+        )
+        .await;
     assert_eq!(code(&body), "CONFLICT", "{body}");
 
     // A wrongly typed variable is a request error, named, and nothing is written.
     let body = app
-        .gql(mutation, json!({"input": {"email": 5, "password": PASSWORD, "displayName": "x"}}), None)
+        .gql(
+            mutation,
+            json!({"input": {"email": 5, "password": PASSWORD, "displayName": "x"}}),
+            None,
+        )
         .await;
     assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
 }
 
 async fn refresh_rotates_and_replay_revokes_the_session(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let auth = app.register(&email("rotate")).await;
     let refresh = "mutation($t: String!) { refreshSession(refreshToken: $t) { accessToken refreshToken user { id } } }";
 
@@ -97,14 +121,19 @@ async fn refresh_rotates_and_replay_revokes_the_session(backend: Backend) {
 }
 
 async fn sessions_are_listed_and_revoked(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let address = email("sessions");
     let first = app.register(&address).await;
     let login = app.login(&address, PASSWORD).await;
     let second = Auth::from_payload(&login["data"]["login"]).expect("login");
 
     let body = app.gql(SESSIONS, json!({}), Some(&second.access)).await;
-    let sessions = body["data"]["sessions"].as_array().expect("sessions").clone();
+    let sessions = body["data"]["sessions"]
+        .as_array()
+        .expect("sessions")
+        .clone();
     assert_eq!(sessions.len(), 2, "{body}");
     let current: Vec<_> = sessions.iter().filter(|s| s["current"] == true).collect();
     assert_eq!(current.len(), 1);
@@ -119,50 +148,88 @@ async fn sessions_are_listed_and_revoked(backend: Backend) {
     // Another user cannot see or revoke it.
     let stranger = app.register(&email("stranger")).await;
     let revoke = "mutation($id: ID!) { revokeSession(id: $id) }";
-    let body = app.gql(revoke, json!({"id": other_id}), Some(&stranger.access)).await;
+    let body = app
+        .gql(revoke, json!({"id": other_id}), Some(&stranger.access))
+        .await;
     assert_eq!(code(&body), "NOT_FOUND", "{body}");
-    let body = app.gql(revoke, json!({"id": "not-a-uuid"}), Some(&stranger.access)).await;
+    let body = app
+        .gql(revoke, json!({"id": "not-a-uuid"}), Some(&stranger.access))
+        .await;
     assert_eq!(code(&body), "NOT_FOUND", "{body}");
 
     // Its owner can, and its access token stops working at once.
-    let body = app.gql(revoke, json!({"id": other_id}), Some(&second.access)).await;
+    let body = app
+        .gql(revoke, json!({"id": other_id}), Some(&second.access))
+        .await;
     assert_eq!(body["data"]["revokeSession"], true, "{body}");
     let (status, _) = app.post(json!({"query": ME}), Some(&first.access)).await;
     assert_eq!(status, 401);
-    let body = app.gql(revoke, json!({"id": other_id}), Some(&second.access)).await;
+    let body = app
+        .gql(revoke, json!({"id": other_id}), Some(&second.access))
+        .await;
     assert_eq!(code(&body), "NOT_FOUND", "revoking twice: {body}");
 
-    let body = app.gql("mutation { logout }", json!({}), Some(&second.access)).await;
+    let body = app
+        .gql("mutation { logout }", json!({}), Some(&second.access))
+        .await;
     assert_eq!(body["data"]["logout"], true);
     let (status, _) = app.post(json!({"query": ME}), Some(&second.access)).await;
     assert_eq!(status, 401);
 }
 
 async fn change_password_signs_out_other_sessions(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let address = email("change");
     let first = app.register(&address).await;
-    let second = Auth::from_payload(&app.login(&address, PASSWORD).await["data"]["login"]).expect("login");
+    let second =
+        Auth::from_payload(&app.login(&address, PASSWORD).await["data"]["login"]).expect("login");
     let change = "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }";
     let new_password = "another quite long passphrase 9";
 
-    let wrong = app.gql(change, json!({"c": "wrong password!!", "n": new_password}), Some(&first.access)).await;
+    let wrong = app
+        .gql(
+            change,
+            json!({"c": "wrong password!!", "n": new_password}),
+            Some(&first.access),
+        )
+        .await;
     assert_eq!(code(&wrong), "BAD_USER_INPUT");
     assert_eq!(wrong["errors"][0]["extensions"]["field"], "currentPassword");
-    let weak = app.gql(change, json!({"c": PASSWORD, "n": "123456789012"}), Some(&first.access)).await;
-    assert_eq!(weak["errors"][0]["extensions"]["field"], "newPassword", "{weak}");
+    let weak = app
+        .gql(
+            change,
+            json!({"c": PASSWORD, "n": "123456789012"}),
+            Some(&first.access),
+        )
+        .await;
+    assert_eq!(
+        weak["errors"][0]["extensions"]["field"], "newPassword",
+        "{weak}"
+    );
 
-    let ok = app.gql(change, json!({"c": PASSWORD, "n": new_password}), Some(&first.access)).await;
+    let ok = app
+        .gql(
+            change,
+            json!({"c": PASSWORD, "n": new_password}),
+            Some(&first.access),
+        )
+        .await;
     assert_eq!(ok["data"]["changePassword"], true, "{ok}");
     assert!(app.gql(ME, json!({}), Some(&first.access)).await["data"]["me"].is_object());
     let (status, _) = app.post(json!({"query": ME}), Some(&second.access)).await;
     assert_eq!(status, 401, "other sessions are revoked");
-    assert_eq!(code(&app.login(&address, PASSWORD).await), "UNAUTHENTICATED");
+    assert_eq!(
+        code(&app.login(&address, PASSWORD).await),
+        "UNAUTHENTICATED"
+    );
     assert!(app.login(&address, new_password).await["data"]["login"].is_object());
 }
 
 async fn failed_logins_are_throttled(backend: Backend) {
-    let Some(app) = TestApp::spawn_with(backend, &[("LOGIN_FAILURES_PER_ACCOUNT", "3")]).await else {
+    let Some(app) = TestApp::spawn_with(backend, &[("LOGIN_FAILURES_PER_ACCOUNT", "3")]).await
+    else {
         return;
     };
     let address = email("throttle");
@@ -175,7 +242,10 @@ async fn failed_logins_are_throttled(backend: Backend) {
         "unknown e-mail and wrong password look the same"
     );
     for _ in 0..2 {
-        assert_eq!(code(&app.login(&address, "wrong password here").await), "UNAUTHENTICATED");
+        assert_eq!(
+            code(&app.login(&address, "wrong password here").await),
+            "UNAUTHENTICATED"
+        );
     }
     let query = "mutation($input: LoginInput!) { login(input: $input) { accessToken } }";
     let variables = json!({"input": {"email": address, "password": PASSWORD}});
@@ -189,8 +259,17 @@ async fn failed_logins_are_throttled(backend: Backend) {
     assert_eq!(response.status().as_u16(), 429);
     assert!(response.headers().get("retry-after").is_some());
     let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(code(&body), "RATE_LIMITED", "even the right password waits: {body}");
-    assert!(body["errors"][0]["extensions"]["retryAfterSeconds"].as_u64().unwrap_or(0) >= 1);
+    assert_eq!(
+        code(&body),
+        "RATE_LIMITED",
+        "even the right password waits: {body}"
+    );
+    assert!(
+        body["errors"][0]["extensions"]["retryAfterSeconds"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    );
     // Other accounts are not affected.
     let other = email("unaffected");
     app.register(&other).await;
@@ -201,42 +280,90 @@ async fn roles_are_managed_by_admins_only(backend: Backend) {
     let admin_email = email("admin");
     let Some(app) = TestApp::spawn_with(
         backend,
-        &[("ADMIN_EMAIL", admin_email.as_str()), ("ADMIN_PASSWORD", PASSWORD)],
+        &[
+            ("ADMIN_EMAIL", admin_email.as_str()),
+            ("ADMIN_PASSWORD", PASSWORD),
+        ],
     )
     .await
     else {
         return;
     };
-    let admin = Auth::from_payload(&app.login(&admin_email, PASSWORD).await["data"]["login"]).expect("admin logs in");
+    let admin = Auth::from_payload(&app.login(&admin_email, PASSWORD).await["data"]["login"])
+        .expect("admin logs in");
     let user = app.register(&email("advisor")).await;
     let grant = "mutation($u: ID!, $r: Role!) { grantRole(userId: $u, role: $r) { id roles } }";
     let revoke = "mutation($u: ID!, $r: Role!) { revokeRole(userId: $u, role: $r) { id roles } }";
 
-    let denied = app.gql(grant, json!({"u": user.user_id, "r": "ADMIN"}), Some(&user.access)).await;
+    let denied = app
+        .gql(
+            grant,
+            json!({"u": user.user_id, "r": "ADMIN"}),
+            Some(&user.access),
+        )
+        .await;
     assert_eq!(code(&denied), "FORBIDDEN", "{denied}");
-    let body = app.gql(grant, json!({"u": user.user_id, "r": "ADVISOR"}), Some(&admin.access)).await;
-    assert_eq!(body["data"]["grantRole"]["roles"], json!(["USER", "ADVISOR"]), "{body}");
+    let body = app
+        .gql(
+            grant,
+            json!({"u": user.user_id, "r": "ADVISOR"}),
+            Some(&admin.access),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["grantRole"]["roles"],
+        json!(["USER", "ADVISOR"]),
+        "{body}"
+    );
     let me = app.gql(ME, json!({}), Some(&user.access)).await;
     assert_eq!(me["data"]["me"]["roles"], json!(["USER", "ADVISOR"]));
-    let body = app.gql(revoke, json!({"u": user.user_id, "r": "ADVISOR"}), Some(&admin.access)).await;
+    let body = app
+        .gql(
+            revoke,
+            json!({"u": user.user_id, "r": "ADVISOR"}),
+            Some(&admin.access),
+        )
+        .await;
     assert_eq!(body["data"]["revokeRole"]["roles"], json!(["USER"]));
 
-    let body = app.gql(revoke, json!({"u": admin.user_id, "r": "ADMIN"}), Some(&admin.access)).await;
+    let body = app
+        .gql(
+            revoke,
+            json!({"u": admin.user_id, "r": "ADMIN"}),
+            Some(&admin.access),
+        )
+        .await;
     assert_eq!(code(&body), "CONFLICT", "the last admin stays: {body}");
-    let body = app.gql(grant, json!({"u": uuid::Uuid::new_v4(), "r": "ADVISOR"}), Some(&admin.access)).await;
+    let body = app
+        .gql(
+            grant,
+            json!({"u": uuid::Uuid::new_v4(), "r": "ADVISOR"}),
+            Some(&admin.access),
+        )
+        .await;
     assert_eq!(code(&body), "NOT_FOUND");
-    let body = app.gql(grant, json!({"u": user.user_id, "r": "USER"}), Some(&admin.access)).await;
+    let body = app
+        .gql(
+            grant,
+            json!({"u": user.user_id, "r": "USER"}),
+            Some(&admin.access),
+        )
+        .await;
     assert_eq!(code(&body), "BAD_USER_INPUT");
 }
 
 async fn forged_tokens_are_refused(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let auth = app.register(&email("forged")).await;
     let claims = |exp: i64, sub: &str| {
         let payload: serde_json::Value = {
             use base64::Engine;
             let part = auth.access.split('.').nth(1).expect("payload");
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).expect("b64");
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .expect("b64");
             serde_json::from_slice(&bytes).expect("claims")
         };
         let mut claims = payload;
@@ -245,13 +372,30 @@ async fn forged_tokens_are_refused(backend: Backend) {
         claims
     };
     let sign = |claims: &serde_json::Value, secret: &[u8], alg: Algorithm| {
-        jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).expect("sign")
+        jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret))
+            .expect("sign")
     };
     let now = Utc::now().timestamp();
-    let expired = sign(&claims(now - 120, &auth.user_id), JWT_SECRET.as_bytes(), Algorithm::HS256);
-    let wrong_key = sign(&claims(now + 600, &auth.user_id), b"some-other-secret-some-other-secret!", Algorithm::HS256);
-    let other_alg = sign(&claims(now + 600, &auth.user_id), JWT_SECRET.as_bytes(), Algorithm::HS512);
-    let other_user = sign(&claims(now + 600, &uuid::Uuid::new_v4().to_string()), JWT_SECRET.as_bytes(), Algorithm::HS256);
+    let expired = sign(
+        &claims(now - 120, &auth.user_id),
+        JWT_SECRET.as_bytes(),
+        Algorithm::HS256,
+    );
+    let wrong_key = sign(
+        &claims(now + 600, &auth.user_id),
+        b"some-other-secret-some-other-secret!",
+        Algorithm::HS256,
+    );
+    let other_alg = sign(
+        &claims(now + 600, &auth.user_id),
+        JWT_SECRET.as_bytes(),
+        Algorithm::HS512,
+    );
+    let other_user = sign(
+        &claims(now + 600, &uuid::Uuid::new_v4().to_string()),
+        JWT_SECRET.as_bytes(),
+        Algorithm::HS256,
+    );
     let alg_none = {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -271,7 +415,11 @@ async fn forged_tokens_are_refused(backend: Backend) {
         ("garbage", "not.a.jwt".to_owned()),
     ] {
         let (status, body) = app.post(json!({"query": ME}), Some(&token)).await;
-        assert_eq!((status, code(&body)), (401, "UNAUTHENTICATED"), "{name}: {body}");
+        assert_eq!(
+            (status, code(&body)),
+            (401, "UNAUTHENTICATED"),
+            "{name}: {body}"
+        );
     }
     let response = app
         .http
@@ -291,7 +439,9 @@ both_backends!(concurrent_registrations_and_logins_all_succeed);
 /// Many writers at once: SQLite must queue them instead of failing with "database is
 /// locked", and PostgreSQL must not lose any.
 async fn concurrent_registrations_and_logins_all_succeed(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let app = std::sync::Arc::new(app);
     let mut tasks = Vec::new();
     for i in 0..24 {
@@ -301,7 +451,8 @@ async fn concurrent_registrations_and_logins_all_succeed(backend: Backend) {
             let auth = app.register(&address).await;
             let login = app.login(&address, PASSWORD).await;
             assert!(login["data"]["login"].is_object(), "{login}");
-            let refresh = "mutation($t: String!) { refreshSession(refreshToken: $t) { accessToken } }";
+            let refresh =
+                "mutation($t: String!) { refreshSession(refreshToken: $t) { accessToken } }";
             let body = app.gql(refresh, json!({"t": auth.refresh}), None).await;
             assert!(body["data"]["refreshSession"].is_object(), "{body}");
         }));

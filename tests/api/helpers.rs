@@ -33,7 +33,9 @@ fn required(var: &str) -> bool {
 
 /// The Redis URL for tests on PostgreSQL, when Redis is to be used.
 pub fn redis_url() -> Option<String> {
-    std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty())
+    std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
 }
 
 /// A database created for one test and dropped after it.
@@ -69,7 +71,11 @@ impl TestDb {
                     "tg_test_{}_{}_{}",
                     std::process::id(),
                     COUNTER.fetch_add(1, Ordering::Relaxed),
-                    uuid::Uuid::new_v4().simple().to_string().get(..8).unwrap_or("x")
+                    uuid::Uuid::new_v4()
+                        .simple()
+                        .to_string()
+                        .get(..8)
+                        .unwrap_or("x")
                 );
                 use sea_orm::ConnectionTrait;
                 conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
@@ -91,14 +97,19 @@ impl Drop for TestDb {
             let name = name.clone();
             // Drop runs outside async context guarantees; use a private runtime.
             let _ = std::thread::spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
                     return;
                 };
                 runtime.block_on(async move {
                     use sea_orm::ConnectionTrait;
                     if let Ok(conn) = sea_orm::Database::connect(postgres_admin_url()).await {
                         let _ = conn
-                            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
                             .await;
                     }
                 });
@@ -110,6 +121,8 @@ impl Drop for TestDb {
 
 pub struct TestApp {
     pub address: String,
+    /// The database this server uses, so a second server can share it.
+    pub database_url: String,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -139,7 +152,30 @@ impl TestApp {
     /// Starts a server with extra environment variables.
     pub async fn spawn_with(backend: Backend, extra: &[(&str, &str)]) -> Option<TestApp> {
         let (db, url) = TestDb::create(backend).await?;
-        let mut vars = base_vars(&url);
+        let (address, stop, server) = Self::start(backend, &url, extra).await;
+        Some(TestApp {
+            address,
+            database_url: url,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+            stop: Some(stop),
+            server: Some(server),
+            _db: db,
+        })
+    }
+
+    async fn start(
+        backend: Backend,
+        url: &str,
+        extra: &[(&str, &str)],
+    ) -> (
+        String,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let mut vars = base_vars(url);
         if backend == Backend::Postgres {
             if let Some(redis) = redis_url() {
                 vars.insert("REDIS_URL".into(), redis);
@@ -155,16 +191,7 @@ impl TestApp {
         let server = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        Some(TestApp {
-            address,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("http client"),
-            stop: Some(stop),
-            server: Some(server),
-            _db: db,
-        })
+        (address, stop, server)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -203,7 +230,8 @@ impl TestApp {
                 None,
             )
             .await;
-        Auth::from_payload(&body["data"]["register"]).unwrap_or_else(|| panic!("register failed: {body}"))
+        Auth::from_payload(&body["data"]["register"])
+            .unwrap_or_else(|| panic!("register failed: {body}"))
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Value {
@@ -280,7 +308,9 @@ impl Auth {
 
 /// The `extensions.code` of the first error.
 pub fn code(body: &Value) -> &str {
-    body["errors"][0]["extensions"]["code"].as_str().unwrap_or("<none>")
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("<none>")
 }
 
 /// A unique e-mail address for one test.
@@ -288,7 +318,8 @@ pub fn email(tag: &str) -> String {
     format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
 }
 
-type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub struct Ws {
     pub stream: WsStream,
@@ -325,7 +356,9 @@ impl Ws {
             loop {
                 match self.stream.next().await {
                     Some(Ok(Message::Text(text))) => {
-                        return Frame::Json(serde_json::from_str(text.as_str()).expect("json message"))
+                        return Frame::Json(
+                            serde_json::from_str(text.as_str()).expect("json message"),
+                        )
                     }
                     Some(Ok(Message::Close(frame))) => {
                         return match frame {
@@ -365,7 +398,8 @@ impl Ws {
 
     /// Sends `connection_init` and expects the ack.
     pub async fn init(&mut self, payload: Value) {
-        self.send(json!({"type": "connection_init", "payload": payload})).await;
+        self.send(json!({"type": "connection_init", "payload": payload}))
+            .await;
         let ack = self.next_json().await;
         assert_eq!(ack["type"], "connection_ack", "{ack}");
     }

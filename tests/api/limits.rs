@@ -13,11 +13,23 @@ async fn oversized_queries_are_refused(backend: Backend) {
         return;
     };
     let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } } } }";
-    let aliases = format!("{{ {} }}", (0..31).map(|i| format!("a{i}: serverTime")).collect::<Vec<_>>().join(" "));
-    let roots = format!("{{ {} }}", (0..21).map(|_| "serverTime").collect::<Vec<_>>().join(" "));
+    let aliases = format!(
+        "{{ {} }}",
+        (0..31)
+            .map(|i| format!("a{i}: serverTime"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let roots = format!(
+        "{{ {} }}",
+        (0..21).map(|_| "serverTime").collect::<Vec<_>>().join(" ")
+    );
     let complex = format!(
         "{{ {} }}",
-        (0..20).map(|i| format!("m{i}: me {{ id email }}")).collect::<Vec<_>>().join(" ")
+        (0..20)
+            .map(|i| format!("m{i}: me {{ id email }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let nested = format!("{}{}", "{".repeat(200_000), "}".repeat(200_000));
     for (name, query) in [
@@ -28,9 +40,16 @@ async fn oversized_queries_are_refused(backend: Backend) {
         ("nesting", nested),
     ] {
         let (status, body) = app.post(json!({"query": query}), None).await;
-        assert_eq!((status, code(&body)), (400, "QUERY_TOO_COMPLEX"), "{name}: {body}");
+        assert_eq!(
+            (status, code(&body)),
+            (400, "QUERY_TOO_COMPLEX"),
+            "{name}: {body}"
+        );
     }
     let (status, body) = app.post(json!({"query": "{ serverTime }"}), None).await;
     assert_eq!(status, 200, "still serving: {body}");
-    assert_eq!(body["extensions"]["cost"], json!({"complexity": 1, "depth": 1}));
+    assert_eq!(
+        body["extensions"]["cost"],
+        json!({"complexity": 1, "depth": 1})
+    );
 }

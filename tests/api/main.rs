@@ -8,6 +8,7 @@ mod accounts;
 mod funds;
 mod http_protocol;
 mod limits;
+mod orders;
 mod process;
 mod schema_files;
 mod websocket;

@@ -12,15 +12,15 @@ use serde_json::json;
 use crate::helpers::{Auth, TestApp, Ws, PASSWORD};
 
 /// A server process whose output is captured line by line.
-struct Server {
+pub struct Server {
     child: Child,
-    address: String,
+    pub address: String,
     output: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
-    fn start(extra: &[(&str, &str)]) -> Server {
+    pub fn start(extra: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut command = Command::new(env!("CARGO_BIN_EXE_tradegraph"));
         command
@@ -28,7 +28,10 @@ impl Server {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("BIND_ADDR", "127.0.0.1:0")
-            .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()))
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            )
             .env("LOG_FORMAT", "json")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -56,7 +59,9 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         let address = loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(remaining).expect("the server announces its address");
+            let line = rx
+                .recv_timeout(remaining)
+                .expect("the server announces its address");
             if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
                 if let Some(address) = event["fields"]["address"].as_str() {
                     break address.to_owned();
@@ -115,7 +120,12 @@ struct TestClient {
 }
 
 impl TestClient {
-    async fn gql(&self, query: &str, variables: serde_json::Value, token: Option<&str>) -> serde_json::Value {
+    async fn gql(
+        &self,
+        query: &str,
+        variables: serde_json::Value,
+        token: Option<&str>,
+    ) -> serde_json::Value {
         let mut request = self
             .http
             .post(format!("http://{}/graphql", self.address))
@@ -123,7 +133,13 @@ impl TestClient {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        request.send().await.expect("sent").json().await.expect("json")
+        request
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json")
     }
 }
 
@@ -155,19 +171,34 @@ async fn logs_never_contain_secrets() {
         )
         .await;
     let rotated = Auth::from_payload(&refreshed["data"]["refreshSession"]).expect("refreshed");
-    client.gql("{ me { id } }", json!({}), Some(&rotated.access)).await;
+    client
+        .gql("{ me { id } }", json!({}), Some(&rotated.access))
+        .await;
     let login = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
     client
-        .gql(login, json!({"i": {"email": "logs@example.com", "password": wrong_password}}), None)
+        .gql(
+            login,
+            json!({"i": {"email": "logs@example.com", "password": wrong_password}}),
+            None,
+        )
         .await;
     client
-        .gql(login, json!({"i": {"email": "root@example.com", "password": admin_password}}), None)
+        .gql(
+            login,
+            json!({"i": {"email": "root@example.com", "password": admin_password}}),
+            None,
+        )
         .await;
-    client.gql("{ me { id } }", json!({}), Some("forged.token.value")).await;
+    client
+        .gql("{ me { id } }", json!({}), Some("forged.token.value"))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let output = server.output();
-    assert!(output.contains("request finished"), "logs were captured: {output}");
+    assert!(
+        output.contains("request finished"),
+        "logs were captured: {output}"
+    );
     for (name, secret) in [
         ("password", PASSWORD),
         ("wrong password", wrong_password),

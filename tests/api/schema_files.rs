@@ -27,7 +27,10 @@ fn the_schema_binary_prints_the_same_sdl() {
         .output()
         .expect("binary runs");
     assert!(output.status.success());
-    assert_eq!(String::from_utf8_lossy(&output.stdout), tradegraph::graphql::sdl());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        tradegraph::graphql::sdl()
+    );
 }
 
 /// Stops a request after validation, so documents can be checked against the schema
@@ -42,7 +45,12 @@ impl ExtensionFactory for ValidateOnly {
 
 #[async_trait::async_trait]
 impl Extension for ValidateOnly {
-    async fn execute(&self, _: &ExtensionContext<'_>, _: Option<&str>, _: NextExecute<'_>) -> Response {
+    async fn execute(
+        &self,
+        _: &ExtensionContext<'_>,
+        _: Option<&str>,
+        _: NextExecute<'_>,
+    ) -> Response {
         Response::new(async_graphql::Value::Null)
     }
 }
@@ -53,7 +61,9 @@ impl Extension for ValidateOnly {
 async fn playground_examples_are_valid() {
     let schema = tradegraph::graphql::schema()
         .extension(tradegraph::graphql::guardrails::GuardrailsFactory::new(
-            tradegraph::Config::from_vars(Default::default()).expect("defaults").limits,
+            tradegraph::Config::from_vars(Default::default())
+                .expect("defaults")
+                .limits,
         ))
         .extension(ValidateOnly)
         .finish();
@@ -89,5 +99,60 @@ async fn playground_examples_are_valid() {
             checked += 1;
         }
     }
-    assert!(checked >= 5, "expected the example operations, found {checked}");
+    assert!(
+        checked >= 5,
+        "expected the example operations, found {checked}"
+    );
+}
+
+/// Every type, field, argument and enum value of our own carries a description, so the
+/// playground's docs explain the whole API. Types generated for connections and the
+/// built-in scalars are the library's and exempt.
+#[test]
+fn every_field_is_documented() {
+    use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+    let sdl = tradegraph::graphql::sdl();
+    let document = async_graphql::parser::parse_schema(&sdl).expect("SDL parses");
+    let mut missing = Vec::new();
+    for definition in &document.definitions {
+        let TypeSystemDefinition::Type(ty) = definition else {
+            continue;
+        };
+        let ty = &ty.node;
+        let name = ty.name.node.as_str();
+        let generated =
+            name.ends_with("Connection") || name.ends_with("Edge") || name == "PageInfo";
+        if generated || ["Boolean", "String", "Int", "Float", "ID"].contains(&name) {
+            continue;
+        }
+        if ty.description.is_none() {
+            missing.push(name.to_owned());
+        }
+        match &ty.kind {
+            TypeKind::Object(object) => {
+                for field in &object.fields {
+                    let field = &field.node;
+                    if field.description.is_none() {
+                        missing.push(format!("{name}.{}", field.name.node));
+                    }
+                }
+            }
+            TypeKind::InputObject(input) => {
+                for field in &input.fields {
+                    if field.node.description.is_none() {
+                        missing.push(format!("{name}.{}", field.node.name.node));
+                    }
+                }
+            }
+            TypeKind::Enum(values) => {
+                for value in &values.values {
+                    if value.node.description.is_none() {
+                        missing.push(format!("{name}.{}", value.node.value.node));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(missing.is_empty(), "undocumented: {missing:?}");
 }

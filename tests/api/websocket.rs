@@ -16,24 +16,35 @@ both_backends!(
 );
 
 async fn transport_ws_subscribes_pings_and_completes(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let mut ws = app.websocket("graphql-transport-ws").await;
     assert_eq!(ws.selected.as_deref(), Some("graphql-transport-ws"));
     ws.init(json!({})).await;
 
     ws.send(json!({"type": "ping", "payload": {"n": 1}})).await;
-    assert_eq!(ws.next_json().await, json!({"type": "pong", "payload": {"n": 1}}));
+    assert_eq!(
+        ws.next_json().await,
+        json!({"type": "pong", "payload": {"n": 1}})
+    );
 
-    ws.send(json!({"id": "c1", "type": "subscribe", "payload": {"query": CLOCK}})).await;
+    ws.send(json!({"id": "c1", "type": "subscribe", "payload": {"query": CLOCK}}))
+        .await;
     for _ in 0..2 {
         let next = ws.next_json().await;
-        assert_eq!((next["id"].as_str(), next["type"].as_str()), (Some("c1"), Some("next")), "{next}");
+        assert_eq!(
+            (next["id"].as_str(), next["type"].as_str()),
+            (Some("c1"), Some("next")),
+            "{next}"
+        );
         assert!(next["payload"]["data"]["serverTime"].is_string());
     }
     ws.send(json!({"id": "c1", "type": "complete"})).await;
 
     // A query runs once and completes.
-    ws.send(json!({"id": "q1", "type": "subscribe", "payload": {"query": "{ serverTime }"}})).await;
+    ws.send(json!({"id": "q1", "type": "subscribe", "payload": {"query": "{ serverTime }"}}))
+        .await;
     let mut saw_result = false;
     loop {
         let message = ws.next_json().await;
@@ -49,9 +60,16 @@ async fn transport_ws_subscribes_pings_and_completes(backend: Backend) {
     assert!(saw_result);
 
     // Invalid operations answer `error` and leave the connection open.
-    ws.send(json!({"id": "bad", "type": "subscribe", "payload": {"query": "subscription { nope }"}})).await;
+    ws.send(
+        json!({"id": "bad", "type": "subscribe", "payload": {"query": "subscription { nope }"}}),
+    )
+    .await;
     let error = ws.next_json().await;
-    assert_eq!((error["id"].as_str(), error["type"].as_str()), (Some("bad"), Some("error")), "{error}");
+    assert_eq!(
+        (error["id"].as_str(), error["type"].as_str()),
+        (Some("bad"), Some("error")),
+        "{error}"
+    );
     assert_eq!(error["payload"][0]["extensions"]["code"], "BAD_USER_INPUT");
     ws.send(json!({"type": "ping"})).await;
     assert_eq!(ws.next_json().await["type"], "pong");
@@ -111,21 +129,31 @@ async fn transport_ws_closes_on_protocol_violations(backend: Backend) {
 }
 
 async fn transport_ws_authenticates_in_connection_init(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let auth = app.register(&email("ws")).await;
     let me = json!({"id": "m", "type": "subscribe", "payload": {"query": "{ me { id } }"}});
 
     let mut ws = app.websocket("graphql-transport-ws").await;
-    ws.init(json!({"authorization": format!("Bearer {}", auth.access)})).await;
+    ws.init(json!({"authorization": format!("Bearer {}", auth.access)}))
+        .await;
     ws.send(me.clone()).await;
     let next = ws.next_json().await;
-    assert_eq!(next["payload"]["data"]["me"]["id"], auth.user_id.as_str(), "{next}");
+    assert_eq!(
+        next["payload"]["data"]["me"]["id"],
+        auth.user_id.as_str(),
+        "{next}"
+    );
 
     let mut anonymous = app.websocket("graphql-transport-ws").await;
     anonymous.init(json!({})).await;
     anonymous.send(me).await;
     let next = anonymous.next_json().await;
-    assert_eq!(next["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{next}");
+    assert_eq!(
+        next["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{next}"
+    );
 
     let mut forged = app.websocket("graphql-transport-ws").await;
     forged.send(json!({"type": "connection_init", "payload": {"authorization": "Bearer forged.token.here"}})).await;
@@ -133,17 +161,25 @@ async fn transport_ws_authenticates_in_connection_init(backend: Backend) {
 }
 
 async fn legacy_protocol_streams_data(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let mut ws = app.websocket("graphql-ws").await;
     assert_eq!(ws.selected.as_deref(), Some("graphql-ws"));
     ws.init(json!({})).await;
     assert_eq!(ws.next_json().await["type"], "ka");
-    ws.send(json!({"id": "1", "type": "start", "payload": {"query": CLOCK}})).await;
+    ws.send(json!({"id": "1", "type": "start", "payload": {"query": CLOCK}}))
+        .await;
     let data = ws.next_json().await;
-    assert_eq!((data["id"].as_str(), data["type"].as_str()), (Some("1"), Some("data")), "{data}");
+    assert_eq!(
+        (data["id"].as_str(), data["type"].as_str()),
+        (Some("1"), Some("data")),
+        "{data}"
+    );
     assert!(data["payload"]["data"]["serverTime"].is_string());
     ws.send(json!({"id": "1", "type": "stop"})).await;
-    ws.send(json!({"id": "2", "type": "start", "payload": {"query": "{ nope }"}})).await;
+    ws.send(json!({"id": "2", "type": "start", "payload": {"query": "{ nope }"}}))
+        .await;
     loop {
         let message = ws.next_json().await;
         if message["id"] == "2" {
@@ -152,7 +188,10 @@ async fn legacy_protocol_streams_data(backend: Backend) {
         }
     }
     let complete = ws.next_json().await;
-    assert_eq!((complete["id"].as_str(), complete["type"].as_str()), (Some("2"), Some("complete")));
+    assert_eq!(
+        (complete["id"].as_str(), complete["type"].as_str()),
+        (Some("2"), Some("complete"))
+    );
     ws.send(json!({"type": "connection_terminate"})).await;
     ws.expect_close(1000).await;
 }

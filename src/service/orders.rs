@@ -1,0 +1,960 @@
+//! Orders: placement with matching, cancellation, and reads.
+//!
+//! Placing or cancelling runs in one transaction that first locks the market's row
+//! (PostgreSQL `SELECT … FOR UPDATE`; SQLite has a single writer anyway), so exactly one
+//! writer at a time changes a market's book, across any number of server processes. It
+//! reads only the best opposite orders it needs through the book index, lets the pure
+//! planner (`domain::matching`) decide, then writes orders, fills, ledger entries and
+//! per-user order events before committing.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend,
+    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
+
+use super::ledger::{self, Draft};
+use super::markets;
+use crate::auth::Viewer;
+use crate::domain::ledger::{AccountKind, AccountRef, Leg};
+use crate::domain::matching::{
+    self, ExpireReason, Maker, SelfTradePrevention, Side, TakerOutcome, TimeInForce,
+};
+use crate::domain::order_rules::{self, MarketRules, OrderRequest, OrderType};
+use crate::error::ApiError;
+use crate::state::AppState;
+use entity::{fills, markets as market_rows, order_events, orders, user_sequences, Amount};
+
+/// Order statuses as stored.
+pub mod status {
+    pub const UNTRIGGERED: &str = "UNTRIGGERED";
+    pub const OPEN: &str = "OPEN";
+    pub const PARTIALLY_FILLED: &str = "PARTIALLY_FILLED";
+    pub const FILLED: &str = "FILLED";
+    pub const CANCELLED: &str = "CANCELLED";
+    pub const REJECTED: &str = "REJECTED";
+    pub const EXPIRED: &str = "EXPIRED";
+}
+
+/// How many resting orders one read of the book fetches; the read repeats with a
+/// larger page only when a taker sweeps past it.
+const BOOK_PAGE: u64 = 64;
+
+/// A new order, as the API receives it (already parsed).
+#[derive(Clone, Debug)]
+pub struct NewOrder {
+    pub market: String,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub quantity: Option<Decimal>,
+    pub price: Option<Decimal>,
+    pub quote_quantity: Option<Decimal>,
+    pub trigger_price: Option<Decimal>,
+    pub time_in_force: TimeInForce,
+    pub expire_at: Option<DateTime<Utc>>,
+    pub post_only: bool,
+    pub self_trade_prevention: SelfTradePrevention,
+    pub client_order_id: Option<String>,
+}
+
+pub fn side_str(side: Side) -> &'static str {
+    match side {
+        Side::Buy => "BUY",
+        Side::Sell => "SELL",
+    }
+}
+
+pub fn type_str(order_type: OrderType) -> &'static str {
+    match order_type {
+        OrderType::Limit => "LIMIT",
+        OrderType::Market => "MARKET",
+        OrderType::StopLimit => "STOP_LIMIT",
+    }
+}
+
+pub fn tif_str(tif: TimeInForce) -> &'static str {
+    match tif {
+        TimeInForce::Gtc => "GTC",
+        TimeInForce::Ioc => "IOC",
+        TimeInForce::Fok => "FOK",
+        TimeInForce::Gtd => "GTD",
+    }
+}
+
+pub fn stp_str(stp: SelfTradePrevention) -> &'static str {
+    match stp {
+        SelfTradePrevention::ExpireTaker => "EXPIRE_TAKER",
+        SelfTradePrevention::ExpireMaker => "EXPIRE_MAKER",
+        SelfTradePrevention::ExpireBoth => "EXPIRE_BOTH",
+        SelfTradePrevention::None => "NONE",
+    }
+}
+
+/// What placing would do (or did): the order and its fills.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub order: orders::Model,
+    pub fills: Vec<fills::Model>,
+    /// The amount held when the order was accepted, in `order.held_asset`.
+    pub hold: Decimal,
+}
+
+/// Places an order. With a `clientOrderId` already used by this user, returns that
+/// order and changes nothing.
+#[tracing::instrument(skip_all, fields(market = %input.market))]
+pub async fn place(state: &AppState, viewer: &Viewer, input: NewOrder) -> Result<Placed, ApiError> {
+    let user_id = viewer.user_id();
+    if let Some(client_order_id) = &input.client_order_id {
+        let client_order_id = client_order_id.trim();
+        if client_order_id.is_empty() || client_order_id.len() > 64 {
+            return Err(ApiError::bad_input(
+                "input.clientOrderId",
+                "must be 1 to 64 characters",
+            ));
+        }
+        if let Some(existing) = find_by_client_id(state.db.conn(), user_id, client_order_id).await?
+        {
+            return Ok(Placed {
+                fills: fills_of(state.db.conn(), existing.id).await?,
+                hold: Decimal::ZERO,
+                order: existing,
+            });
+        }
+    }
+    let prepared = prepare(state, &input).await?;
+    let result = state
+        .db
+        .write(|txn| {
+            let (input, prepared) = (input.clone(), prepared.clone());
+            Box::pin(async move { execute(txn, user_id, &input, &prepared).await })
+        })
+        .await;
+    match result {
+        Err(ApiError::Internal(error)) if is_unique_violation(&error) => {
+            // The same clientOrderId raced in from another request: return the winner.
+            let client_order_id = input.client_order_id.as_deref().unwrap_or_default().trim();
+            match find_by_client_id(state.db.conn(), user_id, client_order_id).await? {
+                Some(order) => Ok(Placed {
+                    fills: fills_of(state.db.conn(), order.id).await?,
+                    hold: Decimal::ZERO,
+                    order,
+                }),
+                None => Err(ApiError::Internal(error)),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Runs placement in a transaction that is always rolled back: what would happen now.
+pub async fn preview(
+    state: &AppState,
+    viewer: &Viewer,
+    input: NewOrder,
+) -> Result<Placed, ApiError> {
+    let prepared = prepare(state, &input).await?;
+    let user_id = viewer.user_id();
+    state
+        .db
+        .dry_run(|txn| {
+            let (input, prepared) = (input.clone(), prepared.clone());
+            Box::pin(async move {
+                let mut input = input;
+                input.client_order_id = None;
+                execute(txn, user_id, &input, &prepared).await
+            })
+        })
+        .await
+}
+
+fn is_unique_violation(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<sea_orm::DbErr>()
+        .and_then(|e| e.sql_err())
+        .is_some_and(|e| matches!(e, sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+async fn find_by_client_id<C: ConnectionTrait>(
+    conn: &C,
+    user_id: Uuid,
+    client_order_id: &str,
+) -> Result<Option<orders::Model>, ApiError> {
+    Ok(orders::Entity::find()
+        .filter(orders::Column::UserId.eq(user_id))
+        .filter(orders::Column::ClientOrderId.eq(client_order_id))
+        .one(conn)
+        .await?)
+}
+
+/// The market's rules, checked before the transaction starts.
+#[derive(Clone, Debug)]
+struct Prepared {
+    market: market_rows::Model,
+    rules: MarketRules,
+}
+
+async fn prepare(state: &AppState, input: &NewOrder) -> Result<Prepared, ApiError> {
+    let conn = state.db.conn();
+    let market = markets::find_market(conn, &input.market)
+        .await?
+        .ok_or_else(|| ApiError::bad_input("input.market", "unknown market"))?;
+    if market.status != markets::TRADING {
+        return Err(ApiError::Conflict(format!(
+            "market {} is halted",
+            market.symbol
+        )));
+    }
+    let base_precision = asset_precision(conn, &market.base_asset).await?;
+    let quote_precision = asset_precision(conn, &market.quote_asset).await?;
+    let rules = MarketRules {
+        tick_size: market.tick_size.0,
+        lot_size: market.lot_size.0,
+        min_notional: market.min_notional.0,
+        base_precision,
+        quote_precision,
+    };
+    let request = OrderRequest {
+        side: input.side,
+        order_type: input.order_type,
+        quantity: input.quantity,
+        price: input.price,
+        quote_quantity: input.quote_quantity,
+        trigger_price: input.trigger_price,
+        time_in_force: input.time_in_force,
+        has_expire_at: input.expire_at.is_some(),
+        post_only: input.post_only,
+    };
+    order_rules::validate(&request, &rules).map_err(|e| ApiError::bad_input(e.field, e.message))?;
+    if let Some(expire_at) = input.expire_at {
+        if expire_at <= Utc::now() {
+            return Err(ApiError::bad_input(
+                "input.expireAt",
+                "must be in the future",
+            ));
+        }
+    }
+    Ok(Prepared { market, rules })
+}
+
+async fn asset_precision<C: ConnectionTrait>(conn: &C, symbol: &str) -> Result<u32, ApiError> {
+    let asset = markets::find_asset(conn, symbol)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("market asset {symbol} is missing")))?;
+    Ok(asset.precision as u32)
+}
+
+/// Locks the market row so one transaction at a time changes its book.
+async fn lock_market(
+    txn: &DatabaseTransaction,
+    symbol: &str,
+) -> Result<market_rows::Model, ApiError> {
+    let mut query = market_rows::Entity::find_by_id(symbol.to_owned());
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    query.one(txn).await?.ok_or(ApiError::NotFound("market"))
+}
+
+/// Loads up to `limit` resting orders that the taker could trade with, best first.
+async fn load_makers(
+    txn: &DatabaseTransaction,
+    market: &str,
+    taker_side: Side,
+    limit_ticks: Option<i64>,
+    limit: u64,
+) -> Result<Vec<orders::Model>, ApiError> {
+    let mut query = orders::Entity::find()
+        .filter(orders::Column::Market.eq(market))
+        .filter(orders::Column::Side.eq(side_str(taker_side.opposite())))
+        .filter(orders::Column::IsOpen.eq(true));
+    query = match (taker_side, limit_ticks) {
+        (Side::Buy, Some(ticks)) => query.filter(orders::Column::PriceTicks.lte(ticks)),
+        (Side::Sell, Some(ticks)) => query.filter(orders::Column::PriceTicks.gte(ticks)),
+        (_, None) => query,
+    };
+    query = match taker_side {
+        Side::Buy => query.order_by_asc(orders::Column::PriceTicks),
+        Side::Sell => query.order_by_desc(orders::Column::PriceTicks),
+    };
+    Ok(query
+        .order_by_asc(orders::Column::Sequence)
+        .limit(limit)
+        .all(txn)
+        .await?)
+}
+
+fn remaining(order: &orders::Model) -> Decimal {
+    order.quantity.map(|q| q.0).unwrap_or_default() - order.filled_quantity.0
+}
+
+/// Takes the next number in the user's order event log.
+async fn next_sequence(txn: &DatabaseTransaction, user_id: Uuid) -> Result<i64, ApiError> {
+    let insert = user_sequences::Entity::insert(user_sequences::ActiveModel {
+        user_id: Set(user_id),
+        last_sequence: Set(0),
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::column(user_sequences::Column::UserId)
+            .do_nothing()
+            .to_owned(),
+    );
+    let _ = insert.exec_without_returning(txn).await?;
+    user_sequences::Entity::update_many()
+        .col_expr(
+            user_sequences::Column::LastSequence,
+            Expr::col(user_sequences::Column::LastSequence).add(1),
+        )
+        .filter(user_sequences::Column::UserId.eq(user_id))
+        .exec(txn)
+        .await?;
+    let row = user_sequences::Entity::find_by_id(user_id)
+        .one(txn)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("user sequence row missing")))?;
+    Ok(row.last_sequence)
+}
+
+async fn record_event(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    kind: &str,
+    order_id: Uuid,
+    fill_id: Option<Uuid>,
+) -> Result<(), ApiError> {
+    let sequence = next_sequence(txn, user_id).await?;
+    order_events::ActiveModel {
+        user_id: Set(user_id),
+        sequence: Set(sequence),
+        kind: Set(kind.to_owned()),
+        order_id: Set(order_id),
+        fill_id: Set(fill_id),
+        created_at: Set(Utc::now()),
+    }
+    .insert(txn)
+    .await?;
+    Ok(())
+}
+
+/// Moves `amount` between a user's available and locked balances.
+async fn move_hold(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    asset: &str,
+    amount: Decimal,
+    to_locked: bool,
+    order_id: Uuid,
+) -> Result<(), ApiError> {
+    if amount.is_zero() {
+        return Ok(());
+    }
+    let signed = if to_locked { amount } else { -amount };
+    ledger::post(
+        txn,
+        Draft {
+            kind: if to_locked {
+                "ORDER_HOLD"
+            } else {
+                "ORDER_RELEASE"
+            },
+            reference: None,
+            user_id: Some(user_id),
+            asset: asset.to_owned(),
+            amount: -signed,
+            description: format!(
+                "{} {} {asset} for order {order_id}",
+                if to_locked { "Held" } else { "Released" },
+                amount.normalize()
+            ),
+            legs: vec![
+                Leg {
+                    account: AccountRef::user(user_id, asset, AccountKind::Available),
+                    amount: -signed,
+                },
+                Leg {
+                    account: AccountRef::user(user_id, asset, AccountKind::Locked),
+                    amount: signed,
+                },
+            ],
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+fn status_after_fill(order_quantity: Option<Decimal>, filled: Decimal) -> &'static str {
+    match order_quantity {
+        Some(quantity) if filled >= quantity => status::FILLED,
+        _ if filled.is_zero() => status::OPEN,
+        _ => status::PARTIALLY_FILLED,
+    }
+}
+
+async fn execute(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    input: &NewOrder,
+    prepared: &Prepared,
+) -> Result<Placed, ApiError> {
+    let market = lock_market(txn, &prepared.market.symbol).await?;
+    if market.status != markets::TRADING {
+        return Err(ApiError::Conflict(format!(
+            "market {} is halted",
+            market.symbol
+        )));
+    }
+    let now = Utc::now();
+    let sequence = market.next_sequence;
+    market_rows::Entity::update_many()
+        .col_expr(market_rows::Column::NextSequence, Expr::value(sequence + 1))
+        .filter(market_rows::Column::Symbol.eq(market.symbol.as_str()))
+        .exec(txn)
+        .await?;
+    let (base, quote) = (market.base_asset.clone(), market.quote_asset.clone());
+    let tick = prepared.rules.tick_size;
+    let limit_ticks = input.price.and_then(|p| order_rules::price_ticks(p, tick));
+    let taker = matching::Taker {
+        owner: user_id,
+        side: input.side,
+        limit_price: input.price,
+        quantity: input.quantity,
+        quote_quantity: input.quote_quantity,
+        time_in_force: input.time_in_force,
+        post_only: input.post_only,
+        self_trade_prevention: input.self_trade_prevention,
+        lot_size: prepared.rules.lot_size,
+    };
+
+    let order_id = Uuid::now_v7();
+    let held_asset = match input.side {
+        Side::Buy => quote.clone(),
+        Side::Sell => base.clone(),
+    };
+    let mut order = orders::Model {
+        id: order_id,
+        user_id,
+        market: market.symbol.clone(),
+        side: side_str(input.side).to_owned(),
+        order_type: type_str(input.order_type).to_owned(),
+        status: status::OPEN.to_owned(),
+        is_open: false,
+        price: input.price.map(Amount),
+        price_ticks: limit_ticks,
+        trigger_price: input.trigger_price.map(Amount),
+        quantity: input.quantity.map(Amount),
+        quote_quantity: input.quote_quantity.map(Amount),
+        filled_quantity: Amount::ZERO,
+        filled_quote: Amount::ZERO,
+        fee: Amount::ZERO,
+        held_asset: held_asset.clone(),
+        held: Amount::ZERO,
+        time_in_force: tif_str(input.time_in_force).to_owned(),
+        expire_at: input.expire_at,
+        post_only: input.post_only,
+        self_trade_prevention: stp_str(input.self_trade_prevention).to_owned(),
+        client_order_id: input.client_order_id.as_ref().map(|c| c.trim().to_owned()),
+        reject_reason: None,
+        sequence,
+        created_at: now,
+        updated_at: now,
+    };
+
+    // A stop order waits off the book, with its funds held, until the last trade price
+    // reaches its trigger.
+    if input.order_type == OrderType::StopLimit {
+        let hold = match input.side {
+            Side::Buy => input.price.unwrap_or_default() * input.quantity.unwrap_or_default(),
+            Side::Sell => input.quantity.unwrap_or_default(),
+        };
+        order.status = status::UNTRIGGERED.to_owned();
+        order.held = Amount(hold);
+        orders::ActiveModel::from(order.clone())
+            .reset_all()
+            .insert(txn)
+            .await?;
+        move_hold(txn, user_id, &held_asset, hold, true, order_id).await?;
+        record_event(txn, user_id, "CREATED", order_id, None).await?;
+        return Ok(Placed {
+            order,
+            fills: Vec::new(),
+            hold,
+        });
+    }
+
+    // Read the book a page at a time; read further only if the taker swept the page.
+    let mut page = BOOK_PAGE;
+    let (plan, makers) = loop {
+        let makers = load_makers(txn, &market.symbol, input.side, limit_ticks, page).await?;
+        let full_page = makers.len() as u64 == page;
+        let plan = matching::plan(
+            &taker,
+            makers.iter().map(|m| Maker {
+                order_id: m.id,
+                owner: m.user_id,
+                price: m.price.map(|p| p.0).unwrap_or_default(),
+                remaining: remaining(m),
+            }),
+        );
+        let touched = plan.fills.len() + plan.expired_makers.len();
+        let wants_more = !matches!(
+            plan.outcome,
+            TakerOutcome::Filled | TakerOutcome::Rejected { .. }
+        ) && touched >= makers.len();
+        if full_page && wants_more && page < 1 << 16 {
+            page *= 4;
+            continue;
+        }
+        break (plan, makers);
+    };
+
+    if let TakerOutcome::Rejected { reason } = &plan.outcome {
+        if reason.is_book_fault() {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "order book inconsistent: {reason}"
+            )));
+        }
+        order.status = status::REJECTED.to_owned();
+        order.reject_reason = Some(reason.to_string());
+        orders::ActiveModel::from(order.clone())
+            .reset_all()
+            .insert(txn)
+            .await?;
+        record_event(txn, user_id, "REJECTED", order_id, None).await?;
+        return Ok(Placed {
+            order,
+            fills: Vec::new(),
+            hold: Decimal::ZERO,
+        });
+    }
+
+    // Hold what the order may spend: the full limit value for a limit order, the exact
+    // cost of its fills for a market order (it never rests), the budget for a buy by
+    // quote amount.
+    let hold = match (input.side, input.order_type) {
+        (Side::Buy, OrderType::Market) => input.quote_quantity.unwrap_or(plan.quote_amount),
+        (Side::Buy, _) => input.price.unwrap_or_default() * input.quantity.unwrap_or_default(),
+        (Side::Sell, OrderType::Market) => plan.filled_quantity,
+        (Side::Sell, _) => input.quantity.unwrap_or_default(),
+    };
+    order.held = Amount(hold);
+    orders::ActiveModel::from(order.clone())
+        .reset_all()
+        .insert(txn)
+        .await?;
+    move_hold(txn, user_id, &held_asset, hold, true, order_id).await?;
+    record_event(txn, user_id, "CREATED", order_id, None).await?;
+
+    let makers_by_id: std::collections::HashMap<Uuid, &orders::Model> =
+        makers.iter().map(|m| (m.id, m)).collect();
+    let mut taker_fills = Vec::new();
+    let mut held = hold;
+    let mut last_price = None;
+    for fill in &plan.fills {
+        let maker = makers_by_id.get(&fill.maker_order_id).ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("planner returned an unknown maker"))
+        })?;
+        let trade_id = Uuid::now_v7();
+        let notional = fill.quote_amount;
+        let (buyer, seller) = match input.side {
+            Side::Buy => (user_id, maker.user_id),
+            Side::Sell => (maker.user_id, user_id),
+        };
+        let (taker_bps, maker_bps) = (market.taker_fee_bps as u32, market.maker_fee_bps as u32);
+        let (buyer_bps, seller_bps) = match input.side {
+            Side::Buy => (taker_bps, maker_bps),
+            Side::Sell => (maker_bps, taker_bps),
+        };
+        let overflow = || ApiError::internal(anyhow::anyhow!("fee overflow"));
+        // Fees are taken from what each side receives, exactly (no rounding).
+        let buyer_fee = matching::fee(fill.quantity, buyer_bps).ok_or_else(overflow)?;
+        let seller_fee = matching::fee(notional, seller_bps).ok_or_else(overflow)?;
+        let mut legs = vec![
+            Leg {
+                account: AccountRef::user(buyer, &quote, AccountKind::Locked),
+                amount: -notional,
+            },
+            Leg {
+                account: AccountRef::user(seller, &quote, AccountKind::Available),
+                amount: notional - seller_fee,
+            },
+            Leg {
+                account: AccountRef::user(seller, &base, AccountKind::Locked),
+                amount: -fill.quantity,
+            },
+            Leg {
+                account: AccountRef::user(buyer, &base, AccountKind::Available),
+                amount: fill.quantity - buyer_fee,
+            },
+        ];
+        if !seller_fee.is_zero() {
+            legs.push(Leg {
+                account: AccountRef::system(&quote, AccountKind::FeeIncome),
+                amount: seller_fee,
+            });
+        }
+        if !buyer_fee.is_zero() {
+            legs.push(Leg {
+                account: AccountRef::system(&base, AccountKind::FeeIncome),
+                amount: buyer_fee,
+            });
+        }
+        ledger::post(
+            txn,
+            Draft {
+                kind: "TRADE",
+                reference: None,
+                user_id: Some(user_id),
+                asset: base.clone(),
+                amount: match input.side {
+                    Side::Buy => fill.quantity - buyer_fee,
+                    Side::Sell => -fill.quantity,
+                },
+                description: format!(
+                    "Trade {} {base} at {} {quote}",
+                    fill.quantity.normalize(),
+                    fill.price.normalize()
+                ),
+                legs,
+            },
+        )
+        .await?;
+
+        // The maker.
+        let maker_side = input.side.opposite();
+        let maker_filled = maker.filled_quantity.0 + fill.quantity;
+        let maker_status = status_after_fill(maker.quantity.map(|q| q.0), maker_filled);
+        let maker_fee = match maker_side {
+            Side::Buy => buyer_fee,
+            Side::Sell => seller_fee,
+        };
+        let maker_held_used = match maker_side {
+            Side::Buy => notional,
+            Side::Sell => fill.quantity,
+        };
+        orders::Entity::update_many()
+            .col_expr(orders::Column::FilledQuantity, Amount(maker_filled).into())
+            .col_expr(
+                orders::Column::FilledQuote,
+                Amount(maker.filled_quote.0 + notional).into(),
+            )
+            .col_expr(orders::Column::Fee, Amount(maker.fee.0 + maker_fee).into())
+            .col_expr(
+                orders::Column::Held,
+                Amount(maker.held.0 - maker_held_used).into(),
+            )
+            .col_expr(orders::Column::Status, Expr::value(maker_status))
+            .col_expr(
+                orders::Column::IsOpen,
+                Expr::value(maker_status != status::FILLED),
+            )
+            .col_expr(orders::Column::UpdatedAt, Expr::value(now))
+            .filter(orders::Column::Id.eq(maker.id))
+            .exec(txn)
+            .await?;
+        let maker_fill = fills::Model {
+            id: Uuid::now_v7(),
+            order_id: maker.id,
+            user_id: maker.user_id,
+            trade_id,
+            market: market.symbol.clone(),
+            side: side_str(maker_side).to_owned(),
+            price: Amount(fill.price),
+            quantity: Amount(fill.quantity),
+            fee: Amount(maker_fee),
+            fee_asset: if maker_side == Side::Buy {
+                base.clone()
+            } else {
+                quote.clone()
+            },
+            liquidity: "MAKER".to_owned(),
+            created_at: now,
+        };
+        fills::ActiveModel::from(maker_fill.clone())
+            .reset_all()
+            .insert(txn)
+            .await?;
+        record_event(
+            txn,
+            maker.user_id,
+            maker_status,
+            maker.id,
+            Some(maker_fill.id),
+        )
+        .await?;
+
+        // The taker.
+        let taker_fee = match input.side {
+            Side::Buy => buyer_fee,
+            Side::Sell => seller_fee,
+        };
+        order.filled_quantity = Amount(order.filled_quantity.0 + fill.quantity);
+        order.filled_quote = Amount(order.filled_quote.0 + notional);
+        order.fee = Amount(order.fee.0 + taker_fee);
+        held -= match input.side {
+            Side::Buy => notional,
+            Side::Sell => fill.quantity,
+        };
+        let taker_fill = fills::Model {
+            id: Uuid::now_v7(),
+            order_id,
+            user_id,
+            trade_id,
+            market: market.symbol.clone(),
+            side: side_str(input.side).to_owned(),
+            price: Amount(fill.price),
+            quantity: Amount(fill.quantity),
+            fee: Amount(taker_fee),
+            fee_asset: if input.side == Side::Buy {
+                base.clone()
+            } else {
+                quote.clone()
+            },
+            liquidity: "TAKER".to_owned(),
+            created_at: now,
+        };
+        fills::ActiveModel::from(taker_fill.clone())
+            .reset_all()
+            .insert(txn)
+            .await?;
+        let interim = status_after_fill(input.quantity, order.filled_quantity.0);
+        record_event(
+            txn,
+            user_id,
+            if interim == status::FILLED {
+                "FILLED"
+            } else {
+                "PARTIALLY_FILLED"
+            },
+            order_id,
+            Some(taker_fill.id),
+        )
+        .await?;
+        taker_fills.push(taker_fill);
+        last_price = Some(fill.price);
+    }
+
+    for maker_id in &plan.expired_makers {
+        if let Some(maker) = makers_by_id.get(maker_id) {
+            close_order(txn, maker, status::EXPIRED, "EXPIRED", now).await?;
+        }
+    }
+
+    // The taker's end state, and what of its hold goes back.
+    let (final_status, resting) = match &plan.outcome {
+        TakerOutcome::Rest { .. } => (
+            status_after_fill(input.quantity, order.filled_quantity.0),
+            true,
+        ),
+        TakerOutcome::Filled => (status::FILLED, false),
+        TakerOutcome::Expired { .. } => (status::EXPIRED, false),
+        TakerOutcome::Rejected { .. } => (status::REJECTED, false),
+    };
+    let keep = if resting {
+        match input.side {
+            // A resting buy keeps exactly its limit value for what is left; fills at
+            // better prices free the difference now.
+            Side::Buy => {
+                input.price.unwrap_or_default()
+                    * (input.quantity.unwrap_or_default() - order.filled_quantity.0)
+            }
+            Side::Sell => held,
+        }
+    } else {
+        Decimal::ZERO
+    };
+    move_hold(txn, user_id, &held_asset, held - keep, false, order_id).await?;
+    order.held = Amount(keep);
+    order.status = final_status.to_owned();
+    order.is_open = resting;
+    if let TakerOutcome::Expired { reason, .. } = &plan.outcome {
+        if *reason != ExpireReason::NoLiquidity || order.filled_quantity.0.is_zero() {
+            order.reject_reason = Some(reason.to_string());
+        }
+        record_event(txn, user_id, "EXPIRED", order_id, None).await?;
+    }
+    orders::ActiveModel::from(order.clone())
+        .reset_all()
+        .update(txn)
+        .await?;
+    if let Some(price) = last_price {
+        market_rows::Entity::update_many()
+            .col_expr(market_rows::Column::LastPrice, Amount(price).into())
+            .col_expr(market_rows::Column::UpdatedAt, Expr::value(now))
+            .filter(market_rows::Column::Symbol.eq(market.symbol.as_str()))
+            .exec(txn)
+            .await?;
+    }
+    Ok(Placed {
+        order,
+        fills: taker_fills,
+        hold,
+    })
+}
+
+/// Ends an order that is still open or untriggered, releasing what it holds.
+async fn close_order(
+    txn: &DatabaseTransaction,
+    order: &orders::Model,
+    new_status: &str,
+    event: &str,
+    now: DateTime<Utc>,
+) -> Result<orders::Model, ApiError> {
+    move_hold(
+        txn,
+        order.user_id,
+        &order.held_asset,
+        order.held.0,
+        false,
+        order.id,
+    )
+    .await?;
+    let mut closed = order.clone();
+    closed.status = new_status.to_owned();
+    closed.is_open = false;
+    closed.held = Amount::ZERO;
+    closed.updated_at = now;
+    orders::ActiveModel::from(closed.clone())
+        .reset_all()
+        .update(txn)
+        .await?;
+    record_event(txn, order.user_id, event, order.id, None).await?;
+    Ok(closed)
+}
+
+fn is_live(order: &orders::Model) -> bool {
+    order.is_open || order.status == status::UNTRIGGERED
+}
+
+/// Cancels one of the viewer's live orders. Another user's order is `NOT_FOUND`; an
+/// order already done is `CONFLICT` naming its status.
+pub async fn cancel(
+    state: &AppState,
+    viewer: &Viewer,
+    order_id: Uuid,
+) -> Result<orders::Model, ApiError> {
+    let user_id = viewer.user_id();
+    let order = orders::Entity::find_by_id(order_id)
+        .one(state.db.conn())
+        .await?
+        .filter(|o| o.user_id == user_id)
+        .ok_or(ApiError::NotFound("order"))?;
+    state
+        .db
+        .write(|txn| {
+            let market = order.market.clone();
+            Box::pin(async move {
+                lock_market(txn, &market).await?;
+                let current = orders::Entity::find_by_id(order_id)
+                    .one(txn)
+                    .await?
+                    .ok_or(ApiError::NotFound("order"))?;
+                if !is_live(&current) {
+                    return Err(ApiError::Conflict(format!(
+                        "the order is already {}",
+                        current.status
+                    )));
+                }
+                close_order(txn, &current, status::CANCELLED, "CANCELLED", Utc::now()).await
+            })
+        })
+        .await
+}
+
+/// Cancels all of the viewer's live orders, in one market or everywhere.
+pub async fn cancel_all(
+    state: &AppState,
+    viewer: &Viewer,
+    market: Option<String>,
+) -> Result<Vec<orders::Model>, ApiError> {
+    let mut query = orders::Entity::find().filter(orders::Column::UserId.eq(viewer.user_id()));
+    if let Some(market) = &market {
+        query = query.filter(orders::Column::Market.eq(market.trim().to_uppercase()));
+    }
+    let live: Vec<orders::Model> = query
+        .filter(
+            sea_orm::Condition::any()
+                .add(orders::Column::IsOpen.eq(true))
+                .add(orders::Column::Status.eq(status::UNTRIGGERED)),
+        )
+        .all(state.db.conn())
+        .await?;
+    let mut cancelled = Vec::with_capacity(live.len());
+    for order in live {
+        match cancel(state, viewer, order.id).await {
+            Ok(order) => cancelled.push(order),
+            // Filled or cancelled meanwhile: nothing left to cancel.
+            Err(ApiError::Conflict(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(cancelled)
+}
+
+/// One of the viewer's orders; `None` for unknown ids and other users' orders.
+pub async fn find_own(
+    state: &AppState,
+    viewer: &Viewer,
+    order_id: Uuid,
+) -> Result<Option<orders::Model>, ApiError> {
+    Ok(orders::Entity::find_by_id(order_id)
+        .one(state.db.conn())
+        .await?
+        .filter(|o| o.user_id == viewer.user_id()))
+}
+
+pub async fn fills_of<C: ConnectionTrait>(
+    conn: &C,
+    order_id: Uuid,
+) -> Result<Vec<fills::Model>, ApiError> {
+    Ok(fills::Entity::find()
+        .filter(fills::Column::OrderId.eq(order_id))
+        .order_by_asc(fills::Column::Id)
+        .all(conn)
+        .await?)
+}
+
+/// Filters for order history.
+#[derive(Default)]
+pub struct OrderFilter {
+    pub market: Option<String>,
+    pub side: Option<Side>,
+    pub status: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// A page of the viewer's orders, newest first, after the keyset cursor.
+pub async fn list(
+    state: &AppState,
+    viewer: &Viewer,
+    filter: &OrderFilter,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<orders::Model>, ApiError> {
+    let mut query = orders::Entity::find().filter(orders::Column::UserId.eq(viewer.user_id()));
+    if let Some(market) = &filter.market {
+        query = query.filter(orders::Column::Market.eq(market.trim().to_uppercase()));
+    }
+    if let Some(side) = filter.side {
+        query = query.filter(orders::Column::Side.eq(side_str(side)));
+    }
+    if let Some(status) = &filter.status {
+        query = query.filter(orders::Column::Status.eq(status.as_str()));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(orders::Column::CreatedAt.gte(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(orders::Column::CreatedAt.lt(to));
+    }
+    if let Some(after) = after {
+        query = query.filter(orders::Column::Id.lt(after));
+    }
+    Ok(query
+        .order_by_desc(orders::Column::Id)
+        .limit(limit)
+        .all(state.db.conn())
+        .await?)
+}

@@ -1,0 +1,534 @@
+//! Orders end to end: holds, matching, fees, cancellation, idempotency, validation, and
+//! randomized concurrent trading across two server processes with the books checked.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::helpers::{code, email, Auth, Backend, TestApp, JWT_SECRET, PASSWORD};
+use crate::process::Server;
+
+const PLACE: &str = "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { id status price quantity filledQuantity remainingQuantity averageFillPrice fee rejectReason clientOrderId fills { price quantity fee feeAsset liquidity } } }";
+const DEPOSIT: &str = "mutation($i: CreditDepositInput!) { creditDeposit(input: $i) { id } }";
+const BALANCES: &str = "{ balances { asset { symbol } available locked } }";
+
+both_backends!(
+    orders_match_at_maker_prices_with_fees,
+    funds_are_held_and_released,
+    order_flags_behave,
+    orders_are_private_idempotent_and_validated,
+    random_concurrent_trading_keeps_every_invariant,
+);
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap_or_else(|_| panic!("not a decimal: {s:?}"))
+}
+
+fn dv(v: &Value) -> Decimal {
+    d(v.as_str().unwrap_or("0"))
+}
+
+struct Desk {
+    app: TestApp,
+    admin: Auth,
+}
+
+impl Desk {
+    async fn new(backend: Backend) -> Option<Desk> {
+        let admin_email = email("admin");
+        let app = TestApp::spawn_with(
+            backend,
+            &[
+                ("ADMIN_EMAIL", admin_email.as_str()),
+                ("ADMIN_PASSWORD", PASSWORD),
+            ],
+        )
+        .await?;
+        let admin = Auth::from_payload(&app.login(&admin_email, PASSWORD).await["data"]["login"])
+            .expect("admin");
+        Some(Desk { app, admin })
+    }
+
+    async fn trader(&self, funds: &[(&str, &str)]) -> Auth {
+        let user = self.app.register(&email("trader")).await;
+        for (asset, amount) in funds {
+            let variables = json!({"i": {"userId": user.user_id, "asset": asset, "amount": amount, "reference": uuid::Uuid::new_v4().to_string()}});
+            let body = self
+                .app
+                .gql(DEPOSIT, variables, Some(&self.admin.access))
+                .await;
+            assert!(body["data"]["creditDeposit"].is_object(), "{body}");
+        }
+        user
+    }
+
+    async fn place(&self, who: &Auth, input: Value) -> Value {
+        self.app
+            .gql(PLACE, json!({"i": input}), Some(&who.access))
+            .await
+    }
+
+    async fn balance(&self, who: &Auth, asset: &str) -> (Decimal, Decimal) {
+        let body = self.app.gql(BALANCES, json!({}), Some(&who.access)).await;
+        let row = body["data"]["balances"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["asset"]["symbol"] == asset))
+            .cloned()
+            .unwrap_or_else(|| panic!("{body}"));
+        (dv(&row["available"]), dv(&row["locked"]))
+    }
+
+    async fn ledger_ok(&self) {
+        let check = self
+            .app
+            .gql(
+                "{ ledgerCheck { ok problems } }",
+                json!({}),
+                Some(&self.admin.access),
+            )
+            .await;
+        assert_eq!(check["data"]["ledgerCheck"]["ok"], true, "{check}");
+    }
+}
+
+fn limit(side: &str, price: &str, quantity: &str) -> Value {
+    json!({"market": "BTC-USD", "side": side, "type": "LIMIT", "price": price, "quantity": quantity})
+}
+
+async fn orders_match_at_maker_prices_with_fees(backend: Backend) {
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let seller = desk.trader(&[("BTC", "2")]).await;
+    let buyer = desk.trader(&[("USD", "100000")]).await;
+    desk.place(&seller, limit("SELL", "50000", "0.5")).await;
+    desk.place(&seller, limit("SELL", "50100", "0.5")).await;
+
+    let body = desk.place(&buyer, limit("BUY", "50100", "0.7")).await;
+    let order = &body["data"]["placeOrder"];
+    assert_eq!(order["status"], "FILLED", "{body}");
+    let prices: Vec<&str> = order["fills"]
+        .as_array()
+        .expect("fills")
+        .iter()
+        .filter_map(|f| f["price"].as_str())
+        .collect();
+    assert_eq!(
+        prices,
+        ["50000", "50100"],
+        "price-time priority at the makers' prices"
+    );
+    // (0.5 × 50000 + 0.2 × 50100) / 0.7, exactly.
+    assert_eq!(dv(&order["averageFillPrice"]), d("35020") / d("0.7"));
+    assert_eq!(
+        order["fee"], "0.0014",
+        "taker fee 20 bps of the BTC received"
+    );
+
+    assert_eq!(desk.balance(&buyer, "BTC").await, (d("0.6986"), d("0")));
+    assert_eq!(
+        desk.balance(&buyer, "USD").await,
+        (d("64980"), d("0")),
+        "the better price freed the excess hold"
+    );
+    // Seller: maker fee 10 bps of the USD received; 0.3 BTC still on the book.
+    assert_eq!(desk.balance(&seller, "USD").await, (d("34984.98"), d("0")));
+    assert_eq!(desk.balance(&seller, "BTC").await, (d("1"), d("0.3")));
+    let market = desk
+        .app
+        .gql(
+            "{ market(symbol: \"BTC-USD\") { lastPrice } }",
+            json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(market["data"]["market"]["lastPrice"], "50100");
+    desk.ledger_ok().await;
+}
+
+async fn funds_are_held_and_released(backend: Backend) {
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let buyer = desk.trader(&[("USD", "1000")]).await;
+    let too_big = desk.place(&buyer, limit("BUY", "50000", "0.1")).await;
+    assert_eq!(code(&too_big), "INSUFFICIENT_FUNDS", "{too_big}");
+    let orders = desk
+        .app
+        .gql(
+            "{ orders { edges { node { id } } } }",
+            json!({}),
+            Some(&buyer.access),
+        )
+        .await;
+    assert_eq!(
+        orders["data"]["orders"]["edges"],
+        json!([]),
+        "nothing written"
+    );
+
+    let body = desk.place(&buyer, limit("BUY", "40000", "0.02")).await;
+    let id = body["data"]["placeOrder"]["id"]
+        .as_str()
+        .expect("placed")
+        .to_owned();
+    assert_eq!(desk.balance(&buyer, "USD").await, (d("200"), d("800")));
+    let cancel = "mutation($id: ID!) { cancelOrder(id: $id) { status remainingQuantity } }";
+    let cancelled = desk
+        .app
+        .gql(cancel, json!({"id": id}), Some(&buyer.access))
+        .await;
+    assert_eq!(
+        cancelled["data"]["cancelOrder"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    assert_eq!(desk.balance(&buyer, "USD").await, (d("1000"), d("0")));
+    let again = desk
+        .app
+        .gql(cancel, json!({"id": id}), Some(&buyer.access))
+        .await;
+    assert_eq!(code(&again), "CONFLICT", "{again}");
+    assert!(again["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("CANCELLED"));
+
+    for price in ["30000", "31000"] {
+        desk.place(&buyer, limit("BUY", price, "0.01")).await;
+    }
+    let all = desk
+        .app
+        .gql(
+            "mutation { cancelAllOrders(market: \"btc-usd\") { status } }",
+            json!({}),
+            Some(&buyer.access),
+        )
+        .await;
+    assert_eq!(
+        all["data"]["cancelAllOrders"].as_array().map(Vec::len),
+        Some(2),
+        "{all}"
+    );
+    assert_eq!(desk.balance(&buyer, "USD").await, (d("1000"), d("0")));
+    desk.ledger_ok().await;
+}
+
+async fn order_flags_behave(backend: Backend) {
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let maker = desk.trader(&[("BTC", "1"), ("USD", "100000")]).await;
+    let taker = desk.trader(&[("USD", "100000"), ("BTC", "1")]).await;
+    desk.place(&maker, limit("SELL", "50000", "0.1")).await;
+
+    let mut post_only = limit("BUY", "50000", "0.1");
+    post_only["postOnly"] = json!(true);
+    let body = desk.place(&taker, post_only).await;
+    assert_eq!(body["data"]["placeOrder"]["status"], "REJECTED", "{body}");
+    assert!(body["data"]["placeOrder"]["rejectReason"]
+        .as_str()
+        .is_some());
+
+    let mut fok = limit("BUY", "50000", "0.2");
+    fok["timeInForce"] = json!("FOK");
+    assert_eq!(
+        desk.place(&taker, fok).await["data"]["placeOrder"]["status"],
+        "REJECTED"
+    );
+
+    let mut ioc = limit("BUY", "50000", "0.15");
+    ioc["timeInForce"] = json!("IOC");
+    let body = desk.place(&taker, ioc).await;
+    let order = &body["data"]["placeOrder"];
+    assert_eq!(
+        (order["status"].as_str(), order["filledQuantity"].as_str()),
+        (Some("EXPIRED"), Some("0.1")),
+        "{body}"
+    );
+    assert_eq!(
+        desk.balance(&taker, "USD").await.1,
+        d("0"),
+        "nothing stays held"
+    );
+
+    // Self-trade prevention: the default expires the incoming order.
+    desk.place(&maker, limit("SELL", "51000", "0.1")).await;
+    let body = desk.place(&maker, limit("BUY", "51000", "0.1")).await;
+    assert_eq!(body["data"]["placeOrder"]["status"], "EXPIRED", "{body}");
+    assert_eq!(body["data"]["placeOrder"]["fills"], json!([]));
+
+    let market_buy =
+        json!({"market": "BTC-USD", "side": "BUY", "type": "MARKET", "quoteQuantity": "1020"});
+    let body = desk.place(&taker, market_buy).await;
+    assert_eq!(
+        body["data"]["placeOrder"]["filledQuantity"], "0.02",
+        "{body}"
+    );
+    assert_eq!(desk.balance(&taker, "USD").await.1, d("0"));
+
+    let mut gtd = limit("BUY", "1000", "0.01");
+    gtd["timeInForce"] = json!("GTD");
+    let body = desk.place(&taker, gtd.clone()).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["field"], "input.expireAt",
+        "{body}"
+    );
+    gtd["expireAt"] = json!((chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339());
+    assert_eq!(
+        desk.place(&taker, gtd).await["data"]["placeOrder"]["status"],
+        "OPEN"
+    );
+
+    let stop = json!({"market": "BTC-USD", "side": "SELL", "type": "STOP_LIMIT", "price": "40000", "triggerPrice": "45000", "quantity": "0.1"});
+    let body = desk.place(&taker, stop).await;
+    assert_eq!(
+        body["data"]["placeOrder"]["status"], "UNTRIGGERED",
+        "{body}"
+    );
+    desk.ledger_ok().await;
+}
+
+async fn orders_are_private_idempotent_and_validated(backend: Backend) {
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let alice = desk.trader(&[("USD", "10000")]).await;
+    let mallory = desk.trader(&[("USD", "10000")]).await;
+    let mut order = limit("BUY", "30000", "0.01");
+    order["clientOrderId"] = json!("my-order-1");
+    let first = desk.place(&alice, order.clone()).await;
+    let second = desk.place(&alice, order.clone()).await;
+    assert_eq!(
+        first["data"]["placeOrder"]["id"], second["data"]["placeOrder"]["id"],
+        "{second}"
+    );
+    assert_eq!(desk.balance(&alice, "USD").await.1, d("300"), "held once");
+    let theirs = desk.place(&mallory, order).await;
+    assert_ne!(
+        theirs["data"]["placeOrder"]["id"], first["data"]["placeOrder"]["id"],
+        "ids are per user"
+    );
+
+    let id = first["data"]["placeOrder"]["id"].as_str().expect("id");
+    let peek = desk
+        .app
+        .gql(
+            "query($id: ID!) { order(id: $id) { id } }",
+            json!({"id": id}),
+            Some(&mallory.access),
+        )
+        .await;
+    assert_eq!(peek["data"]["order"], Value::Null, "{peek}");
+    let cancel = desk
+        .app
+        .gql(
+            "mutation($id: ID!) { cancelOrder(id: $id) { id } }",
+            json!({"id": id}),
+            Some(&mallory.access),
+        )
+        .await;
+    assert_eq!(code(&cancel), "NOT_FOUND");
+    let own = desk.app.gql("query($id: ID!) { order(id: $id) { id status market { symbol baseAsset { symbol } } } }", json!({"id": id}), Some(&alice.access)).await;
+    assert_eq!(
+        own["data"]["order"]["market"]["baseAsset"]["symbol"], "BTC",
+        "{own}"
+    );
+
+    let cases = [
+        (
+            json!({"market": "NOPE-USD", "side": "BUY", "type": "LIMIT", "price": "1", "quantity": "1"}),
+            "input.market",
+        ),
+        (limit("BUY", "30000.001", "0.01"), "input.price"),
+        (limit("BUY", "30000", "0.000001"), "input.quantity"),
+        (limit("BUY", "1", "0.01"), "input.quantity"),
+        (
+            limit("BUY", "1000000000000000000000000000", "1"),
+            "input.price",
+        ),
+        (
+            json!({"market": "BTC-USD", "side": "BUY", "type": "MARKET", "price": "1", "quantity": "1"}),
+            "input.price",
+        ),
+        (
+            json!({"market": "BTC-USD", "side": "BUY", "type": "LIMIT", "quantity": "1"}),
+            "input.price",
+        ),
+        (
+            json!({"market": "BTC-USD", "side": "BUY", "type": "LIMIT", "price": 30000, "quantity": "1"}),
+            "input.price",
+        ),
+    ];
+    for (input, field) in cases {
+        let body = desk.place(&alice, input.clone()).await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{input}: {body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["field"], field,
+            "{input}: {body}"
+        );
+    }
+    let anonymous = desk
+        .app
+        .gql(PLACE, json!({"i": limit("BUY", "1", "1")}), None)
+        .await;
+    assert_eq!(code(&anonymous), "UNAUTHENTICATED");
+    desk.ledger_ok().await;
+}
+
+/// Many users place, cancel and sweep random orders at once, half through a second
+/// server process on the same database. Afterwards: the ledger agrees with itself,
+/// every asset's user totals plus fees equal the deposits, no balance is negative,
+/// locked funds equal what open orders need, each trade's two fills agree, no order is
+/// over-filled, and the book is not crossed.
+async fn random_concurrent_trading_keeps_every_invariant(backend: Backend) {
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let replica = Server::start(&[
+        ("DATABASE_URL", desk.app.database_url.as_str()),
+        ("JWT_SECRET", JWT_SECRET),
+    ]);
+    let addresses = Arc::new([desk.app.address.clone(), replica.address.clone()]);
+    let deposits = [("SOL", "1000"), ("USD", "100000")];
+    let mut traders = Vec::new();
+    for _ in 0..4 {
+        traders.push(desk.trader(&deposits).await);
+    }
+    let seed: u64 = rand::random();
+    let http = desk.app.http.clone();
+    let tasks = traders.iter().cloned().enumerate().map(|(n, trader)| {
+        let (http, addresses) = (http.clone(), addresses.clone());
+        async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ n as u64);
+            let mut mine: Vec<String> = Vec::new();
+            for step in 0..30 {
+                let address = &addresses[step % 2];
+                let call = |query: &'static str, variables: Value| {
+                    let http = http.clone();
+                    let url = format!("http://{address}/graphql");
+                    let token = trader.access.clone();
+                    async move {
+                        let response = http.post(url).bearer_auth(token).json(&json!({"query": query, "variables": variables})).send().await;
+                        response.expect("sent").json::<Value>().await.expect("json")
+                    }
+                };
+                let roll = rng.gen_range(0..10);
+                let side = if rng.gen_bool(0.5) { "BUY" } else { "SELL" };
+                let quantity = Decimal::new(rng.gen_range(1..500), 2); // 0.01 .. 4.99 SOL
+                let body = if roll < 6 {
+                    let price = Decimal::new(rng.gen_range(9_500..10_500), 2); // 95.00 .. 104.99
+                    let tif = ["GTC", "GTC", "IOC", "FOK"][rng.gen_range(0..4)];
+                    let stp = ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH", "NONE"][rng.gen_range(0..4)];
+                    let input = json!({"market": "SOL-USD", "side": side, "type": "LIMIT", "price": price.to_string(), "quantity": quantity.to_string(), "timeInForce": tif, "selfTradePrevention": stp, "postOnly": tif == "GTC" && rng.gen_bool(0.2)});
+                    call("mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { id status } }", json!({"i": input})).await
+                } else if roll < 8 {
+                    let input = if side == "BUY" && rng.gen_bool(0.5) {
+                        json!({"market": "SOL-USD", "side": "BUY", "type": "MARKET", "quoteQuantity": Decimal::new(rng.gen_range(100..5000), 1).to_string()})
+                    } else {
+                        json!({"market": "SOL-USD", "side": side, "type": "MARKET", "quantity": quantity.to_string()})
+                    };
+                    call("mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { id status } }", json!({"i": input})).await
+                } else if !mine.is_empty() {
+                    let id = mine.swap_remove(rng.gen_range(0..mine.len()));
+                    call("mutation($id: ID!) { cancelOrder(id: $id) { id } }", json!({"id": id})).await
+                } else {
+                    continue;
+                };
+                if let Some(id) = body["data"]["placeOrder"]["id"].as_str() {
+                    mine.push(id.to_owned());
+                }
+                let allowed = ["INSUFFICIENT_FUNDS", "CONFLICT", "<none>"];
+                assert!(allowed.contains(&code(&body)), "seed {seed}: {body}");
+            }
+        }
+    });
+    futures_util::future::join_all(tasks).await;
+    drop(replica);
+
+    desk.ledger_ok().await;
+    let query = "{ balances { asset { symbol } available locked } orders(first: 200) { edges { node { id side status price quantity filledQuantity remainingQuantity fills { tradeId side price quantity fee feeAsset liquidity } } } pageInfo { hasNextPage } } }";
+    let mut totals: HashMap<String, Decimal> = HashMap::new();
+    let mut trades: HashMap<String, Vec<Value>> = HashMap::new();
+    let (mut best_bid, mut best_ask) = (Decimal::MIN, Decimal::MAX);
+    for trader in &traders {
+        let body = desk.app.gql(query, json!({}), Some(&trader.access)).await;
+        assert_eq!(
+            body["data"]["orders"]["pageInfo"]["hasNextPage"], false,
+            "all orders fit one page"
+        );
+        let mut locked_needed: HashMap<&str, Decimal> = HashMap::new();
+        for edge in body["data"]["orders"]["edges"].as_array().expect("orders") {
+            let order = &edge["node"];
+            if let (Some(quantity), filled) =
+                (order["quantity"].as_str(), dv(&order["filledQuantity"]))
+            {
+                assert!(filled <= d(quantity), "seed {seed}: over-filled {order}");
+            }
+            let open = matches!(order["status"].as_str(), Some("OPEN" | "PARTIALLY_FILLED"));
+            if open {
+                let (price, remaining) = (dv(&order["price"]), dv(&order["remainingQuantity"]));
+                if order["side"] == "BUY" {
+                    *locked_needed.entry("USD").or_default() += price * remaining;
+                    best_bid = best_bid.max(price);
+                } else {
+                    *locked_needed.entry("SOL").or_default() += remaining;
+                    best_ask = best_ask.min(price);
+                }
+            }
+            for fill in order["fills"].as_array().expect("fills") {
+                *totals
+                    .entry(fill["feeAsset"].as_str().unwrap_or_default().to_owned())
+                    .or_default() += dv(&fill["fee"]);
+                trades
+                    .entry(fill["tradeId"].as_str().unwrap_or_default().to_owned())
+                    .or_default()
+                    .push(fill.clone());
+            }
+        }
+        for row in body["data"]["balances"].as_array().expect("balances") {
+            let asset = row["asset"]["symbol"].as_str().unwrap_or_default();
+            let (available, locked) = (dv(&row["available"]), dv(&row["locked"]));
+            assert!(
+                available >= Decimal::ZERO && locked >= Decimal::ZERO,
+                "seed {seed}: negative {row}"
+            );
+            assert_eq!(
+                locked,
+                locked_needed.get(asset).copied().unwrap_or_default(),
+                "seed {seed}: held {asset} vs open orders"
+            );
+            *totals.entry(asset.to_owned()).or_default() += available + locked;
+        }
+    }
+    for (asset, amount) in deposits {
+        assert_eq!(
+            totals[asset],
+            d(amount) * Decimal::from(traders.len()),
+            "seed {seed}: {asset} created or destroyed"
+        );
+    }
+    assert!(
+        best_bid < best_ask,
+        "seed {seed}: crossed book {best_bid} >= {best_ask}"
+    );
+    for (trade, fills) in trades {
+        assert_eq!(
+            fills.len(),
+            2,
+            "seed {seed}: trade {trade} has {} fills",
+            fills.len()
+        );
+        let (a, b) = (&fills[0], &fills[1]);
+        assert_eq!(
+            (&a["price"], &a["quantity"]),
+            (&b["price"], &b["quantity"]),
+            "seed {seed}"
+        );
+        assert_ne!(a["side"], b["side"], "seed {seed}");
+        assert_ne!(a["liquidity"], b["liquidity"], "seed {seed}");
+    }
+}
