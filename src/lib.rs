@@ -32,6 +32,8 @@ pub mod state;
 pub mod telemetry;
 /// Throttling of failed logins.
 pub mod throttle;
+/// Background workers (expiry of good-till-date orders), stopped on shutdown.
+pub mod workers;
 
 pub use config::Config;
 pub use startup::App;

@@ -128,6 +128,7 @@ impl App {
             shutdown_tx,
         } = self;
         tracing::info!(address = %listener.local_addr()?, "tradegraph is serving");
+        let workers = crate::workers::spawn(state.clone());
         let mut stopping = state.shutdown.clone();
         let server = axum::serve(
             listener,
@@ -146,6 +147,7 @@ impl App {
             result = server => result.context("server error")?,
             _ = deadline => tracing::warn!("shutdown timeout reached; closing remaining connections"),
         }
+        workers.stop().await;
         tracing::info!("tradegraph stopped");
         Ok(())
     }

@@ -21,6 +21,8 @@ pub struct Model {
     /// `price / tick_size`, the book's exact sort key.
     pub price_ticks: Option<i64>,
     pub trigger_price: Option<Amount>,
+    /// `trigger_price / tick_size`, to find triggered stops exactly.
+    pub trigger_ticks: Option<i64>,
     pub quantity: Option<Amount>,
     pub quote_quantity: Option<Amount>,
     pub filled_quantity: Amount,

@@ -50,6 +50,7 @@ impl MigrationTrait for Migration {
                     // database (decimal text would sort as text on SQLite).
                     .col(big_integer_null(Orders::PriceTicks))
                     .col(amount_null(Orders::TriggerPrice))
+                    .col(big_integer_null(Orders::TriggerTicks))
                     .col(amount_null(Orders::Quantity))
                     .col(amount_null(Orders::QuoteQuantity))
                     .col(amount(Orders::FilledQuantity))
@@ -80,6 +81,30 @@ impl MigrationTrait for Migration {
                     .col(Orders::IsOpen)
                     .col(Orders::PriceTicks)
                     .col(Orders::Sequence)
+                    .to_owned(),
+            )
+            .await?;
+        // Stop orders waiting for their trigger, found by trigger price.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_orders_stops")
+                    .table(Orders::Table)
+                    .col(Orders::Market)
+                    .col(Orders::Status)
+                    .col(Orders::Side)
+                    .col(Orders::TriggerTicks)
+                    .to_owned(),
+            )
+            .await?;
+        // Good-till-date orders, found by expiry.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_orders_expiry")
+                    .table(Orders::Table)
+                    .col(Orders::IsOpen)
+                    .col(Orders::ExpireAt)
                     .to_owned(),
             )
             .await?;
@@ -208,6 +233,7 @@ enum Orders {
     Price,
     PriceTicks,
     TriggerPrice,
+    TriggerTicks,
     Quantity,
     QuoteQuantity,
     FilledQuantity,

@@ -4,14 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, Loader};
-use async_graphql::{Context, Enum, InputObject, Object};
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use super::context::ContextExt;
 use super::scalars::{DateTime, Decimal};
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::service::markets;
+use crate::service::{market_data, markets};
 use entity::Role;
 
 /// Loads assets by symbol, batching the lookups of one request into one query.
@@ -136,6 +136,120 @@ impl Market {
     }
 
     /// When the market was listed.
+    async fn created_at(&self) -> DateTime {
+        DateTime(self.0.created_at)
+    }
+
+    /// Relative change of the trade price over the last 24 hours, as a fraction
+    /// (`0.05` is +5%); null without trades in that window.
+    #[graphql(name = "change24h")]
+    async fn change24h(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Decimal>> {
+        let stats = market_data::day_stats(ctx.state().db.conn(), &self.0.symbol).await?;
+        Ok(stats.change.map(Decimal))
+    }
+
+    /// Base quantity traded over the last 24 hours.
+    #[graphql(name = "volume24h")]
+    async fn volume24h(&self, ctx: &Context<'_>) -> async_graphql::Result<Decimal> {
+        let stats = market_data::day_stats(ctx.state().db.conn(), &self.0.symbol).await?;
+        Ok(Decimal(stats.volume))
+    }
+
+    /// Resting orders aggregated by price: the best `depth` levels per side (1 to 100,
+    /// default 20).
+    async fn order_book(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] depth: i32,
+    ) -> async_graphql::Result<OrderBook> {
+        if !(1..=100).contains(&depth) {
+            return Err(ApiError::bad_input("depth", "must be between 1 and 100").into());
+        }
+        let conn = ctx.state().db.conn();
+        let bids = market_data::side_levels(conn, &self.0.symbol, "BUY", depth as usize).await?;
+        let asks = market_data::side_levels(conn, &self.0.symbol, "SELL", depth as usize).await?;
+        Ok(OrderBook {
+            bids: bids.into_iter().map(PriceLevel::from).collect(),
+            asks: asks.into_iter().map(PriceLevel::from).collect(),
+        })
+    }
+
+    /// The latest trades, newest first (1 to 100, default 50).
+    async fn recent_trades(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] limit: i32,
+    ) -> async_graphql::Result<Vec<PublicTrade>> {
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::bad_input("limit", "must be between 1 and 100").into());
+        }
+        let trades =
+            market_data::recent_trades(ctx.state().db.conn(), &self.0.symbol, limit as u64).await?;
+        Ok(trades.into_iter().map(PublicTrade).collect())
+    }
+}
+
+/// The book of a market, aggregated by price level.
+#[derive(SimpleObject)]
+pub struct OrderBook {
+    /// Buy orders, highest price first.
+    bids: Vec<PriceLevel>,
+    /// Sell orders, lowest price first.
+    asks: Vec<PriceLevel>,
+}
+
+/// All resting orders at one price.
+#[derive(SimpleObject)]
+pub struct PriceLevel {
+    /// The price.
+    price: Decimal,
+    /// Total remaining base quantity at this price.
+    quantity: Decimal,
+    /// How many orders rest at this price.
+    orders: u32,
+}
+
+impl From<market_data::Level> for PriceLevel {
+    fn from(level: market_data::Level) -> Self {
+        PriceLevel {
+            price: Decimal(level.price),
+            quantity: Decimal(level.quantity),
+            orders: level.orders,
+        }
+    }
+}
+
+/// A trade in a market, as anyone may see it (no owners).
+pub struct PublicTrade(entity::fills::Model);
+
+/// A trade in a market, as anyone may see it (no owners).
+#[Object]
+impl PublicTrade {
+    /// The trade's id.
+    async fn id(&self) -> ID {
+        ID(self.0.trade_id.to_string())
+    }
+
+    /// The price (the resting order's price).
+    async fn price(&self) -> Decimal {
+        Decimal(self.0.price.0)
+    }
+
+    /// Base quantity traded.
+    async fn quantity(&self) -> Decimal {
+        Decimal(self.0.quantity.0)
+    }
+
+    /// The side of the order that took liquidity: BUY when a buyer lifted an ask.
+    async fn taker_side(&self) -> super::orders::OrderSide {
+        if self.0.side == "BUY" {
+            super::orders::OrderSide::Buy
+        } else {
+            super::orders::OrderSide::Sell
+        }
+    }
+
+    /// When it happened.
     async fn created_at(&self) -> DateTime {
         DateTime(self.0.created_at)
     }

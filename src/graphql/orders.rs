@@ -491,6 +491,15 @@ impl PlaceOrderInput {
     }
 }
 
+/// New values for a resting order; omitted fields stay as they are.
+#[derive(InputObject)]
+pub struct AmendOrderInput {
+    /// New limit price (a multiple of the tick size).
+    price: Option<Decimal>,
+    /// New total quantity, more than what has already filled.
+    quantity: Option<Decimal>,
+}
+
 /// What an order would do if placed now.
 #[derive(SimpleObject)]
 pub struct OrderPreview {
@@ -620,6 +629,27 @@ impl OrderMutation {
             hold_amount: Decimal(placed.hold),
             hold_asset: placed.order.held_asset,
         })
+    }
+
+    /// Changes a resting limit order in place. Lowering only the quantity keeps its
+    /// queue priority; any other change loses it, and a price that crosses the book
+    /// trades at once. `NOT_FOUND` for another user's order, `CONFLICT` when it no
+    /// longer rests, `INSUFFICIENT_FUNDS` when more cannot be held.
+    async fn amend_order(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: AmendOrderInput,
+    ) -> async_graphql::Result<Order> {
+        let viewer = ctx.viewer()?;
+        let id = parse_id(&id, "order")?;
+        let change = service::Amendment {
+            price: input.price.map(|d| d.0),
+            quantity: input.quantity.map(|d| d.0),
+        };
+        Ok(Order(
+            service::amend(ctx.state(), viewer, id, change).await?,
+        ))
     }
 
     /// Cancels an order that is open or untriggered and releases its held funds.

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod auth;
 pub mod funds;
 pub mod ledger;
+pub mod market_data;
 pub mod markets;
 pub mod orders;
 pub mod sessions;

@@ -443,6 +443,9 @@ async fn execute(
         price: input.price.map(Amount),
         price_ticks: limit_ticks,
         trigger_price: input.trigger_price.map(Amount),
+        trigger_ticks: input
+            .trigger_price
+            .and_then(|p| order_rules::price_ticks(p, tick)),
         quantity: input.quantity.map(Amount),
         quote_quantity: input.quote_quantity.map(Amount),
         filled_quantity: Amount::ZERO,
@@ -483,31 +486,8 @@ async fn execute(
         });
     }
 
-    // Read the book a page at a time; read further only if the taker swept the page.
-    let mut page = BOOK_PAGE;
-    let (plan, makers) = loop {
-        let makers = load_makers(txn, &market.symbol, input.side, limit_ticks, page).await?;
-        let full_page = makers.len() as u64 == page;
-        let plan = matching::plan(
-            &taker,
-            makers.iter().map(|m| Maker {
-                order_id: m.id,
-                owner: m.user_id,
-                price: m.price.map(|p| p.0).unwrap_or_default(),
-                remaining: remaining(m),
-            }),
-        );
-        let touched = plan.fills.len() + plan.expired_makers.len();
-        let wants_more = !matches!(
-            plan.outcome,
-            TakerOutcome::Filled | TakerOutcome::Rejected { .. }
-        ) && touched >= makers.len();
-        if full_page && wants_more && page < 1 << 16 {
-            page *= 4;
-            continue;
-        }
-        break (plan, makers);
-    };
+    let (plan, makers) =
+        plan_against_book(txn, &market.symbol, input.side, limit_ticks, &taker).await?;
 
     if let TakerOutcome::Rejected { reason } = &plan.outcome {
         if reason.is_book_fault() {
@@ -546,6 +526,70 @@ async fn execute(
     move_hold(txn, user_id, &held_asset, hold, true, order_id).await?;
     record_event(txn, user_id, "CREATED", order_id, None).await?;
 
+    let taker_fills = apply_plan(txn, &market, &mut order, &plan, &makers, hold, now).await?;
+    trigger_stops(txn, &market.symbol).await?;
+    Ok(Placed {
+        order,
+        fills: taker_fills,
+        hold,
+    })
+}
+
+/// Reads the book a page at a time, further only if the taker swept the page, and plans
+/// the match.
+async fn plan_against_book(
+    txn: &DatabaseTransaction,
+    market: &str,
+    side: Side,
+    limit_ticks: Option<i64>,
+    taker: &matching::Taker,
+) -> Result<(matching::MatchPlan, Vec<orders::Model>), ApiError> {
+    let mut page = BOOK_PAGE;
+    let planned = loop {
+        let makers = load_makers(txn, market, side, limit_ticks, page).await?;
+        let full_page = makers.len() as u64 == page;
+        let plan = matching::plan(
+            taker,
+            makers.iter().map(|m| Maker {
+                order_id: m.id,
+                owner: m.user_id,
+                price: m.price.map(|p| p.0).unwrap_or_default(),
+                remaining: remaining(m),
+            }),
+        );
+        let touched = plan.fills.len() + plan.expired_makers.len();
+        let wants_more = !matches!(
+            plan.outcome,
+            TakerOutcome::Filled | TakerOutcome::Rejected { .. }
+        ) && touched >= makers.len();
+        if full_page && wants_more && page < 1 << 16 {
+            page *= 4;
+            continue;
+        }
+        break (plan, makers);
+    };
+
+    Ok(planned)
+}
+
+/// Writes what a plan says for `order` (already stored, its funds held): trades with
+/// ledger entries and fees, maker updates, expired makers, the order's end state, the
+/// release of whatever it no longer needs held, and the market's last price.
+async fn apply_plan(
+    txn: &DatabaseTransaction,
+    market: &market_rows::Model,
+    order: &mut orders::Model,
+    plan: &matching::MatchPlan,
+    makers: &[orders::Model],
+    hold: Decimal,
+    now: DateTime<Utc>,
+) -> Result<Vec<fills::Model>, ApiError> {
+    let side = if order.side == "BUY" {
+        Side::Buy
+    } else {
+        Side::Sell
+    };
+    let (base, quote) = (market.base_asset.clone(), market.quote_asset.clone());
     let makers_by_id: std::collections::HashMap<Uuid, &orders::Model> =
         makers.iter().map(|m| (m.id, m)).collect();
     let mut taker_fills = Vec::new();
@@ -557,12 +601,12 @@ async fn execute(
         })?;
         let trade_id = Uuid::now_v7();
         let notional = fill.quote_amount;
-        let (buyer, seller) = match input.side {
-            Side::Buy => (user_id, maker.user_id),
-            Side::Sell => (maker.user_id, user_id),
+        let (buyer, seller) = match side {
+            Side::Buy => (order.user_id, maker.user_id),
+            Side::Sell => (maker.user_id, order.user_id),
         };
         let (taker_bps, maker_bps) = (market.taker_fee_bps as u32, market.maker_fee_bps as u32);
-        let (buyer_bps, seller_bps) = match input.side {
+        let (buyer_bps, seller_bps) = match side {
             Side::Buy => (taker_bps, maker_bps),
             Side::Sell => (maker_bps, taker_bps),
         };
@@ -605,9 +649,9 @@ async fn execute(
             Draft {
                 kind: "TRADE",
                 reference: None,
-                user_id: Some(user_id),
+                user_id: Some(order.user_id),
                 asset: base.clone(),
-                amount: match input.side {
+                amount: match side {
                     Side::Buy => fill.quantity - buyer_fee,
                     Side::Sell => -fill.quantity,
                 },
@@ -622,7 +666,7 @@ async fn execute(
         .await?;
 
         // The maker.
-        let maker_side = input.side.opposite();
+        let maker_side = side.opposite();
         let maker_filled = maker.filled_quantity.0 + fill.quantity;
         let maker_status = status_after_fill(maker.quantity.map(|q| q.0), maker_filled);
         let maker_fee = match maker_side {
@@ -685,28 +729,28 @@ async fn execute(
         .await?;
 
         // The taker.
-        let taker_fee = match input.side {
+        let taker_fee = match side {
             Side::Buy => buyer_fee,
             Side::Sell => seller_fee,
         };
         order.filled_quantity = Amount(order.filled_quantity.0 + fill.quantity);
         order.filled_quote = Amount(order.filled_quote.0 + notional);
         order.fee = Amount(order.fee.0 + taker_fee);
-        held -= match input.side {
+        held -= match side {
             Side::Buy => notional,
             Side::Sell => fill.quantity,
         };
         let taker_fill = fills::Model {
             id: Uuid::now_v7(),
-            order_id,
-            user_id,
+            order_id: order.id,
+            user_id: order.user_id,
             trade_id,
             market: market.symbol.clone(),
-            side: side_str(input.side).to_owned(),
+            side: side_str(side).to_owned(),
             price: Amount(fill.price),
             quantity: Amount(fill.quantity),
             fee: Amount(taker_fee),
-            fee_asset: if input.side == Side::Buy {
+            fee_asset: if side == Side::Buy {
                 base.clone()
             } else {
                 quote.clone()
@@ -718,16 +762,16 @@ async fn execute(
             .reset_all()
             .insert(txn)
             .await?;
-        let interim = status_after_fill(input.quantity, order.filled_quantity.0);
+        let interim = status_after_fill(order.quantity.map(|q| q.0), order.filled_quantity.0);
         record_event(
             txn,
-            user_id,
+            order.user_id,
             if interim == status::FILLED {
                 "FILLED"
             } else {
                 "PARTIALLY_FILLED"
             },
-            order_id,
+            order.id,
             Some(taker_fill.id),
         )
         .await?;
@@ -744,7 +788,7 @@ async fn execute(
     // The taker's end state, and what of its hold goes back.
     let (final_status, resting) = match &plan.outcome {
         TakerOutcome::Rest { .. } => (
-            status_after_fill(input.quantity, order.filled_quantity.0),
+            status_after_fill(order.quantity.map(|q| q.0), order.filled_quantity.0),
             true,
         ),
         TakerOutcome::Filled => (status::FILLED, false),
@@ -752,19 +796,27 @@ async fn execute(
         TakerOutcome::Rejected { .. } => (status::REJECTED, false),
     };
     let keep = if resting {
-        match input.side {
+        match side {
             // A resting buy keeps exactly its limit value for what is left; fills at
             // better prices free the difference now.
             Side::Buy => {
-                input.price.unwrap_or_default()
-                    * (input.quantity.unwrap_or_default() - order.filled_quantity.0)
+                order.price.map(|p| p.0).unwrap_or_default()
+                    * (order.quantity.map(|q| q.0).unwrap_or_default() - order.filled_quantity.0)
             }
             Side::Sell => held,
         }
     } else {
         Decimal::ZERO
     };
-    move_hold(txn, user_id, &held_asset, held - keep, false, order_id).await?;
+    move_hold(
+        txn,
+        order.user_id,
+        &order.held_asset.clone(),
+        held - keep,
+        false,
+        order.id,
+    )
+    .await?;
     order.held = Amount(keep);
     order.status = final_status.to_owned();
     order.is_open = resting;
@@ -772,7 +824,7 @@ async fn execute(
         if *reason != ExpireReason::NoLiquidity || order.filled_quantity.0.is_zero() {
             order.reject_reason = Some(reason.to_string());
         }
-        record_event(txn, user_id, "EXPIRED", order_id, None).await?;
+        record_event(txn, order.user_id, "EXPIRED", order.id, None).await?;
     }
     orders::ActiveModel::from(order.clone())
         .reset_all()
@@ -786,11 +838,299 @@ async fn execute(
             .exec(txn)
             .await?;
     }
-    Ok(Placed {
-        order,
-        fills: taker_fills,
-        hold,
-    })
+    Ok(taker_fills)
+}
+
+pub fn parse_side(value: &str) -> Side {
+    if value == "BUY" {
+        Side::Buy
+    } else {
+        Side::Sell
+    }
+}
+
+pub fn parse_tif(value: &str) -> TimeInForce {
+    match value {
+        "IOC" => TimeInForce::Ioc,
+        "FOK" => TimeInForce::Fok,
+        "GTD" => TimeInForce::Gtd,
+        _ => TimeInForce::Gtc,
+    }
+}
+
+pub fn parse_stp(value: &str) -> SelfTradePrevention {
+    match value {
+        "EXPIRE_MAKER" => SelfTradePrevention::ExpireMaker,
+        "EXPIRE_BOTH" => SelfTradePrevention::ExpireBoth,
+        "NONE" => SelfTradePrevention::None,
+        _ => SelfTradePrevention::ExpireTaker,
+    }
+}
+
+/// The taker an existing order becomes when it (re)enters matching: a triggered stop,
+/// or an amendment that moved its price.
+fn taker_for(order: &orders::Model, lot_size: Decimal) -> matching::Taker {
+    matching::Taker {
+        owner: order.user_id,
+        side: parse_side(&order.side),
+        limit_price: order.price.map(|p| p.0),
+        quantity: Some(remaining(order)),
+        quote_quantity: None,
+        time_in_force: parse_tif(&order.time_in_force),
+        post_only: order.post_only,
+        self_trade_prevention: parse_stp(&order.self_trade_prevention),
+        lot_size,
+    }
+}
+
+/// Guards against a trigger cascade without end; each round triggers one stop.
+const MAX_TRIGGERS_PER_TRADE: usize = 1000;
+
+/// Turns stop orders whose trigger the last trade price has reached into limit orders
+/// and matches them, oldest first. Their trades move the price again, so this repeats
+/// until no stop is triggered. Runs inside the transaction holding the market lock.
+async fn trigger_stops(txn: &DatabaseTransaction, symbol: &str) -> Result<(), ApiError> {
+    use sea_orm::Condition;
+    for _ in 0..MAX_TRIGGERS_PER_TRADE {
+        let market = market_rows::Entity::find_by_id(symbol.to_owned())
+            .one(txn)
+            .await?
+            .ok_or(ApiError::NotFound("market"))?;
+        let Some(last_ticks) = market
+            .last_price
+            .and_then(|p| order_rules::price_ticks(p.0, market.tick_size.0))
+        else {
+            return Ok(());
+        };
+        let triggered = orders::Entity::find()
+            .filter(orders::Column::Market.eq(symbol))
+            .filter(orders::Column::Status.eq(status::UNTRIGGERED))
+            .filter(
+                Condition::any()
+                    .add(
+                        Condition::all()
+                            .add(orders::Column::Side.eq("BUY"))
+                            .add(orders::Column::TriggerTicks.lte(last_ticks)),
+                    )
+                    .add(
+                        Condition::all()
+                            .add(orders::Column::Side.eq("SELL"))
+                            .add(orders::Column::TriggerTicks.gte(last_ticks)),
+                    ),
+            )
+            .order_by_asc(orders::Column::Sequence)
+            .one(txn)
+            .await?;
+        let Some(mut order) = triggered else {
+            return Ok(());
+        };
+        let now = Utc::now();
+        order.status = status::OPEN.to_owned();
+        order.updated_at = now;
+        record_event(txn, order.user_id, "TRIGGERED", order.id, None).await?;
+        let taker = taker_for(&order, market.lot_size.0);
+        let (plan, makers) =
+            plan_against_book(txn, symbol, taker.side, order.price_ticks, &taker).await?;
+        if let TakerOutcome::Rejected { reason } = &plan.outcome {
+            // A triggered FOK that cannot fill: it ends, its funds return.
+            order.reject_reason = Some(reason.to_string());
+            orders::ActiveModel::from(order.clone())
+                .reset_all()
+                .update(txn)
+                .await?;
+            close_order(txn, &order, status::EXPIRED, "EXPIRED", now).await?;
+            continue;
+        }
+        let hold = order.held.0;
+        apply_plan(txn, &market, &mut order, &plan, &makers, hold, now).await?;
+    }
+    tracing::warn!(market = symbol, "stop trigger cascade cut short");
+    Ok(())
+}
+
+/// New values for a resting order.
+pub struct Amendment {
+    pub price: Option<Decimal>,
+    pub quantity: Option<Decimal>,
+}
+
+/// Changes a resting limit order in place. Lowering only the quantity keeps its place
+/// in the queue; any other change takes a new place, and a new price that crosses the
+/// book trades at once. Held funds follow the change (`INSUFFICIENT_FUNDS` when an
+/// increase cannot be held).
+pub async fn amend(
+    state: &AppState,
+    viewer: &Viewer,
+    order_id: Uuid,
+    change: Amendment,
+) -> Result<orders::Model, ApiError> {
+    if change.price.is_none() && change.quantity.is_none() {
+        return Err(ApiError::bad_input(
+            "input",
+            "give a new price, a new quantity, or both",
+        ));
+    }
+    let user_id = viewer.user_id();
+    let existing = orders::Entity::find_by_id(order_id)
+        .one(state.db.conn())
+        .await?
+        .filter(|o| o.user_id == user_id)
+        .ok_or(ApiError::NotFound("order"))?;
+    if !existing.is_open || existing.price.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "only resting limit orders can be amended; the order is {}",
+            existing.status
+        )));
+    }
+    let prepared = prepare(
+        state,
+        &NewOrder {
+            market: existing.market.clone(),
+            side: parse_side(&existing.side),
+            order_type: OrderType::Limit,
+            quantity: Some(
+                change
+                    .quantity
+                    .unwrap_or_else(|| existing.quantity.map(|q| q.0).unwrap_or_default()),
+            ),
+            price: Some(
+                change
+                    .price
+                    .unwrap_or_else(|| existing.price.map(|p| p.0).unwrap_or_default()),
+            ),
+            quote_quantity: None,
+            trigger_price: None,
+            time_in_force: TimeInForce::Gtc,
+            expire_at: None,
+            post_only: false,
+            self_trade_prevention: SelfTradePrevention::ExpireTaker,
+            client_order_id: None,
+        },
+    )
+    .await?;
+    state
+        .db
+        .write(|txn| {
+            let prepared = prepared.clone();
+            let (new_price, new_quantity) = (change.price, change.quantity);
+            Box::pin(async move {
+                let market = lock_market(txn, &prepared.market.symbol).await?;
+                let mut order = orders::Entity::find_by_id(order_id)
+                    .one(txn)
+                    .await?
+                    .ok_or(ApiError::NotFound("order"))?;
+                if !order.is_open || order.order_type == "MARKET" {
+                    return Err(ApiError::Conflict(format!(
+                        "only resting limit orders can be amended; the order is {}",
+                        order.status
+                    )));
+                }
+                let (old_price, old_quantity) = (
+                    order.price.map(|p| p.0).unwrap_or_default(),
+                    order.quantity.map(|q| q.0).unwrap_or_default(),
+                );
+                let price = new_price.unwrap_or(old_price);
+                let quantity = new_quantity.unwrap_or(old_quantity);
+                if quantity <= order.filled_quantity.0 {
+                    return Err(ApiError::bad_input(
+                        "input.quantity",
+                        format!("must exceed the {} already filled", order.filled_quantity),
+                    ));
+                }
+                let side = parse_side(&order.side);
+                let keeps_priority =
+                    matching::amend_keeps_priority(old_price, old_quantity, price, quantity);
+                let now = Utc::now();
+                let left = quantity - order.filled_quantity.0;
+                let needed = match side {
+                    Side::Buy => price * left,
+                    Side::Sell => left,
+                };
+                let difference = needed - order.held.0;
+                let held_asset = order.held_asset.clone();
+                move_hold(
+                    txn,
+                    order.user_id,
+                    &held_asset,
+                    difference.abs(),
+                    difference > Decimal::ZERO,
+                    order.id,
+                )
+                .await?;
+                order.price = Some(Amount(price));
+                order.price_ticks = order_rules::price_ticks(price, market.tick_size.0);
+                order.quantity = Some(Amount(quantity));
+                order.held = Amount(needed);
+                order.updated_at = now;
+                if !keeps_priority {
+                    order.sequence = market.next_sequence;
+                    market_rows::Entity::update_many()
+                        .col_expr(
+                            market_rows::Column::NextSequence,
+                            Expr::value(market.next_sequence + 1),
+                        )
+                        .filter(market_rows::Column::Symbol.eq(market.symbol.as_str()))
+                        .exec(txn)
+                        .await?;
+                }
+                orders::ActiveModel::from(order.clone())
+                    .reset_all()
+                    .update(txn)
+                    .await?;
+                record_event(txn, order.user_id, "AMENDED", order.id, None).await?;
+                if keeps_priority || new_price.is_none() {
+                    return Ok(order);
+                }
+                // A new price may cross the book: the order trades as a taker now.
+                let mut taker = taker_for(&order, market.lot_size.0);
+                taker.time_in_force = TimeInForce::Gtc;
+                let (plan, makers) =
+                    plan_against_book(txn, &market.symbol, side, order.price_ticks, &taker).await?;
+                if let TakerOutcome::Rejected { reason } = &plan.outcome {
+                    return Err(ApiError::Conflict(format!(
+                        "the amendment was refused: {reason}"
+                    )));
+                }
+                apply_plan(txn, &market, &mut order, &plan, &makers, needed, now).await?;
+                trigger_stops(txn, &market.symbol).await?;
+                Ok(order)
+            })
+        })
+        .await
+}
+
+/// Expires good-till-date orders whose time has come, a batch at a time. Returns how
+/// many it expired. Each order is closed under its market's lock, like a cancel.
+pub async fn expire_due(state: &AppState, batch: u64) -> Result<usize, ApiError> {
+    let due = orders::Entity::find()
+        .filter(orders::Column::IsOpen.eq(true))
+        .filter(orders::Column::ExpireAt.lte(Utc::now()))
+        .order_by_asc(orders::Column::ExpireAt)
+        .limit(batch)
+        .all(state.db.conn())
+        .await?;
+    let mut expired = 0;
+    for order in due {
+        let done = state
+            .db
+            .write(|txn| {
+                let (id, market) = (order.id, order.market.clone());
+                Box::pin(async move {
+                    lock_market(txn, &market).await?;
+                    let Some(current) = orders::Entity::find_by_id(id).one(txn).await? else {
+                        return Ok(false);
+                    };
+                    if !current.is_open {
+                        return Ok(false);
+                    }
+                    close_order(txn, &current, status::EXPIRED, "EXPIRED", Utc::now()).await?;
+                    Ok(true)
+                })
+            })
+            .await?;
+        expired += usize::from(done);
+    }
+    Ok(expired)
 }
 
 /// Ends an order that is still open or untriggered, releasing what it holds.

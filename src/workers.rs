@@ -1,0 +1,64 @@
+//! Background work that runs beside the server and stops with it.
+//!
+//! Every replica runs the same workers; each unit of work re-checks its row under the
+//! market lock, so replicas racing for the same order do it once.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::service::orders;
+use crate::state::AppState;
+
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+const EXPIRY_BATCH: u64 = 200;
+
+pub struct Workers {
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// Starts the workers; they watch the state's shutdown flag.
+pub fn spawn(state: AppState) -> Workers {
+    Workers {
+        handles: vec![tokio::spawn(expire_orders(state))],
+    }
+}
+
+impl Workers {
+    /// Waits for the workers to notice shutdown, or stops them after a grace period.
+    pub async fn stop(self) {
+        for handle in self.handles {
+            let abort = handle.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), handle)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Expires GTD orders at their `expireAt`, releasing their held funds.
+async fn expire_orders(state: AppState) {
+    let mut shutdown = state.shutdown.clone();
+    let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        loop {
+            match orders::expire_due(&state, EXPIRY_BATCH).await {
+                Ok(n) if n as u64 == EXPIRY_BATCH => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    // A database outage must not kill the worker: try again next tick.
+                    tracing::warn!(error = ?error, "order expiry failed");
+                    break;
+                }
+            }
+        }
+    }
+}
