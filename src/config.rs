@@ -90,6 +90,8 @@ pub struct Config {
     pub ws_max_subscriptions: usize,
     /// Seed demo assets and markets into an empty database.
     pub seed_demo_data: bool,
+    /// GraphQL requests per minute per user (or per IP when anonymous); 0 disables.
+    pub rate_limit_per_minute: u32,
 }
 
 impl Config {
@@ -182,6 +184,7 @@ impl Config {
             shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT_SECS", 10)?,
             ws_init_timeout: env.seconds("WS_INIT_TIMEOUT_SECS", 10)?,
             ws_max_subscriptions: env.parse("WS_MAX_SUBSCRIPTIONS", "50")?,
+            rate_limit_per_minute: env.parse("RATE_LIMIT_PER_MINUTE", "300")?,
             seed_demo_data: env.parse(
                 "SEED_DEMO_DATA",
                 if app_env == AppEnv::Development {

@@ -20,6 +20,8 @@ pub mod graphql;
 pub mod http;
 /// Prometheus metrics of one running server.
 pub mod metrics;
+/// Request rate limiting per user and per client IP.
+pub mod ratelimit;
 /// The optional Redis connection.
 pub mod redis_link;
 /// Use cases: transactions, ownership, business rules that need the database.

@@ -65,7 +65,11 @@ impl App {
             config.jwt_secret.expose().as_bytes(),
             config.access_token_ttl,
         );
+        let rate_limiter = Arc::new(crate::ratelimit::RateLimiter::per_minute(
+            config.rate_limit_per_minute,
+        ));
         let state = AppState {
+            rate_limiter,
             config: Arc::new(config),
             db,
             jwt,

@@ -18,6 +18,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub redis: Option<RedisLink>,
     pub login_throttle: Arc<LoginThrottles>,
+    pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Flips to `true` when shutdown begins, so long-lived connections can close cleanly.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

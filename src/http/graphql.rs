@@ -370,10 +370,28 @@ async fn execute(
         },
         Err(error) => return unauthenticated(media, error),
     };
-    let context = RequestContext {
-        viewer,
-        client: client::client_info(app, headers, Some(peer)),
-    };
+    let client = client::client_info(app, headers, Some(peer));
+    let rate = app.rate_limiter.enabled().then(|| {
+        let key = match &viewer {
+            Some(viewer) => format!("user:{}", viewer.user_id()),
+            None => format!("ip:{}", client.ip),
+        };
+        app.rate_limiter.check(&key)
+    });
+    if let Some(retry_after_secs) = rate.and_then(|r| r.retry_after_secs) {
+        app.metrics.record_operation(None, "rate_limited");
+        let mut response = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            media,
+            ApiError::RateLimited { retry_after_secs },
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        add_rate_headers(&mut response, rate);
+        return response;
+    }
+    let context = RequestContext { viewer, client };
     let names: Vec<Option<String>> = requests.iter().map(|r| r.operation_name.clone()).collect();
     if let Some(Some(name)) = names.first() {
         tracing::Span::current().record("operation", name.as_str());
@@ -407,7 +425,7 @@ async fn execute(
         }
     };
 
-    match response {
+    let mut http = match response {
         BatchResponse::Single(response) => {
             let outcome = outcome(&response);
             app.metrics
@@ -430,7 +448,18 @@ async fn execute(
             }
             json_response(StatusCode::OK, media, &responses)
         }
-    }
+    };
+    add_rate_headers(&mut http, rate);
+    http
+}
+
+/// The IETF `RateLimit-*` fields, so clients can pace themselves before a 429.
+fn add_rate_headers(response: &mut Response, rate: Option<crate::ratelimit::Decision>) {
+    let Some(rate) = rate else { return };
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from(rate.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(rate.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(rate.reset_secs));
 }
 
 fn unauthenticated(media: MediaType, error: ApiError) -> Response {

@@ -344,3 +344,54 @@ async fn production_hides_the_schema(backend: Backend) {
         "{body}"
     );
 }
+
+both_backends!(requests_are_rate_limited_per_user_and_ip);
+
+async fn requests_are_rate_limited_per_user_and_ip(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &[("RATE_LIMIT_PER_MINUTE", "5")]).await else {
+        return;
+    };
+    let auth = app.register(&crate::helpers::email("limited")).await;
+    let send = |token: Option<String>| {
+        let mut request = app
+            .http
+            .post(app.url("/graphql"))
+            .json(&json!({"query": "{ serverTime }"}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let mut remaining = Vec::new();
+    for _ in 0..5 {
+        let response = send(Some(auth.access.clone())).await.expect("sent");
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(response.headers()["ratelimit-limit"], "5");
+        remaining.push(
+            response.headers()["ratelimit-remaining"]
+                .to_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert_eq!(remaining, ["4", "3", "2", "1", "0"]);
+    let refused = send(Some(auth.access.clone())).await.expect("sent");
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap_or_default()
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after));
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(code(&body), "RATE_LIMITED");
+    assert_eq!(
+        body["errors"][0]["extensions"]["retryAfterSeconds"],
+        retry_after
+    );
+    // Anonymous requests are counted per IP, apart from the user's budget (the
+    // registration above used one of them).
+    let anonymous = send(None).await.expect("sent");
+    assert_eq!(anonymous.status().as_u16(), 200);
+    assert_eq!(anonymous.headers()["ratelimit-remaining"], "3");
+}
