@@ -430,7 +430,7 @@ async fn execute(
             let outcome = outcome(&response);
             app.metrics
                 .record_operation(names.first().and_then(|n| n.as_deref()), outcome);
-            let status = status_of(&response, media);
+            let status = status_of(&response);
             let retry_after = retry_after(&response);
             let extra_headers = response.http_headers.clone();
             let mut http = json_response(status, media, &response);
@@ -507,7 +507,7 @@ fn retry_after(response: &GqlResponse) -> Option<u64> {
     })
 }
 
-fn status_of(response: &GqlResponse, _media: MediaType) -> StatusCode {
+fn status_of(response: &GqlResponse) -> StatusCode {
     if response.data == Value::Null && retry_after(response).is_some() {
         return StatusCode::TOO_MANY_REQUESTS;
     }

@@ -3,8 +3,8 @@
 use chrono::Utc;
 use rust_decimal::Decimal;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, SqlErr,
+    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait, PaginatorTrait, QueryOrder,
+    SqlErr,
 };
 
 use crate::auth::Viewer;
@@ -269,13 +269,4 @@ pub async fn seed_demo<C: ConnectionTrait>(conn: &C) -> anyhow::Result<bool> {
         .await?;
     }
     Ok(true)
-}
-
-/// Markets by symbol, for quick membership checks.
-pub async fn market_exists<C: ConnectionTrait>(conn: &C, symbol: &str) -> Result<bool, ApiError> {
-    Ok(markets::Entity::find()
-        .filter(markets::Column::Symbol.eq(symbol))
-        .count(conn)
-        .await?
-        > 0)
 }
