@@ -36,6 +36,7 @@ impl ExtensionFactory for GuardrailsFactory {
         Arc::new(Guardrails {
             limits: self.limits.clone(),
             cost: Mutex::new(None),
+            introspection_only: Mutex::new(false),
         })
     }
 }
@@ -44,7 +45,15 @@ struct Guardrails {
     limits: Arc<QueryLimits>,
     /// (complexity, depth) once validation has measured them.
     cost: Mutex<Option<(usize, usize)>>,
+    /// Whether every root field is introspection (`__schema`, `__type`, `__typename`).
+    introspection_only: Mutex<bool>,
 }
+
+/// The depth allowed to introspection-only operations. Standard introspection queries
+/// (GraphiQL's, codegen tools') unwrap `ofType` up to about 15 levels, which a
+/// sensible limit for data queries would refuse; introspection is answered from the
+/// schema in memory, so a fixed, larger cap is safe.
+const INTROSPECTION_MAX_DEPTH: usize = 24;
 
 fn too_complex(message: String) -> ServerError {
     ApiError::QueryTooComplex(message).into_server_error()
@@ -116,6 +125,10 @@ impl Extension for Guardrails {
     ) -> ServerResult<ExecutableDocument> {
         let document = next.run(ctx, query, variables).await?;
         let shape = measure(&document);
+        *self
+            .introspection_only
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = shape.introspection_only;
         if shape.aliases > self.limits.max_aliases {
             return Err(too_complex(format!(
                 "the query uses {} aliases; the limit is {}",
@@ -139,10 +152,19 @@ impl Extension for Guardrails {
         let result = next.run(ctx).await?;
         *self.cost.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((result.complexity, result.depth));
-        if result.depth > self.limits.max_depth {
+        let introspection = *self
+            .introspection_only
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let max_depth = if introspection {
+            self.limits.max_depth.max(INTROSPECTION_MAX_DEPTH)
+        } else {
+            self.limits.max_depth
+        };
+        if result.depth > max_depth {
             return Err(vec![too_complex(format!(
-                "the query is nested {} levels deep; the limit is {}",
-                result.depth, self.limits.max_depth
+                "the query is nested {} levels deep; the limit is {max_depth}",
+                result.depth
             ))]);
         }
         if result.complexity > self.limits.max_complexity {
@@ -167,6 +189,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
 struct Shape {
     aliases: usize,
     root_fields: usize,
+    introspection_only: bool,
 }
 
 /// Counts aliases across the whole document and the widest operation's root fields
@@ -203,9 +226,21 @@ fn measure(document: &ExecutableDocument) -> Shape {
         .map(|(_, op)| count_root_fields(document, &op.node.selection_set.node))
         .max()
         .unwrap_or(0);
+    let introspection_only = document.operations.iter().all(|(_, op)| {
+        op.node
+            .selection_set
+            .node
+            .items
+            .iter()
+            .all(|item| match &item.node {
+                Selection::Field(field) => field.node.name.node.starts_with("__"),
+                _ => false,
+            })
+    });
     Shape {
         aliases,
         root_fields,
+        introspection_only,
     }
 }
 
@@ -247,6 +282,13 @@ mod tests {
             shape("query { ...F } fragment F on Query { x: me { id } }").aliases,
             1
         );
+    }
+
+    #[test]
+    fn recognises_introspection_only_operations() {
+        assert!(shape("{ __schema { types { name } } __typename }").introspection_only);
+        assert!(!shape("{ __schema { types { name } } me { id } }").introspection_only);
+        assert!(!shape("{ ...F } fragment F on Query { __typename }").introspection_only);
     }
 
     #[test]

@@ -12,7 +12,14 @@ async fn oversized_queries_are_refused(backend: Backend) {
     let Some(app) = TestApp::spawn_with(backend, &[("MAX_QUERY_COMPLEXITY", "40")]).await else {
         return;
     };
-    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } } } }";
+    // Data queries are held to MAX_QUERY_DEPTH (12)...
+    let deep = "{ orders { edges { node { fills { order { fills { order { fills { order { fills { order { fills { id } } } } } } } } } } } } }";
+    // ...introspection to a fixed, larger cap that standard introspection fits under.
+    let deep_introspection = format!(
+        "{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}",
+        "ofType { ".repeat(22),
+        "} ".repeat(22)
+    );
     let aliases = format!(
         "{{ {} }}",
         (0..31)
@@ -34,6 +41,7 @@ async fn oversized_queries_are_refused(backend: Backend) {
     let nested = format!("{}{}", "{".repeat(200_000), "}".repeat(200_000));
     for (name, query) in [
         ("depth", deep.to_owned()),
+        ("introspection depth", deep_introspection),
         ("aliases", aliases),
         ("root fields", roots),
         ("complexity", complex),
@@ -46,6 +54,10 @@ async fn oversized_queries_are_refused(backend: Backend) {
             "{name}: {body}"
         );
     }
+    // The introspection query of GraphiQL and code generators (15 levels) is served.
+    let standard = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } } } }";
+    let (status, body) = app.post(json!({"query": standard}), None).await;
+    assert_eq!(status, 200, "standard introspection: {body}");
     let (status, body) = app.post(json!({"query": "{ serverTime }"}), None).await;
     assert_eq!(status, 200, "still serving: {body}");
     assert_eq!(
