@@ -72,6 +72,8 @@ pub struct Config {
     pub database_url: String,
     pub database_max_connections: u32,
     pub redis_url: Option<String>,
+    /// The Redis channel replicas exchange events on (replicas of one deployment share it).
+    pub redis_channel: String,
     pub app_env: AppEnv,
     pub jwt_secret: Secret,
     /// True when no `JWT_SECRET` was given and one was generated for this process.
@@ -154,6 +156,9 @@ impl Config {
                 .unwrap_or_else(|| "sqlite://tradegraph.db?mode=rwc".to_owned()),
             database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", "16")?,
             redis_url,
+            redis_channel: env
+                .get("REDIS_EVENTS_CHANNEL")
+                .unwrap_or_else(|| "tradegraph:events".to_owned()),
             app_env,
             jwt_secret,
             jwt_secret_generated,

@@ -14,6 +14,8 @@ pub mod db;
 pub mod domain;
 /// The API error type and its stable codes.
 pub mod error;
+/// The event bus: committed events, in process and across replicas through Redis.
+pub mod events;
 /// The GraphQL schema: resolvers per area, scalars, guardrails.
 pub mod graphql;
 /// HTTP and WebSocket transport: `/graphql`, `/playground`, probes, metrics.

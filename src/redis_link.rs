@@ -13,6 +13,7 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct RedisLink {
+    client: redis::Client,
     manager: ConnectionManager,
 }
 
@@ -24,9 +25,14 @@ impl RedisLink {
             .set_response_timeout(Some(REDIS_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .context("cannot set up the Redis connection")?;
-        Ok(RedisLink { manager })
+        Ok(RedisLink { client, manager })
+    }
+
+    /// The client, for connections of their own (pub/sub).
+    pub fn client(&self) -> redis::Client {
+        self.client.clone()
     }
 
     /// A handle for commands; cheap to clone.

@@ -65,6 +65,15 @@ impl App {
             config.jwt_secret.expose().as_bytes(),
             config.access_token_ttl,
         );
+        let events = match &redis {
+            Some(link) => crate::events::EventBus::with_redis(
+                link.client(),
+                link.connection(),
+                config.redis_channel.clone(),
+                shutdown_rx.clone(),
+            ),
+            None => crate::events::EventBus::in_process(),
+        };
         let rate_limiter = Arc::new(crate::ratelimit::RateLimiter::per_minute(
             config.rate_limit_per_minute,
         ));
@@ -75,6 +84,7 @@ impl App {
             jwt,
             metrics,
             redis,
+            events,
             login_throttle,
             shutdown: shutdown_rx,
         };

@@ -17,6 +17,8 @@ pub struct AppState {
     pub jwt: JwtKeys,
     pub metrics: Metrics,
     pub redis: Option<RedisLink>,
+    /// Delivers committed events to subscribers, across replicas with Redis.
+    pub events: crate::events::EventBus,
     pub login_throttle: Arc<LoginThrottles>,
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Flips to `true` when shutdown begins, so long-lived connections can close cleanly.

@@ -25,6 +25,7 @@ use crate::domain::matching::{
 };
 use crate::domain::order_rules::{self, MarketRules, OrderRequest, OrderType};
 use crate::error::ApiError;
+use crate::events::{Collector, Event};
 use crate::state::AppState;
 use entity::{fills, markets as market_rows, order_events, orders, user_sequences, Amount};
 
@@ -129,10 +130,18 @@ pub async fn place(state: &AppState, viewer: &Viewer, input: NewOrder) -> Result
         .db
         .write(|txn| {
             let (input, prepared) = (input.clone(), prepared.clone());
-            Box::pin(async move { execute(txn, user_id, &input, &prepared).await })
+            Box::pin(async move {
+                let events = Collector::default();
+                let placed = execute(txn, &events, user_id, &input, &prepared).await?;
+                Ok((placed, events.take()))
+            })
         })
         .await;
     match result {
+        Ok((placed, events)) => {
+            state.events.publish(events).await;
+            Ok(placed)
+        }
         Err(ApiError::Internal(error)) if is_unique_violation(&error) => {
             // The same clientOrderId raced in from another request: return the winner.
             let client_order_id = input.client_order_id.as_deref().unwrap_or_default().trim();
@@ -145,7 +154,7 @@ pub async fn place(state: &AppState, viewer: &Viewer, input: NewOrder) -> Result
                 None => Err(ApiError::Internal(error)),
             }
         }
-        other => other,
+        Err(error) => Err(error),
     }
 }
 
@@ -164,7 +173,7 @@ pub async fn preview(
             Box::pin(async move {
                 let mut input = input;
                 input.client_order_id = None;
-                execute(txn, user_id, &input, &prepared).await
+                execute(txn, &Collector::default(), user_id, &input, &prepared).await
             })
         })
         .await
@@ -319,6 +328,7 @@ async fn next_sequence(txn: &DatabaseTransaction, user_id: Uuid) -> Result<i64, 
 
 async fn record_event(
     txn: &DatabaseTransaction,
+    events: &Collector,
     user_id: Uuid,
     kind: &str,
     order_id: Uuid,
@@ -335,6 +345,13 @@ async fn record_event(
     }
     .insert(txn)
     .await?;
+    events.push(Event::OrderUpdate {
+        user_id,
+        sequence,
+        kind: kind.to_owned(),
+        order_id,
+        fill_id,
+    });
     Ok(())
 }
 
@@ -394,6 +411,7 @@ fn status_after_fill(order_quantity: Option<Decimal>, filled: Decimal) -> &'stat
 
 async fn execute(
     txn: &DatabaseTransaction,
+    events: &Collector,
     user_id: Uuid,
     input: &NewOrder,
     prepared: &Prepared,
@@ -478,7 +496,7 @@ async fn execute(
             .insert(txn)
             .await?;
         move_hold(txn, user_id, &held_asset, hold, true, order_id).await?;
-        record_event(txn, user_id, "CREATED", order_id, None).await?;
+        record_event(txn, events, user_id, "CREATED", order_id, None).await?;
         return Ok(Placed {
             order,
             fills: Vec::new(),
@@ -501,7 +519,7 @@ async fn execute(
             .reset_all()
             .insert(txn)
             .await?;
-        record_event(txn, user_id, "REJECTED", order_id, None).await?;
+        record_event(txn, events, user_id, "REJECTED", order_id, None).await?;
         return Ok(Placed {
             order,
             fills: Vec::new(),
@@ -524,10 +542,19 @@ async fn execute(
         .insert(txn)
         .await?;
     move_hold(txn, user_id, &held_asset, hold, true, order_id).await?;
-    record_event(txn, user_id, "CREATED", order_id, None).await?;
+    record_event(txn, events, user_id, "CREATED", order_id, None).await?;
 
-    let taker_fills = apply_plan(txn, &market, &mut order, &plan, &makers, hold, now).await?;
-    trigger_stops(txn, &market.symbol).await?;
+    let taker_fills = apply_plan(
+        txn,
+        events,
+        &market,
+        &mut order,
+        (&plan, &makers),
+        hold,
+        now,
+    )
+    .await?;
+    trigger_stops(txn, events, &market.symbol).await?;
     Ok(Placed {
         order,
         fills: taker_fills,
@@ -577,10 +604,10 @@ async fn plan_against_book(
 /// release of whatever it no longer needs held, and the market's last price.
 async fn apply_plan(
     txn: &DatabaseTransaction,
+    events: &Collector,
     market: &market_rows::Model,
     order: &mut orders::Model,
-    plan: &matching::MatchPlan,
-    makers: &[orders::Model],
+    (plan, makers): (&matching::MatchPlan, &[orders::Model]),
     hold: Decimal,
     now: DateTime<Utc>,
 ) -> Result<Vec<fills::Model>, ApiError> {
@@ -721,6 +748,7 @@ async fn apply_plan(
             .await?;
         record_event(
             txn,
+            events,
             maker.user_id,
             maker_status,
             maker.id,
@@ -765,6 +793,7 @@ async fn apply_plan(
         let interim = status_after_fill(order.quantity.map(|q| q.0), order.filled_quantity.0);
         record_event(
             txn,
+            events,
             order.user_id,
             if interim == status::FILLED {
                 "FILLED"
@@ -775,13 +804,19 @@ async fn apply_plan(
             Some(taker_fill.id),
         )
         .await?;
+        events.push(Event::Trade {
+            market: market.symbol.clone(),
+            price: fill.price,
+            quantity: fill.quantity,
+            at: now,
+        });
         taker_fills.push(taker_fill);
         last_price = Some(fill.price);
     }
 
     for maker_id in &plan.expired_makers {
         if let Some(maker) = makers_by_id.get(maker_id) {
-            close_order(txn, maker, status::EXPIRED, "EXPIRED", now).await?;
+            close_order(txn, events, maker, status::EXPIRED, "EXPIRED", now).await?;
         }
     }
 
@@ -824,7 +859,7 @@ async fn apply_plan(
         if *reason != ExpireReason::NoLiquidity || order.filled_quantity.0.is_zero() {
             order.reject_reason = Some(reason.to_string());
         }
-        record_event(txn, order.user_id, "EXPIRED", order.id, None).await?;
+        record_event(txn, events, order.user_id, "EXPIRED", order.id, None).await?;
     }
     orders::ActiveModel::from(order.clone())
         .reset_all()
@@ -838,6 +873,7 @@ async fn apply_plan(
             .exec(txn)
             .await?;
     }
+    events.book_changed(&market.symbol);
     Ok(taker_fills)
 }
 
@@ -889,7 +925,11 @@ const MAX_TRIGGERS_PER_TRADE: usize = 1000;
 /// Turns stop orders whose trigger the last trade price has reached into limit orders
 /// and matches them, oldest first. Their trades move the price again, so this repeats
 /// until no stop is triggered. Runs inside the transaction holding the market lock.
-async fn trigger_stops(txn: &DatabaseTransaction, symbol: &str) -> Result<(), ApiError> {
+async fn trigger_stops(
+    txn: &DatabaseTransaction,
+    events: &Collector,
+    symbol: &str,
+) -> Result<(), ApiError> {
     use sea_orm::Condition;
     for _ in 0..MAX_TRIGGERS_PER_TRADE {
         let market = market_rows::Entity::find_by_id(symbol.to_owned())
@@ -927,7 +967,7 @@ async fn trigger_stops(txn: &DatabaseTransaction, symbol: &str) -> Result<(), Ap
         let now = Utc::now();
         order.status = status::OPEN.to_owned();
         order.updated_at = now;
-        record_event(txn, order.user_id, "TRIGGERED", order.id, None).await?;
+        record_event(txn, events, order.user_id, "TRIGGERED", order.id, None).await?;
         let taker = taker_for(&order, market.lot_size.0);
         let (plan, makers) =
             plan_against_book(txn, symbol, taker.side, order.price_ticks, &taker).await?;
@@ -938,11 +978,20 @@ async fn trigger_stops(txn: &DatabaseTransaction, symbol: &str) -> Result<(), Ap
                 .reset_all()
                 .update(txn)
                 .await?;
-            close_order(txn, &order, status::EXPIRED, "EXPIRED", now).await?;
+            close_order(txn, events, &order, status::EXPIRED, "EXPIRED", now).await?;
             continue;
         }
         let hold = order.held.0;
-        apply_plan(txn, &market, &mut order, &plan, &makers, hold, now).await?;
+        apply_plan(
+            txn,
+            events,
+            &market,
+            &mut order,
+            (&plan, &makers),
+            hold,
+            now,
+        )
+        .await?;
     }
     tracing::warn!(market = symbol, "stop trigger cascade cut short");
     Ok(())
@@ -1008,95 +1057,113 @@ pub async fn amend(
         },
     )
     .await?;
-    state
+    let (order, events) = state
         .db
         .write(|txn| {
             let prepared = prepared.clone();
             let (new_price, new_quantity) = (change.price, change.quantity);
             Box::pin(async move {
-                let market = lock_market(txn, &prepared.market.symbol).await?;
-                let mut order = orders::Entity::find_by_id(order_id)
-                    .one(txn)
-                    .await?
-                    .ok_or(ApiError::NotFound("order"))?;
-                if !order.is_open || order.order_type == "MARKET" {
-                    return Err(ApiError::Conflict(format!(
-                        "only resting limit orders can be amended; the order is {}",
-                        order.status
-                    )));
-                }
-                let (old_price, old_quantity) = (
-                    order.price.map(|p| p.0).unwrap_or_default(),
-                    order.quantity.map(|q| q.0).unwrap_or_default(),
-                );
-                let price = new_price.unwrap_or(old_price);
-                let quantity = new_quantity.unwrap_or(old_quantity);
-                if quantity <= order.filled_quantity.0 {
-                    return Err(ApiError::bad_input(
-                        "input.quantity",
-                        format!("must exceed the {} already filled", order.filled_quantity),
-                    ));
-                }
-                let side = parse_side(&order.side);
-                let keeps_priority =
-                    matching::amend_keeps_priority(old_price, old_quantity, price, quantity);
-                let now = Utc::now();
-                let left = quantity - order.filled_quantity.0;
-                let needed = match side {
-                    Side::Buy => price * left,
-                    Side::Sell => left,
-                };
-                let difference = needed - order.held.0;
-                let held_asset = order.held_asset.clone();
-                move_hold(
-                    txn,
-                    order.user_id,
-                    &held_asset,
-                    difference.abs(),
-                    difference > Decimal::ZERO,
-                    order.id,
-                )
-                .await?;
-                order.price = Some(Amount(price));
-                order.price_ticks = order_rules::price_ticks(price, market.tick_size.0);
-                order.quantity = Some(Amount(quantity));
-                order.held = Amount(needed);
-                order.updated_at = now;
-                if !keeps_priority {
-                    order.sequence = market.next_sequence;
-                    market_rows::Entity::update_many()
-                        .col_expr(
-                            market_rows::Column::NextSequence,
-                            Expr::value(market.next_sequence + 1),
-                        )
-                        .filter(market_rows::Column::Symbol.eq(market.symbol.as_str()))
-                        .exec(txn)
-                        .await?;
-                }
-                orders::ActiveModel::from(order.clone())
-                    .reset_all()
-                    .update(txn)
+                let events = Collector::default();
+                let value: Result<_, ApiError> = async {
+                    let market = lock_market(txn, &prepared.market.symbol).await?;
+                    let mut order = orders::Entity::find_by_id(order_id)
+                        .one(txn)
+                        .await?
+                        .ok_or(ApiError::NotFound("order"))?;
+                    if !order.is_open || order.order_type == "MARKET" {
+                        return Err(ApiError::Conflict(format!(
+                            "only resting limit orders can be amended; the order is {}",
+                            order.status
+                        )));
+                    }
+                    let (old_price, old_quantity) = (
+                        order.price.map(|p| p.0).unwrap_or_default(),
+                        order.quantity.map(|q| q.0).unwrap_or_default(),
+                    );
+                    let price = new_price.unwrap_or(old_price);
+                    let quantity = new_quantity.unwrap_or(old_quantity);
+                    if quantity <= order.filled_quantity.0 {
+                        return Err(ApiError::bad_input(
+                            "input.quantity",
+                            format!("must exceed the {} already filled", order.filled_quantity),
+                        ));
+                    }
+                    let side = parse_side(&order.side);
+                    let keeps_priority =
+                        matching::amend_keeps_priority(old_price, old_quantity, price, quantity);
+                    let now = Utc::now();
+                    let left = quantity - order.filled_quantity.0;
+                    let needed = match side {
+                        Side::Buy => price * left,
+                        Side::Sell => left,
+                    };
+                    let difference = needed - order.held.0;
+                    let held_asset = order.held_asset.clone();
+                    move_hold(
+                        txn,
+                        order.user_id,
+                        &held_asset,
+                        difference.abs(),
+                        difference > Decimal::ZERO,
+                        order.id,
+                    )
                     .await?;
-                record_event(txn, order.user_id, "AMENDED", order.id, None).await?;
-                if keeps_priority || new_price.is_none() {
-                    return Ok(order);
+                    order.price = Some(Amount(price));
+                    order.price_ticks = order_rules::price_ticks(price, market.tick_size.0);
+                    order.quantity = Some(Amount(quantity));
+                    order.held = Amount(needed);
+                    order.updated_at = now;
+                    if !keeps_priority {
+                        order.sequence = market.next_sequence;
+                        market_rows::Entity::update_many()
+                            .col_expr(
+                                market_rows::Column::NextSequence,
+                                Expr::value(market.next_sequence + 1),
+                            )
+                            .filter(market_rows::Column::Symbol.eq(market.symbol.as_str()))
+                            .exec(txn)
+                            .await?;
+                    }
+                    orders::ActiveModel::from(order.clone())
+                        .reset_all()
+                        .update(txn)
+                        .await?;
+                    record_event(txn, &events, order.user_id, "AMENDED", order.id, None).await?;
+                    events.book_changed(&market.symbol);
+                    if keeps_priority || new_price.is_none() {
+                        return Ok(order);
+                    }
+                    // A new price may cross the book: the order trades as a taker now.
+                    let mut taker = taker_for(&order, market.lot_size.0);
+                    taker.time_in_force = TimeInForce::Gtc;
+                    let (plan, makers) =
+                        plan_against_book(txn, &market.symbol, side, order.price_ticks, &taker)
+                            .await?;
+                    if let TakerOutcome::Rejected { reason } = &plan.outcome {
+                        return Err(ApiError::Conflict(format!(
+                            "the amendment was refused: {reason}"
+                        )));
+                    }
+                    apply_plan(
+                        txn,
+                        &events,
+                        &market,
+                        &mut order,
+                        (&plan, &makers),
+                        needed,
+                        now,
+                    )
+                    .await?;
+                    trigger_stops(txn, &events, &market.symbol).await?;
+                    Ok(order)
                 }
-                // A new price may cross the book: the order trades as a taker now.
-                let mut taker = taker_for(&order, market.lot_size.0);
-                taker.time_in_force = TimeInForce::Gtc;
-                let (plan, makers) =
-                    plan_against_book(txn, &market.symbol, side, order.price_ticks, &taker).await?;
-                if let TakerOutcome::Rejected { reason } = &plan.outcome {
-                    return Err(ApiError::Conflict(format!(
-                        "the amendment was refused: {reason}"
-                    )));
-                }
-                apply_plan(txn, &market, &mut order, &plan, &makers, needed, now).await?;
-                trigger_stops(txn, &market.symbol).await?;
-                Ok(order)
+                .await;
+                Ok((value?, events.take()))
             })
         })
-        .await
+        .await?;
+    state.events.publish(events).await;
+    Ok(order)
 }
 
 /// Expires good-till-date orders whose time has come, a batch at a time. Returns how
@@ -1111,23 +1178,37 @@ pub async fn expire_due(state: &AppState, batch: u64) -> Result<usize, ApiError>
         .await?;
     let mut expired = 0;
     for order in due {
-        let done = state
+        let (done, events) = state
             .db
             .write(|txn| {
                 let (id, market) = (order.id, order.market.clone());
                 Box::pin(async move {
-                    lock_market(txn, &market).await?;
-                    let Some(current) = orders::Entity::find_by_id(id).one(txn).await? else {
-                        return Ok(false);
-                    };
-                    if !current.is_open {
-                        return Ok(false);
+                    let events = Collector::default();
+                    let value: Result<_, ApiError> = async {
+                        lock_market(txn, &market).await?;
+                        let Some(current) = orders::Entity::find_by_id(id).one(txn).await? else {
+                            return Ok(false);
+                        };
+                        if !current.is_open {
+                            return Ok(false);
+                        }
+                        close_order(
+                            txn,
+                            &events,
+                            &current,
+                            status::EXPIRED,
+                            "EXPIRED",
+                            Utc::now(),
+                        )
+                        .await?;
+                        Ok(true)
                     }
-                    close_order(txn, &current, status::EXPIRED, "EXPIRED", Utc::now()).await?;
-                    Ok(true)
+                    .await;
+                    Ok((value?, events.take()))
                 })
             })
             .await?;
+        state.events.publish(events).await;
         expired += usize::from(done);
     }
     Ok(expired)
@@ -1136,6 +1217,7 @@ pub async fn expire_due(state: &AppState, batch: u64) -> Result<usize, ApiError>
 /// Ends an order that is still open or untriggered, releasing what it holds.
 async fn close_order(
     txn: &DatabaseTransaction,
+    events: &Collector,
     order: &orders::Model,
     new_status: &str,
     event: &str,
@@ -1159,7 +1241,10 @@ async fn close_order(
         .reset_all()
         .update(txn)
         .await?;
-    record_event(txn, order.user_id, event, order.id, None).await?;
+    record_event(txn, events, order.user_id, event, order.id, None).await?;
+    if order.is_open {
+        events.book_changed(&order.market);
+    }
     Ok(closed)
 }
 
@@ -1180,26 +1265,41 @@ pub async fn cancel(
         .await?
         .filter(|o| o.user_id == user_id)
         .ok_or(ApiError::NotFound("order"))?;
-    state
+    let (order, events) = state
         .db
         .write(|txn| {
             let market = order.market.clone();
             Box::pin(async move {
-                lock_market(txn, &market).await?;
-                let current = orders::Entity::find_by_id(order_id)
-                    .one(txn)
-                    .await?
-                    .ok_or(ApiError::NotFound("order"))?;
-                if !is_live(&current) {
-                    return Err(ApiError::Conflict(format!(
-                        "the order is already {}",
-                        current.status
-                    )));
+                let events = Collector::default();
+                let value: Result<_, ApiError> = async {
+                    lock_market(txn, &market).await?;
+                    let current = orders::Entity::find_by_id(order_id)
+                        .one(txn)
+                        .await?
+                        .ok_or(ApiError::NotFound("order"))?;
+                    if !is_live(&current) {
+                        return Err(ApiError::Conflict(format!(
+                            "the order is already {}",
+                            current.status
+                        )));
+                    }
+                    close_order(
+                        txn,
+                        &events,
+                        &current,
+                        status::CANCELLED,
+                        "CANCELLED",
+                        Utc::now(),
+                    )
+                    .await
                 }
-                close_order(txn, &current, status::CANCELLED, "CANCELLED", Utc::now()).await
+                .await;
+                Ok((value?, events.take()))
             })
         })
-        .await
+        .await?;
+    state.events.publish(events).await;
+    Ok(order)
 }
 
 /// Cancels all of the viewer's live orders, in one market or everywhere.

@@ -123,10 +123,20 @@ pub struct TestApp {
     pub address: String,
     /// The database this server uses, so a second server can share it.
     pub database_url: String,
+    /// The server's event bus, to observe what it publishes.
+    pub events: tradegraph::events::EventBus,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _db: TestDb,
+}
+
+/// A short token derived from a database URL: servers sharing a database share it.
+fn tokens_of(url: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    url.hash(&mut hasher);
+    format!("{:x}", hasher.finish())
 }
 
 /// The variables every test server starts with; tests add or override.
@@ -152,9 +162,10 @@ impl TestApp {
     /// Starts a server with extra environment variables.
     pub async fn spawn_with(backend: Backend, extra: &[(&str, &str)]) -> Option<TestApp> {
         let (db, url) = TestDb::create(backend).await?;
-        let (address, stop, server) = Self::start(backend, &url, extra).await;
+        let (address, stop, server, events) = Self::start(backend, &url, extra).await;
         Some(TestApp {
             address,
+            events,
             database_url: url,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
@@ -174,11 +185,15 @@ impl TestApp {
         String,
         oneshot::Sender<()>,
         tokio::task::JoinHandle<anyhow::Result<()>>,
+        tradegraph::events::EventBus,
     ) {
         let mut vars = base_vars(url);
         if backend == Backend::Postgres {
             if let Some(redis) = redis_url() {
                 vars.insert("REDIS_URL".into(), redis);
+                // Tests run in parallel on one Redis: each server pair gets its own channel.
+                let channel = format!("tradegraph:test:{}", tokens_of(url));
+                vars.insert("REDIS_EVENTS_CHANNEL".into(), channel);
             }
         }
         for (k, v) in extra {
@@ -187,11 +202,12 @@ impl TestApp {
         let config = Config::from_vars(vars).expect("test config is valid");
         let app = App::build(config).await.expect("server builds");
         let address = format!("127.0.0.1:{}", app.port());
+        let events = app.state().events.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        (address, stop, server)
+        (address, stop, server, events)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod accounts;
+mod events;
 mod funds;
 mod http_protocol;
 mod limits;
