@@ -45,6 +45,9 @@ impl Db {
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false)
+            // A ping before every checkout doubles the round trips of a short query; a
+            // connection idle for a while is still checked, as it may have been dropped.
+            .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .map_sqlx_sqlite_opts(|opts| {
                 opts.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)

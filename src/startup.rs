@@ -81,7 +81,7 @@ impl App {
             rate_limiter,
             config: Arc::new(config),
             db,
-            jwt,
+            jwt: Arc::new(jwt),
             metrics,
             redis,
             events,
@@ -95,7 +95,7 @@ impl App {
         }
         let schema = crate::graphql::build_schema(state.clone());
         let router = http::router(HttpState {
-            app: state.clone(),
+            app: Arc::new(state.clone()),
             schema,
         });
         let listener = TcpListener::bind(state.config.bind_addr)

@@ -14,7 +14,7 @@ use crate::throttle::FailureThrottle;
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
-    pub jwt: JwtKeys,
+    pub jwt: Arc<JwtKeys>,
     pub metrics: Metrics,
     pub redis: Option<RedisLink>,
     /// Delivers committed events to subscribers, across replicas with Redis.

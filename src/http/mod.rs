@@ -26,9 +26,12 @@ use crate::graphql::AppSchema;
 use crate::state::AppState;
 
 /// State of the HTTP layer: the application state and the schema that serves it.
+///
+/// axum clones the state for every request (and for each middleware), so the
+/// application state sits behind one `Arc`: a clone is a reference-count increment.
 #[derive(Clone)]
 pub struct HttpState {
-    pub app: AppState,
+    pub app: std::sync::Arc<AppState>,
     pub schema: AppSchema,
 }
 
