@@ -461,3 +461,24 @@ async fn concurrent_registrations_and_logins_all_succeed(backend: Backend) {
         task.await.expect("task finished");
     }
 }
+
+both_backends!(failed_logins_are_throttled_per_ip);
+
+/// Guessing across many accounts from one address is throttled too.
+async fn failed_logins_are_throttled_per_ip(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &[("LOGIN_FAILURES_PER_IP", "3")]).await else {
+        return;
+    };
+    for i in 0..3 {
+        let body = app
+            .login(&email(&format!("guess{i}")), "not the password!")
+            .await;
+        assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+    }
+    let body = app.login(&email("guess-next"), "not the password!").await;
+    assert_eq!(
+        code(&body),
+        "RATE_LIMITED",
+        "a fourth account from the same IP: {body}"
+    );
+}

@@ -395,3 +395,36 @@ async fn requests_are_rate_limited_per_user_and_ip(backend: Backend) {
     assert_eq!(anonymous.status().as_u16(), 200);
     assert_eq!(anonymous.headers()["ratelimit-remaining"], "3");
 }
+
+both_backends!(cors_allows_only_configured_origins);
+
+async fn cors_allows_only_configured_origins(backend: Backend) {
+    let Some(app) =
+        TestApp::spawn_with(backend, &[("CORS_ORIGINS", "https://dash.example.com")]).await
+    else {
+        return;
+    };
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://dash.example.com").await.expect("sent");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://dash.example.com"
+    );
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(methods.contains("POST"), "{methods}");
+    let other = preflight("https://evil.example.net").await.expect("sent");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
