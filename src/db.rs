@@ -127,13 +127,7 @@ impl Db {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
-        let txn = self
-            .conn
-            .begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..Default::default()
-            })
-            .await?;
+        let txn = self.begin_write().await?;
         let value = work(&txn).await?;
         txn.commit().await?;
         Ok(value)
@@ -150,16 +144,21 @@ impl Db {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
-        let txn = self
-            .conn
+        let txn = self.begin_write().await?;
+        let result = work(&txn).await;
+        txn.rollback().await?;
+        result
+    }
+
+    /// Begins a transaction that will write: on SQLite `BEGIN IMMEDIATE`, taking the write
+    /// lock up front so the transaction cannot fail later upgrading a read lock.
+    async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.conn
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
             })
-            .await?;
-        let result = work(&txn).await;
-        txn.rollback().await?;
-        result
+            .await
     }
 
     /// Executes raw SQL (used by health checks and tests).

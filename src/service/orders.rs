@@ -562,6 +562,49 @@ async fn execute(
     })
 }
 
+/// What both fills of one trade share.
+struct TradeLeg<'a> {
+    trade_id: Uuid,
+    market: &'a str,
+    price: Decimal,
+    quantity: Decimal,
+    now: DateTime<Utc>,
+}
+
+/// Stores one side's fill of a trade; the fee is in the asset that side receives.
+async fn insert_fill(
+    txn: &DatabaseTransaction,
+    trade: &TradeLeg<'_>,
+    order: &orders::Model,
+    side: Side,
+    fee: Decimal,
+    (base, quote): (&str, &str),
+    liquidity: &str,
+) -> Result<fills::Model, ApiError> {
+    let fill = fills::Model {
+        id: Uuid::now_v7(),
+        order_id: order.id,
+        user_id: order.user_id,
+        trade_id: trade.trade_id,
+        market: trade.market.to_owned(),
+        side: side_str(side).to_owned(),
+        price: Amount(trade.price),
+        quantity: Amount(trade.quantity),
+        fee: Amount(fee),
+        fee_asset: match side {
+            Side::Buy => base.to_owned(),
+            Side::Sell => quote.to_owned(),
+        },
+        liquidity: liquidity.to_owned(),
+        created_at: trade.now,
+    };
+    fills::ActiveModel::from(fill.clone())
+        .reset_all()
+        .insert(txn)
+        .await?;
+    Ok(fill)
+}
+
 /// Reads the book a page at a time, further only if the taker swept the page, and plans
 /// the match.
 async fn plan_against_book(
@@ -724,28 +767,23 @@ async fn apply_plan(
             .filter(orders::Column::Id.eq(maker.id))
             .exec(txn)
             .await?;
-        let maker_fill = fills::Model {
-            id: Uuid::now_v7(),
-            order_id: maker.id,
-            user_id: maker.user_id,
+        let trade = TradeLeg {
             trade_id,
-            market: market.symbol.clone(),
-            side: side_str(maker_side).to_owned(),
-            price: Amount(fill.price),
-            quantity: Amount(fill.quantity),
-            fee: Amount(maker_fee),
-            fee_asset: if maker_side == Side::Buy {
-                base.clone()
-            } else {
-                quote.clone()
-            },
-            liquidity: "MAKER".to_owned(),
-            created_at: now,
+            market: &market.symbol,
+            price: fill.price,
+            quantity: fill.quantity,
+            now,
         };
-        fills::ActiveModel::from(maker_fill.clone())
-            .reset_all()
-            .insert(txn)
-            .await?;
+        let maker_fill = insert_fill(
+            txn,
+            &trade,
+            maker,
+            maker_side,
+            maker_fee,
+            (&base, &quote),
+            "MAKER",
+        )
+        .await?;
         record_event(
             txn,
             events,
@@ -768,28 +806,16 @@ async fn apply_plan(
             Side::Buy => notional,
             Side::Sell => fill.quantity,
         };
-        let taker_fill = fills::Model {
-            id: Uuid::now_v7(),
-            order_id: order.id,
-            user_id: order.user_id,
-            trade_id,
-            market: market.symbol.clone(),
-            side: side_str(side).to_owned(),
-            price: Amount(fill.price),
-            quantity: Amount(fill.quantity),
-            fee: Amount(taker_fee),
-            fee_asset: if side == Side::Buy {
-                base.clone()
-            } else {
-                quote.clone()
-            },
-            liquidity: "TAKER".to_owned(),
-            created_at: now,
-        };
-        fills::ActiveModel::from(taker_fill.clone())
-            .reset_all()
-            .insert(txn)
-            .await?;
+        let taker_fill = insert_fill(
+            txn,
+            &trade,
+            order,
+            side,
+            taker_fee,
+            (&base, &quote),
+            "TAKER",
+        )
+        .await?;
         let interim = status_after_fill(order.quantity.map(|q| q.0), order.filled_quantity.0);
         record_event(
             txn,

@@ -277,20 +277,9 @@ async fn failed_logins_are_throttled(backend: Backend) {
 }
 
 async fn roles_are_managed_by_admins_only(backend: Backend) {
-    let admin_email = email("admin");
-    let Some(app) = TestApp::spawn_with(
-        backend,
-        &[
-            ("ADMIN_EMAIL", admin_email.as_str()),
-            ("ADMIN_PASSWORD", PASSWORD),
-        ],
-    )
-    .await
-    else {
+    let Some((app, admin)) = TestApp::spawn_with_admin(backend).await else {
         return;
     };
-    let admin = Auth::from_payload(&app.login(&admin_email, PASSWORD).await["data"]["login"])
-        .expect("admin logs in");
     let user = app.register(&email("advisor")).await;
     let grant = "mutation($u: ID!, $r: Role!) { grantRole(userId: $u, role: $r) { id roles } }";
     let revoke = "mutation($u: ID!, $r: Role!) { revokeRole(userId: $u, role: $r) { id roles } }";

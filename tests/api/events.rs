@@ -7,25 +7,14 @@ use serde_json::json;
 use tradegraph::events::{Event, EventBus};
 
 use crate::both_backends;
-use crate::helpers::{code, email, redis_url, Auth, Backend, TestApp, PASSWORD};
+use crate::helpers::{code, email, redis_url, Backend, TestApp};
 
 both_backends!(committed_changes_publish_events_and_rollbacks_do_not);
 
 async fn committed_changes_publish_events_and_rollbacks_do_not(backend: Backend) {
-    let admin_email = email("admin");
-    let Some(app) = TestApp::spawn_with(
-        backend,
-        &[
-            ("ADMIN_EMAIL", admin_email.as_str()),
-            ("ADMIN_PASSWORD", PASSWORD),
-        ],
-    )
-    .await
-    else {
+    let Some((app, admin)) = TestApp::spawn_with_admin(backend).await else {
         return;
     };
-    let admin = Auth::from_payload(&app.login(&admin_email, PASSWORD).await["data"]["login"])
-        .expect("admin");
     let seller = app.register(&email("seller")).await;
     let buyer = app.register(&email("buyer")).await;
     let deposit = "mutation($i: CreditDepositInput!) { creditDeposit(input: $i) { id } }";

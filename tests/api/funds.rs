@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::helpers::{code, email, Auth, Backend, TestApp, PASSWORD};
+use crate::helpers::{code, email, Auth, Backend, TestApp};
 
 const DEPOSIT: &str = "mutation($i: CreditDepositInput!) { creditDeposit(input: $i) { id kind amount reference asset { symbol } } }";
 const BALANCES: &str = "{ balances { asset { symbol } available locked total } }";
@@ -21,18 +21,7 @@ both_backends!(
 );
 
 async fn admin_app(backend: Backend) -> Option<(TestApp, Auth)> {
-    let admin_email = email("admin");
-    let app = TestApp::spawn_with(
-        backend,
-        &[
-            ("ADMIN_EMAIL", admin_email.as_str()),
-            ("ADMIN_PASSWORD", PASSWORD),
-        ],
-    )
-    .await?;
-    let admin = Auth::from_payload(&app.login(&admin_email, PASSWORD).await["data"]["login"])
-        .expect("admin logs in");
-    Some((app, admin))
+    TestApp::spawn_with_admin(backend).await
 }
 
 fn balance_of(body: &Value, asset: &str) -> (String, String) {

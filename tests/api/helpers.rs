@@ -159,6 +159,23 @@ impl TestApp {
         Self::spawn_with(backend, &[]).await
     }
 
+    /// Starts a server with a first admin (from `ADMIN_EMAIL`/`ADMIN_PASSWORD`), signed in.
+    pub async fn spawn_with_admin(backend: Backend) -> Option<(TestApp, Auth)> {
+        let admin_email = email("admin");
+        let app = Self::spawn_with(
+            backend,
+            &[
+                ("ADMIN_EMAIL", admin_email.as_str()),
+                ("ADMIN_PASSWORD", PASSWORD),
+            ],
+        )
+        .await?;
+        let login = app.login(&admin_email, PASSWORD).await;
+        let admin = Auth::from_payload(&login["data"]["login"])
+            .unwrap_or_else(|| panic!("the admin signs in: {login}"));
+        Some((app, admin))
+    }
+
     /// Starts a server with extra environment variables.
     pub async fn spawn_with(backend: Backend, extra: &[(&str, &str)]) -> Option<TestApp> {
         let (db, url) = TestDb::create(backend).await?;

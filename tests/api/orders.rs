@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::helpers::{code, email, Auth, Backend, TestApp, JWT_SECRET, PASSWORD};
+use crate::helpers::{code, email, Auth, Backend, TestApp, JWT_SECRET};
 use crate::process::Server;
 
 const PLACE: &str = "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { id status price quantity filledQuantity remainingQuantity averageFillPrice fee rejectReason clientOrderId fills { price quantity fee feeAsset liquidity } } }";
@@ -39,17 +39,7 @@ struct Desk {
 
 impl Desk {
     async fn new(backend: Backend) -> Option<Desk> {
-        let admin_email = email("admin");
-        let app = TestApp::spawn_with(
-            backend,
-            &[
-                ("ADMIN_EMAIL", admin_email.as_str()),
-                ("ADMIN_PASSWORD", PASSWORD),
-            ],
-        )
-        .await?;
-        let admin = Auth::from_payload(&app.login(&admin_email, PASSWORD).await["data"]["login"])
-            .expect("admin");
+        let (app, admin) = TestApp::spawn_with_admin(backend).await?;
         Some(Desk { app, admin })
     }
 
