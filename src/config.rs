@@ -94,6 +94,8 @@ pub struct Config {
     pub seed_demo_data: bool,
     /// GraphQL requests per minute per user (or per IP when anonymous); 0 disables.
     pub rate_limit_per_minute: u32,
+    /// Fee discounts by 30-day traded volume (in each market's quote asset).
+    pub fee_tiers: Vec<crate::domain::fees::FeeTier>,
 }
 
 impl Config {
@@ -190,6 +192,11 @@ impl Config {
             ws_init_timeout: env.seconds("WS_INIT_TIMEOUT_SECS", 10)?,
             ws_max_subscriptions: env.parse("WS_MAX_SUBSCRIPTIONS", "50")?,
             rate_limit_per_minute: env.parse("RATE_LIMIT_PER_MINUTE", "300")?,
+            fee_tiers: crate::domain::fees::parse_tiers(
+                &env.get("FEE_TIERS")
+                    .unwrap_or_else(|| "100000:10,1000000:25,10000000:50".to_owned()),
+            )
+            .map_err(|e| anyhow!("FEE_TIERS is not valid: {e}"))?,
             seed_demo_data: env.parse(
                 "SEED_DEMO_DATA",
                 if app_env == AppEnv::Development {

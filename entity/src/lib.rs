@@ -27,6 +27,8 @@ pub mod refresh_tokens;
 pub mod role;
 /// Sessions: one per login on a device; revoking one ends its tokens at once.
 pub mod sessions;
+/// Traded volume per user, market and day (for fee tiers).
+pub mod user_daily_volumes;
 /// The last order event number per user.
 pub mod user_sequences;
 /// User accounts.

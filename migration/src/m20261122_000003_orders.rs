@@ -181,6 +181,25 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // Traded volume per user, market and day, kept as fills land, so a 30-day
+        // volume (for fee tiers) reads at most 30 rows, however long the history.
+        manager
+            .create_table(
+                Table::create()
+                    .table(UserDailyVolumes::Table)
+                    .col(uuid(UserDailyVolumes::UserId))
+                    .col(string_len(UserDailyVolumes::Market, 33))
+                    .col(string_len(UserDailyVolumes::Day, 10))
+                    .col(amount_def(manager, UserDailyVolumes::Volume, false))
+                    .primary_key(
+                        Index::create()
+                            .col(UserDailyVolumes::UserId)
+                            .col(UserDailyVolumes::Market)
+                            .col(UserDailyVolumes::Day),
+                    )
+                    .to_owned(),
+            )
+            .await?;
         manager
             .create_table(
                 Table::create()
@@ -194,6 +213,7 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
+            UserDailyVolumes::Table.into_iden(),
             UserSequences::Table.into_iden(),
             OrderEvents::Table.into_iden(),
             Fills::Table.into_iden(),
@@ -285,4 +305,13 @@ enum UserSequences {
     Table,
     UserId,
     LastSequence,
+}
+
+#[derive(DeriveIden)]
+enum UserDailyVolumes {
+    Table,
+    UserId,
+    Market,
+    Day,
+    Volume,
 }

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::ledger::{self, Draft};
 use super::markets;
 use crate::auth::Viewer;
+use crate::domain::fees::{self, FeeTier};
 use crate::domain::ledger::{AccountKind, AccountRef, Leg};
 use crate::domain::matching::{
     self, ExpireReason, Maker, SelfTradePrevention, Side, TakerOutcome, TimeInForce,
@@ -27,7 +28,9 @@ use crate::domain::order_rules::{self, MarketRules, OrderRequest, OrderType};
 use crate::error::ApiError;
 use crate::events::{Collector, Event};
 use crate::state::AppState;
-use entity::{fills, markets as market_rows, order_events, orders, user_sequences, Amount};
+use entity::{
+    fills, markets as market_rows, order_events, orders, user_daily_volumes, user_sequences, Amount,
+};
 
 /// Order statuses as stored.
 pub mod status {
@@ -203,6 +206,7 @@ async fn find_by_client_id<C: ConnectionTrait>(
 struct Prepared {
     market: market_rows::Model,
     rules: MarketRules,
+    fee_tiers: Vec<FeeTier>,
 }
 
 async fn prepare(state: &AppState, input: &NewOrder) -> Result<Prepared, ApiError> {
@@ -245,7 +249,11 @@ async fn prepare(state: &AppState, input: &NewOrder) -> Result<Prepared, ApiErro
             ));
         }
     }
-    Ok(Prepared { market, rules })
+    Ok(Prepared {
+        market,
+        rules,
+        fee_tiers: state.config.fee_tiers.clone(),
+    })
 }
 
 async fn asset_precision<C: ConnectionTrait>(conn: &C, symbol: &str) -> Result<u32, ApiError> {
@@ -547,6 +555,7 @@ async fn execute(
     let taker_fills = apply_plan(
         txn,
         events,
+        &prepared.fee_tiers,
         &market,
         &mut order,
         (&plan, &makers),
@@ -554,12 +563,69 @@ async fn execute(
         now,
     )
     .await?;
-    trigger_stops(txn, events, &market.symbol).await?;
+    trigger_stops(txn, events, &prepared.fee_tiers, &market.symbol).await?;
     Ok(Placed {
         order,
         fills: taker_fills,
         hold,
     })
+}
+
+/// A user's traded volume in a market over the last 30 days (this day included).
+async fn volume_30d(
+    txn: &DatabaseTransaction,
+    cache: &mut std::collections::HashMap<Uuid, Decimal>,
+    user_id: Uuid,
+    market: &str,
+    now: DateTime<Utc>,
+) -> Result<Decimal, ApiError> {
+    if let Some(volume) = cache.get(&user_id) {
+        return Ok(*volume);
+    }
+    let since = (now - chrono::Duration::days(29))
+        .format("%Y-%m-%d")
+        .to_string();
+    let rows = user_daily_volumes::Entity::find()
+        .filter(user_daily_volumes::Column::UserId.eq(user_id))
+        .filter(user_daily_volumes::Column::Market.eq(market))
+        .filter(user_daily_volumes::Column::Day.gte(since))
+        .all(txn)
+        .await?;
+    let volume = rows.iter().map(|r| r.volume.0).sum();
+    cache.insert(user_id, volume);
+    Ok(volume)
+}
+
+/// Adds a trade's quote value to the user's volume of the day. Safe without more
+/// locking: volume rows of a market are written only under that market's lock.
+async fn add_volume(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    market: &str,
+    now: DateTime<Utc>,
+    notional: Decimal,
+) -> Result<(), ApiError> {
+    let day = now.format("%Y-%m-%d").to_string();
+    let key = (user_id, market.to_owned(), day.clone());
+    match user_daily_volumes::Entity::find_by_id(key).one(txn).await? {
+        Some(row) => {
+            let volume = row.volume.0 + notional;
+            let mut active: user_daily_volumes::ActiveModel = row.into();
+            active.volume = Set(Amount(volume));
+            active.update(txn).await?;
+        }
+        None => {
+            user_daily_volumes::ActiveModel {
+                user_id: Set(user_id),
+                market: Set(market.to_owned()),
+                day: Set(day),
+                volume: Set(Amount(notional)),
+            }
+            .insert(txn)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// What both fills of one trade share.
@@ -645,9 +711,11 @@ async fn plan_against_book(
 /// Writes what a plan says for `order` (already stored, its funds held): trades with
 /// ledger entries and fees, maker updates, expired makers, the order's end state, the
 /// release of whatever it no longer needs held, and the market's last price.
+#[allow(clippy::too_many_arguments)]
 async fn apply_plan(
     txn: &DatabaseTransaction,
     events: &Collector,
+    tiers: &[FeeTier],
     market: &market_rows::Model,
     order: &mut orders::Model,
     (plan, makers): (&matching::MatchPlan, &[orders::Model]),
@@ -662,6 +730,8 @@ async fn apply_plan(
     let (base, quote) = (market.base_asset.clone(), market.quote_asset.clone());
     let makers_by_id: std::collections::HashMap<Uuid, &orders::Model> =
         makers.iter().map(|m| (m.id, m)).collect();
+    // 30-day volumes as they stood when the order arrived, one read per user.
+    let mut volumes: std::collections::HashMap<Uuid, Decimal> = std::collections::HashMap::new();
     let mut taker_fills = Vec::new();
     let mut held = hold;
     let mut last_price = None;
@@ -675,7 +745,16 @@ async fn apply_plan(
             Side::Buy => (order.user_id, maker.user_id),
             Side::Sell => (maker.user_id, order.user_id),
         };
-        let (taker_bps, maker_bps) = (market.taker_fee_bps as u32, market.maker_fee_bps as u32);
+        let taker_bps = fees::discounted_bps(
+            market.taker_fee_bps as u32,
+            volume_30d(txn, &mut volumes, order.user_id, &market.symbol, now).await?,
+            tiers,
+        );
+        let maker_bps = fees::discounted_bps(
+            market.maker_fee_bps as u32,
+            volume_30d(txn, &mut volumes, maker.user_id, &market.symbol, now).await?,
+            tiers,
+        );
         let (buyer_bps, seller_bps) = match side {
             Side::Buy => (taker_bps, maker_bps),
             Side::Sell => (maker_bps, taker_bps),
@@ -767,6 +846,9 @@ async fn apply_plan(
             .filter(orders::Column::Id.eq(maker.id))
             .exec(txn)
             .await?;
+        for user in [buyer, seller] {
+            add_volume(txn, user, &market.symbol, now, notional).await?;
+        }
         let trade = TradeLeg {
             trade_id,
             market: &market.symbol,
@@ -954,6 +1036,7 @@ const MAX_TRIGGERS_PER_TRADE: usize = 1000;
 async fn trigger_stops(
     txn: &DatabaseTransaction,
     events: &Collector,
+    tiers: &[FeeTier],
     symbol: &str,
 ) -> Result<(), ApiError> {
     use sea_orm::Condition;
@@ -1011,6 +1094,7 @@ async fn trigger_stops(
         apply_plan(
             txn,
             events,
+            tiers,
             &market,
             &mut order,
             (&plan, &makers),
@@ -1173,6 +1257,7 @@ pub async fn amend(
                     apply_plan(
                         txn,
                         &events,
+                        &prepared.fee_tiers,
                         &market,
                         &mut order,
                         (&plan, &makers),
@@ -1180,7 +1265,7 @@ pub async fn amend(
                         now,
                     )
                     .await?;
-                    trigger_stops(txn, &events, &market.symbol).await?;
+                    trigger_stops(txn, &events, &prepared.fee_tiers, &market.symbol).await?;
                     Ok(order)
                 }
                 .await;

@@ -161,15 +161,21 @@ impl TestApp {
 
     /// Starts a server with a first admin (from `ADMIN_EMAIL`/`ADMIN_PASSWORD`), signed in.
     pub async fn spawn_with_admin(backend: Backend) -> Option<(TestApp, Auth)> {
+        Self::spawn_with_admin_and(backend, &[]).await
+    }
+
+    /// The same, with extra environment variables.
+    pub async fn spawn_with_admin_and(
+        backend: Backend,
+        extra: &[(&str, &str)],
+    ) -> Option<(TestApp, Auth)> {
         let admin_email = email("admin");
-        let app = Self::spawn_with(
-            backend,
-            &[
-                ("ADMIN_EMAIL", admin_email.as_str()),
-                ("ADMIN_PASSWORD", PASSWORD),
-            ],
-        )
-        .await?;
+        let mut vars = vec![
+            ("ADMIN_EMAIL", admin_email.as_str()),
+            ("ADMIN_PASSWORD", PASSWORD),
+        ];
+        vars.extend_from_slice(extra);
+        let app = Self::spawn_with(backend, &vars).await?;
         let login = app.login(&admin_email, PASSWORD).await;
         let admin = Auth::from_payload(&login["data"]["login"])
             .unwrap_or_else(|| panic!("the admin signs in: {login}"));

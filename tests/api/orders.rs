@@ -783,3 +783,39 @@ async fn market_data_shows_book_trades_and_stats(backend: Backend) {
         .await;
     assert_eq!(bad["errors"][0]["extensions"]["field"], "depth");
 }
+
+both_backends!(fees_fall_with_thirty_day_volume);
+
+async fn fees_fall_with_thirty_day_volume(backend: Backend) {
+    let Some((app, admin)) =
+        TestApp::spawn_with_admin_and(backend, &[("FEE_TIERS", "4000:50")]).await
+    else {
+        return;
+    };
+    let desk = Desk { app, admin };
+    let seller = desk.trader(&[("BTC", "1")]).await;
+    let buyer = desk.trader(&[("USD", "100000")]).await;
+    let fees_of = |body: Value| {
+        body["data"]["placeOrder"]["fills"][0]["fee"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    // First trade at full fees: taker 20 bps of 0.1 BTC, maker 10 bps of 5000 USD.
+    desk.place(&seller, limit("SELL", "50000", "0.1")).await;
+    let first = desk.place(&buyer, limit("BUY", "50000", "0.1")).await;
+    assert_eq!(fees_of(first.clone()).as_deref(), Some("0.0002"), "{first}");
+    assert_eq!(desk.balance(&seller, "USD").await.0, d("4995"));
+    // Both now traded 5000 USD this month: half fees from here on.
+    desk.place(&seller, limit("SELL", "50000", "0.1")).await;
+    let second = desk.place(&buyer, limit("BUY", "50000", "0.1")).await;
+    assert_eq!(
+        fees_of(second.clone()).as_deref(),
+        Some("0.0001"),
+        "{second}"
+    );
+    assert_eq!(
+        desk.balance(&seller, "USD").await.0,
+        d("4995") + d("4997.5")
+    );
+    desk.ledger_ok().await;
+}
