@@ -7,7 +7,12 @@
 //! 4. `pgbench -S` on the same PostgreSQL: what the database alone does for a
 //!    one-row read, the yardstick for (3);
 //! 5. start-up time to the first successful `/healthz` on a fresh SQLite file, in
-//!    process and as the release binary.
+//!    process and as the release binary;
+//! 6. `placeOrder` on PostgreSQL, served in process, 32 traders each on its own
+//!    connection, LIMIT GTC orders of which about half trade: all on BTC-USD (6), or
+//!    spread over the four demo markets (6b); against `pgbench -c 32` with its default
+//!    TPC-B-like script on the same PostgreSQL (6c), the yardstick for a short
+//!    read-write transaction.
 //!
 //! Run with `cargo bench --bench http_load`. Settings come from `BENCH_*` variables (see
 //! [`Settings::from_env`]). The Markdown table goes to stdout, progress to stderr.
@@ -57,6 +62,8 @@ const TICKS_PER_SECOND: f64 = 100.0;
 
 const TARGET_GRAPHQL_VS_AXUM: f64 = 0.40;
 const TARGET_ME_VS_PGBENCH: f64 = 0.50;
+/// `placeOrder` against pgbench's TPC-B-like transaction (the issue's aim).
+const TARGET_ORDERS_VS_PGBENCH: f64 = 0.50;
 const TARGET_STARTUP: Duration = Duration::from_secs(1);
 /// CPU used by unrelated work during a window above which its numbers get flagged.
 const DISTURBED_CORES: f64 = 0.15;
@@ -109,7 +116,7 @@ struct Settings {
     postgres_admin_url: String,
     require_pg: bool,
     pgbench: Option<PathBuf>,
-    /// Which parts to run (`BENCH_PARTS=1,2,2b,3,4,5`, all by default): fewer when
+    /// Which parts to run (`BENCH_PARTS=1,2,2b,3,4,5,6,6b`, all by default): fewer when
     /// profiling one of them.
     parts: Vec<String>,
 }
@@ -157,7 +164,7 @@ impl Settings {
     }
 }
 
-const ALL_PARTS: [&str; 6] = ["1", "2", "2b", "3", "4", "5"];
+const ALL_PARTS: [&str; 8] = ["1", "2", "2b", "3", "4", "5", "6", "6b"];
 
 fn env_or<T>(name: &str, default: T) -> anyhow::Result<T>
 where
@@ -236,7 +243,7 @@ async fn run_all(settings: &Settings, server: Handle) -> anyhow::Result<Report> 
         }
     }
 
-    if settings.wants("3") || settings.wants("4") {
+    if ["3", "4", "6", "6b"].iter().any(|p| settings.wants(p)) {
         postgres_parts(settings, &server, &mut report).await;
     }
 
@@ -345,11 +352,16 @@ async fn graphql_typename_binary(
     result
 }
 
-/// (3) and (4), or rows saying why they could not run: skipped when PostgreSQL or
-/// pgbench is missing, failed instead when `BENCH_REQUIRE_PG=1`.
+/// (3), (4), (6), (6b) and (6c), or rows saying why they could not run: skipped when
+/// PostgreSQL or pgbench is missing, failed instead when `BENCH_REQUIRE_PG=1`.
 async fn postgres_parts(settings: &Settings, server: &Handle, report: &mut Report) {
     let me_label = "tradegraph authenticated `{ me { id email } }`, PostgreSQL, in process";
     let pgbench_label = "`pgbench -S -c 8 -j 2` (scale 10), same PostgreSQL";
+    let hot_label = "tradegraph `placeOrder` LIMIT GTC, all on BTC-USD, 32 traders, PostgreSQL, \
+                     in process";
+    let spread_label = "same as (6), spread over BTC-USD, ETH-USD, SOL-USD, ETH-BTC";
+    let tpcb_label = "`pgbench -c 32 -j 2` TPC-B-like (scale 10), same PostgreSQL";
+    let wants_orders = settings.wants("6") || settings.wants("6b");
     let unavailable = |report: &mut Report, id: &'static str, label: &str, error: anyhow::Error| {
         if settings.require_pg {
             report.failed(id, label, &error.context("BENCH_REQUIRE_PG=1"));
@@ -360,12 +372,17 @@ async fn postgres_parts(settings: &Settings, server: &Handle, report: &mut Repor
         }
     };
 
-    progress("3/4: PostgreSQL");
+    progress("3/4/6: PostgreSQL");
     let admin = match connect_admin(&settings.postgres_admin_url).await {
         Ok(admin) => admin,
         Err(error) => {
             let error = error.context("PostgreSQL unavailable");
-            for (id, label) in [("3", me_label), ("4", pgbench_label)] {
+            for (id, label) in [
+                ("3", me_label),
+                ("4", pgbench_label),
+                ("6", hot_label),
+                ("6b", spread_label),
+            ] {
                 if settings.wants(id) {
                     unavailable(report, id, label, anyhow!("{error:#}"));
                 }
@@ -389,27 +406,87 @@ async fn postgres_parts(settings: &Settings, server: &Handle, report: &mut Repor
         }
     }
 
-    if settings.wants("4") {
-        progress("4: pgbench");
+    // Each order part gets a fresh database, so the second does not start with the
+    // first one's book.
+    let mut order_rates: Vec<(&'static str, f64)> = Vec::new();
+    for (id, label, markets) in [
+        ("6", hot_label, &ORDER_MARKETS[..1]),
+        ("6b", spread_label, &ORDER_MARKETS[..]),
+    ] {
+        if !settings.wants(id) {
+            continue;
+        }
+        progress(&format!("{id}: placeOrder on PostgreSQL"));
+        match orders_on_postgres(settings, server, &admin, markets).await {
+            Ok((load, book)) => {
+                order_rates.push((id, load.rps()));
+                report.load_row(id, label, &load, None);
+                if let Some(row) = report.rows.last_mut() {
+                    row.result = format!("{:.0} orders/s", load.rps());
+                }
+                report.notes.push(format!("({id}) {book}"));
+            }
+            Err(error) => report.failed(id, label, &error),
+        }
+    }
+
+    if settings.wants("4") || wants_orders {
+        progress("4/6c: pgbench");
         match find_pgbench(settings).await {
             Ok((pgbench, version)) => {
                 report.environment.push(("pgbench", version));
-                match run_pgbench(settings, &admin, &pgbench).await {
-                    Ok(bench) => {
-                        report.pgbench_row("4", pgbench_label, &bench);
-                        if let Some(me_rps) = me_rps {
-                            report.compare_to_pgbench("3", me_rps / bench.tps);
+                let outcome = pgbench_parts(
+                    settings,
+                    &admin,
+                    &pgbench,
+                    settings.wants("4"),
+                    wants_orders,
+                )
+                .await;
+                match outcome {
+                    Ok((select_only, tpcb)) => {
+                        if let Some(bench) = select_only {
+                            report.pgbench_row("4", pgbench_label, &bench);
+                            if let Some(me_rps) = me_rps {
+                                report.compare_to_pgbench(
+                                    "3",
+                                    me_rps / bench.tps,
+                                    "(4)",
+                                    TARGET_ME_VS_PGBENCH,
+                                );
+                            }
+                        }
+                        if let Some(bench) = tpcb {
+                            report.pgbench_row("6c", tpcb_label, &bench);
+                            for (id, rps) in &order_rates {
+                                report.compare_to_pgbench(
+                                    id,
+                                    rps / bench.tps,
+                                    "(6c)",
+                                    TARGET_ORDERS_VS_PGBENCH,
+                                );
+                            }
                         }
                     }
-                    Err(error) => report.failed("4", pgbench_label, &error),
+                    Err(error) => {
+                        if settings.wants("4") {
+                            report.failed("4", pgbench_label, &error);
+                        }
+                        if wants_orders {
+                            report.failed("6c", tpcb_label, &error);
+                        }
+                    }
                 }
             }
-            Err(error) => unavailable(
-                report,
-                "4",
-                pgbench_label,
-                error.context("pgbench unavailable"),
-            ),
+            Err(error) => {
+                let error = error.context("pgbench unavailable");
+                if settings.wants("4") {
+                    unavailable(report, "4", pgbench_label, anyhow!("{error:#}"));
+                }
+                if wants_orders {
+                    unavailable(report, "6c", tpcb_label, error);
+                }
+            }
         }
     }
     if let Err(error) = admin.close().await {
@@ -555,6 +632,299 @@ async fn register_users(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<St
     Ok(tokens)
 }
 
+/// Connections, each its own trader, of (6) and (6b); pgbench's clients in (6c).
+const ORDER_CONNECTIONS: usize = 32;
+/// Distinct orders each connection sends in turn: enough for the prices to look random
+/// to the book, and a multiple of twice the markets so that sides alternate evenly.
+const ORDERS_PER_CONNECTION: usize = 64;
+/// Buys and sells are both priced up to this many ticks either side of the mid, so
+/// that about half of them meet a resting order of the other side.
+const OFFSET_TICKS: u64 = 3;
+const ORDER_ADMIN_EMAIL: &str = "bench-admin@example.com";
+const PLACE_ORDER: &str = "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { id status } }";
+/// Each trader's deposits: far more than a run can hold or spend, so that no order is
+/// refused for funds (`INSUFFICIENT_FUNDS` counts as an error).
+const ORDER_DEPOSITS: [(&str, &str); 4] = [
+    ("USD", "100000000"),
+    ("BTC", "100000"),
+    ("ETH", "100000"),
+    ("SOL", "100000"),
+];
+
+/// A demo market as (6) trades it. Prices and quantities are integers in units of
+/// `10^-decimals`, so they print exactly; one price unit is the market's tick.
+struct OrderMarket {
+    symbol: &'static str,
+    mid: u64,
+    price_decimals: u32,
+    /// The smallest order, a multiple of the lot size above the minimum notional;
+    /// orders are 1 to 3 of it.
+    quantity: u64,
+    quantity_decimals: u32,
+}
+
+/// The demo markets (`SEED_DEMO_DATA`); (6) uses the first only.
+const ORDER_MARKETS: [OrderMarket; 4] = [
+    // Tick 0.01, lot 0.00001: 50000.00 × 0.001 BTC = 50 USD.
+    OrderMarket {
+        symbol: "BTC-USD",
+        mid: 5_000_000,
+        price_decimals: 2,
+        quantity: 1,
+        quantity_decimals: 3,
+    },
+    // Tick 0.01, lot 0.0001: 3000.00 × 0.01 ETH = 30 USD.
+    OrderMarket {
+        symbol: "ETH-USD",
+        mid: 300_000,
+        price_decimals: 2,
+        quantity: 1,
+        quantity_decimals: 2,
+    },
+    // Tick 0.01, lot 0.01: 150.00 × 0.1 SOL = 15 USD.
+    OrderMarket {
+        symbol: "SOL-USD",
+        mid: 15_000,
+        price_decimals: 2,
+        quantity: 1,
+        quantity_decimals: 1,
+    },
+    // Tick 0.00001, lot 0.001: 0.06000 × 0.01 ETH = 0.0006 BTC, minimum 0.0001.
+    OrderMarket {
+        symbol: "ETH-BTC",
+        mid: 6_000,
+        price_decimals: 5,
+        quantity: 1,
+        quantity_decimals: 2,
+    },
+];
+
+/// (6) and (6b): 32 funded traders placing LIMIT GTC orders on `markets`, each on its
+/// own connection. Returns the load and what became of the orders.
+async fn orders_on_postgres(
+    settings: &Settings,
+    server: &Handle,
+    admin: &DatabaseConnection,
+    markets: &[OrderMarket],
+) -> anyhow::Result<(LoadOutcome, String)> {
+    let db = ScratchDatabase::create(admin, &settings.postgres_admin_url, "orders").await?;
+    let result = async {
+        let mut vars = tradegraph_vars(&db.url);
+        // `BENCH_SERVER_*` still wins, as everywhere.
+        for (name, value) in [
+            ("SEED_DEMO_DATA", "true"),
+            ("ADMIN_EMAIL", ORDER_ADMIN_EMAIL),
+            ("ADMIN_PASSWORD", PASSWORD),
+        ] {
+            vars.entry(name.to_owned())
+                .or_insert_with(|| value.to_owned());
+        }
+        let app = RunningApp::start(server, vars).await?;
+        let result = async {
+            let tokens = funded_traders(app.addr, ORDER_CONNECTIONS).await?;
+            let targets: Vec<Target> = tokens
+                .iter()
+                .enumerate()
+                .map(|(i, token)| {
+                    Target::post_json_each(
+                        app.addr,
+                        "/graphql",
+                        &order_bodies(i, markets),
+                        Some(token),
+                        r#"{"data":{"placeOrder":{"id":""#,
+                    )
+                })
+                .collect();
+            let load = run_load_on(&targets, settings, ORDER_CONNECTIONS, None).await?;
+            let book = order_statuses(&db.url)
+                .await
+                .unwrap_or_else(|error| format!("order statuses unavailable: {error:#}"));
+            anyhow::Ok((load, book))
+        }
+        .await;
+        app.stop().await?;
+        result
+    }
+    .await;
+    db.drop(admin).await?;
+    result
+}
+
+/// The request bodies connection `connection` sends in turn: LIMIT GTC orders cycling
+/// through `markets`, a few ticks either side of each mid, 1 to 3 minimum quantities.
+/// Sides alternate within each market, and odd connections start with the other side,
+/// so about as many buys as sells are in flight at any moment. Fixed seeds: every run
+/// sends the same orders.
+fn order_bodies(connection: usize, markets: &[OrderMarket]) -> Vec<String> {
+    let mut seed = connection as u64 + 1;
+    (0..ORDERS_PER_CONNECTION)
+        .map(|j| {
+            let market = &markets[j % markets.len()];
+            let buy = (j / markets.len() + connection) % 2 == 0;
+            // Within the mid ± OFFSET_TICKS (mid is far above OFFSET_TICKS).
+            let price = market.mid + splitmix64(&mut seed) % (2 * OFFSET_TICKS + 1) - OFFSET_TICKS;
+            let quantity = market.quantity * (1 + splitmix64(&mut seed) % 3);
+            json!({
+                "query": PLACE_ORDER,
+                "variables": {"i": {
+                    "market": market.symbol,
+                    "side": if buy { "BUY" } else { "SELL" },
+                    "type": "LIMIT",
+                    "timeInForce": "GTC",
+                    "price": fixed_point(price, market.price_decimals),
+                    "quantity": fixed_point(quantity, market.quantity_decimals),
+                }},
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+/// `units × 10^-decimals` as a decimal string, e.g. (5000012, 2) → "50000.12".
+fn fixed_point(units: u64, decimals: u32) -> String {
+    let scale = 10u64.pow(decimals);
+    if decimals == 0 {
+        return units.to_string();
+    }
+    format!(
+        "{}.{:0width$}",
+        units / scale,
+        units % scale,
+        width = decimals as usize
+    )
+}
+
+/// A small, good enough pseudo-random generator (SplitMix64); no dependency needed.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Registers `count` traders, credits each with [`ORDER_DEPOSITS`] through the admin
+/// from `ADMIN_EMAIL`, and returns their access tokens.
+async fn funded_traders(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/graphql");
+    let admin_token = {
+        let body = json!({
+            "query": "mutation($input: LoginInput!) { login(input: $input) { accessToken } }",
+            "variables": {"input": {"email": ORDER_ADMIN_EMAIL, "password": PASSWORD}},
+        });
+        let reply: Value = http.post(&url).json(&body).send().await?.json().await?;
+        reply["data"]["login"]["accessToken"]
+            .as_str()
+            .with_context(|| format!("the admin's login answered without a token: {reply}"))?
+            .to_owned()
+    };
+    let mut registrations = JoinSet::new();
+    for i in 0..count {
+        let (http, url, admin_token) = (http.clone(), url.clone(), admin_token.clone());
+        registrations.spawn(async move {
+            let body = json!({
+                "query": "mutation($input: RegisterInput!) { register(input: $input) { accessToken user { id } } }",
+                "variables": {"input": {
+                    "email": format!("trader{i}@example.com"),
+                    "password": PASSWORD,
+                    "displayName": format!("Trader {i}"),
+                }},
+            });
+            let reply: Value = http.post(&url).json(&body).send().await?.json().await?;
+            let registered = &reply["data"]["register"];
+            let (Some(token), Some(user_id)) = (
+                registered["accessToken"].as_str(),
+                registered["user"]["id"].as_str(),
+            ) else {
+                bail!("register answered without a token or user id: {reply}");
+            };
+            for (asset, amount) in ORDER_DEPOSITS {
+                let body = json!({
+                    "query": "mutation($input: CreditDepositInput!) { creditDeposit(input: $input) { __typename } }",
+                    "variables": {"input": {
+                        "userId": user_id,
+                        "asset": asset,
+                        "amount": amount,
+                        "reference": format!("bench-{i}-{asset}"),
+                    }},
+                });
+                let reply: Value = http
+                    .post(&url)
+                    .bearer_auth(&admin_token)
+                    .json(&body)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if reply.get("errors").is_some() || reply["data"]["creditDeposit"].is_null() {
+                    bail!("creditDeposit of {amount} {asset} to trader {i} answered {reply}");
+                }
+            }
+            anyhow::Ok(token.to_owned())
+        });
+    }
+    let mut tokens = Vec::with_capacity(count);
+    while let Some(joined) = registrations.join_next().await {
+        tokens.push(joined.context("registration task panicked")??);
+    }
+    Ok(tokens)
+}
+
+/// How many orders of the run (warm-up included) ended in each status, and the fills:
+/// whether about half traded, as intended.
+async fn order_statuses(database_url: &str) -> anyhow::Result<String> {
+    let conn = connect_admin(database_url).await?;
+    let result = async {
+        let rows = conn
+            .query_all_raw(Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT status, COUNT(*) AS n FROM orders GROUP BY status ORDER BY status",
+            ))
+            .await?;
+        let mut statuses = Vec::with_capacity(rows.len());
+        let mut placed = 0;
+        for row in rows {
+            let status: String = row.try_get("", "status")?;
+            let n: i64 = row.try_get("", "n")?;
+            placed += n;
+            statuses.push(format!("{status} {n}"));
+        }
+        let count = |sql: &'static str| {
+            let conn = &conn;
+            async move {
+                conn.query_one_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
+                    .await?
+                    .with_context(|| format!("`{sql}` returned no row"))?
+                    .try_get::<i64>("", "n")
+                    .map_err(anyhow::Error::from)
+            }
+        };
+        let takers =
+            count("SELECT COUNT(DISTINCT order_id) AS n FROM fills WHERE liquidity = 'TAKER'")
+                .await?;
+        let fills = count("SELECT COUNT(*) AS n FROM fills").await?;
+        // Each one cost a transaction a `deadlock_timeout` (1 s by default) and a retry.
+        let deadlocks =
+            count("SELECT deadlocks AS n FROM pg_stat_database WHERE datname = current_database()")
+                .await?;
+        let traded = if placed > 0 {
+            format!("{:.0} %", takers as f64 * 100.0 / placed as f64)
+        } else {
+            "—".to_owned()
+        };
+        anyhow::Ok(format!(
+            "{ORDER_CONNECTIONS} connections; {placed} orders placed in the whole run, warm-up \
+             included, by final status: {}; {takers} ({traded}) traded on arrival; {fills} fill \
+             rows; {deadlocks} deadlocks detected by PostgreSQL",
+            statuses.join(", ")
+        ))
+    }
+    .await;
+    conn.close().await?;
+    result
+}
+
 struct PgbenchResult {
     tps: f64,
     latency_ms: Option<f64>,
@@ -597,12 +967,16 @@ async fn find_pgbench(settings: &Settings) -> anyhow::Result<(PathBuf, String)> 
     bail!("no working pgbench among {candidates:?} (set BENCH_PGBENCH)")
 }
 
-/// (4): `pgbench -i -s 10` into a database of its own, then the select-only run.
-async fn run_pgbench(
+/// (4) and (6c): `pgbench -i -s 10` into a database of its own, then the select-only
+/// run and/or the TPC-B-like one, as asked. The read-write run comes last, so the
+/// select-only one reads the tables as initialized.
+async fn pgbench_parts(
     settings: &Settings,
     admin: &DatabaseConnection,
     pgbench: &Path,
-) -> anyhow::Result<PgbenchResult> {
+    select_only: bool,
+    tpcb: bool,
+) -> anyhow::Result<(Option<PgbenchResult>, Option<PgbenchResult>)> {
     let db = ScratchDatabase::create(admin, &settings.postgres_admin_url, "pgbench").await?;
     let result = async {
         let init = [
@@ -614,37 +988,60 @@ async fn run_pgbench(
         ];
         run_command(pgbench, &init, Duration::from_secs(300)).await?;
         let secs = settings.measure.as_secs().to_string();
-        let args = ["-S", "-c", "8", "-j", "2", "-T", &secs, "-n", &db.url].map(str::to_owned);
-        let before = CpuSample::take(None);
-        let stdout =
-            run_command(pgbench, &args, settings.measure + Duration::from_secs(60)).await?;
-        let cpu = CpuSample::take(None).since(&before);
-        let tps = stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("tps = "))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse::<f64>().ok())
-            .with_context(|| format!("no `tps = ...` line in pgbench's output:\n{stdout}"))?;
-        let latency_ms = stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("latency average = "))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse::<f64>().ok());
-        let failed = stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("number of failed transactions: "))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse::<u64>().ok());
-        Ok(PgbenchResult {
-            tps,
-            latency_ms,
-            failed,
-            cpu,
-        })
+        let select_only = if select_only {
+            let args = ["-S", "-c", "8", "-j", "2", "-T", &secs, "-n", &db.url];
+            Some(run_pgbench(settings, pgbench, &args).await?)
+        } else {
+            None
+        };
+        // As many clients as (6) has connections; the default script: three UPDATEs,
+        // a SELECT and an INSERT in one transaction. `-n`: no VACUUM before, as for -S.
+        let tpcb = if tpcb {
+            let clients = ORDER_CONNECTIONS.to_string();
+            let args = ["-c", &clients, "-j", "2", "-T", &secs, "-n", &db.url];
+            Some(run_pgbench(settings, pgbench, &args).await?)
+        } else {
+            None
+        };
+        anyhow::Ok((select_only, tpcb))
     }
     .await;
     db.drop(admin).await?;
     result
+}
+
+/// One timed pgbench run and what its summary says.
+async fn run_pgbench(
+    settings: &Settings,
+    pgbench: &Path,
+    args: &[&str],
+) -> anyhow::Result<PgbenchResult> {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let before = CpuSample::take(None);
+    let stdout = run_command(pgbench, &args, settings.measure + Duration::from_secs(60)).await?;
+    let cpu = CpuSample::take(None).since(&before);
+    let tps = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .with_context(|| format!("no `tps = ...` line in pgbench's output:\n{stdout}"))?;
+    let latency_ms = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("latency average = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok());
+    let failed = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("number of failed transactions: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    Ok(PgbenchResult {
+        tps,
+        latency_ms,
+        failed,
+        cpu,
+    })
 }
 
 /// Runs a command to completion within `limit`; its stdout, or an error with its stderr.
@@ -877,11 +1274,12 @@ async fn wait_for_healthz(addr: SocketAddr, deadline: Instant) -> anyhow::Result
 // The load generator
 // ---------------------------------------------------------------------------------------
 
-/// One request, sent verbatim over and over, and what a good answer looks like.
+/// Requests sent verbatim, in turn, over and over, and what a good answer looks like.
 #[derive(Clone)]
 struct Target {
     addr: SocketAddr,
-    request: Arc<[u8]>,
+    /// Usually one; several when each request must differ (orders at varied prices).
+    requests: Arc<[Vec<u8>]>,
     /// The start of a good response body; a 200 with anything else is an error too.
     expect_body: Arc<[u8]>,
 }
@@ -891,7 +1289,7 @@ impl Target {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
         Target {
             addr,
-            request: request.into_bytes().into(),
+            requests: vec![request.into_bytes()].into(),
             expect_body: expect_body.as_bytes().into(),
         }
     }
@@ -903,17 +1301,34 @@ impl Target {
         bearer: Option<&str>,
         expect_body: &str,
     ) -> Target {
+        Target::post_json_each(addr, path, &[body.to_owned()], bearer, expect_body)
+    }
+
+    /// One `POST` per body, sent in turn.
+    fn post_json_each(
+        addr: SocketAddr,
+        path: &str,
+        bodies: &[String],
+        bearer: Option<&str>,
+        expect_body: &str,
+    ) -> Target {
         let auth = bearer
             .map(|token| format!("Authorization: Bearer {token}\r\n"))
             .unwrap_or_default();
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-             Accept: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let requests: Vec<Vec<u8>> = bodies
+            .iter()
+            .map(|body| {
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+                     Accept: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            })
+            .collect();
         Target {
             addr,
-            request: request.into_bytes().into(),
+            requests: requests.into(),
             expect_body: expect_body.as_bytes().into(),
         }
     }
@@ -971,8 +1386,18 @@ async fn run_load(
     settings: &Settings,
     server_pid: Option<u32>,
 ) -> anyhow::Result<LoadOutcome> {
-    if targets.is_empty() {
-        bail!("no target to load");
+    run_load_on(targets, settings, settings.connections, server_pid).await
+}
+
+/// [`run_load`] with `connections` connections instead of `settings.connections`.
+async fn run_load_on(
+    targets: &[Target],
+    settings: &Settings,
+    connections: usize,
+    server_pid: Option<u32>,
+) -> anyhow::Result<LoadOutcome> {
+    if targets.is_empty() || targets.iter().any(|t| t.requests.is_empty()) {
+        bail!("no request to send");
     }
     let start = Instant::now();
     let measure_from = start + settings.warmup;
@@ -984,7 +1409,7 @@ async fn run_load(
         CpuSample::take(server_pid).since(&before)
     });
     let mut workers = JoinSet::new();
-    for i in 0..settings.connections {
+    for i in 0..connections {
         let target = targets[i % targets.len()].clone();
         let abandon_after = settings.warmup + settings.measure + GRACE;
         workers.spawn(tokio::time::timeout(
@@ -1016,6 +1441,7 @@ async fn worker(target: Target, measure_from: Instant, until: Instant) -> Worker
     let mut stats = WorkerStats::default();
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut connection: Option<TcpStream> = None;
+    let mut next = 0;
     loop {
         if Instant::now() >= until {
             break;
@@ -1034,8 +1460,10 @@ async fn worker(target: Target, measure_from: Instant, until: Instant) -> Worker
         let Some(stream) = connection.as_mut() else {
             continue;
         };
+        let request = &target.requests[next % target.requests.len()];
+        next = next.wrapping_add(1);
         let started = Instant::now();
-        match exchange(stream, &target.request, &mut buf).await {
+        match exchange(stream, request, &mut buf).await {
             Ok(response) => {
                 let finished = Instant::now();
                 let body = &buf[response.body_start..];
@@ -1499,12 +1927,12 @@ impl Report {
         ));
     }
 
-    fn compare_to_pgbench(&mut self, id: &str, ratio: f64) {
+    fn compare_to_pgbench(&mut self, id: &str, ratio: f64, against: &str, target: f64) {
         if let Some(row) = self.rows.iter_mut().find(|r| r.id == id) {
-            row.comparison = format!("{:.1} % of (4)", ratio * 100.0);
-            row.target = format!("≥ {:.0} %", TARGET_ME_VS_PGBENCH * 100.0);
+            row.comparison = format!("{:.1} % of {against}", ratio * 100.0);
+            row.target = format!("≥ {:.0} %", target * 100.0);
             if row.verdict != Verdict::Failed {
-                row.verdict = if ratio >= TARGET_ME_VS_PGBENCH {
+                row.verdict = if ratio >= target {
                     Verdict::Met
                 } else {
                     Verdict::Missed
@@ -1561,7 +1989,8 @@ impl Report {
         let _ = writeln!(
             out,
             "- load: closed loop, {} keep-alive HTTP/1.1 connections, {} s warm-up then {} s measured; \
-             generator on {} thread(s)\n- **the load generator (and for (3)/(4) PostgreSQL and pgbench) \
+             generator on {} thread(s) ({ORDER_CONNECTIONS} connections for (6)/(6b))\n- **the load generator \
+             (and for (3)/(4)/(6) PostgreSQL and pgbench) \
              share the machine's cores with the server**: absolute numbers are lower than on separate \
              machines",
             settings.connections,
