@@ -96,10 +96,14 @@ fn ledger_bug(error: LedgerError) -> ApiError {
 
 /// Fetches an account for update, creating it at zero the first time. Creation tolerates
 /// a concurrent creator; the row lock (PostgreSQL) serialises writers of one balance.
-async fn lock_account<C: ConnectionTrait>(
+pub async fn lock_account<C: ConnectionTrait>(
     conn: &C,
     account: &AccountRef,
 ) -> Result<ledger_accounts::Model, ApiError> {
+    // Most accounts exist: lock and read in one statement, inserting only the first time.
+    if let Some(existing) = select_account(conn, account).await? {
+        return Ok(existing);
+    }
     let insert = ledger_accounts::Entity::insert(ledger_accounts::ActiveModel {
         id: Set(Uuid::now_v7()),
         owner_id: Set(account.owner),
@@ -117,8 +121,18 @@ async fn lock_account<C: ConnectionTrait>(
         .do_nothing()
         .to_owned(),
     );
-    // With DO NOTHING an existing row is not an error; zero rows inserted is expected.
+    // With DO NOTHING a concurrent creator is not an error; zero rows inserted is fine.
     let _ = insert.exec_without_returning(conn).await?;
+    select_account(conn, account)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("ledger account vanished after insert")))
+}
+
+/// Reads an account, locking its row on PostgreSQL (SQLite has one writer anyway).
+async fn select_account<C: ConnectionTrait>(
+    conn: &C,
+    account: &AccountRef,
+) -> Result<Option<ledger_accounts::Model>, ApiError> {
     let mut query = ledger_accounts::Entity::find()
         .filter(ledger_accounts::Column::OwnerId.eq(account.owner))
         .filter(ledger_accounts::Column::Asset.eq(account.asset.as_str()))
@@ -126,10 +140,7 @@ async fn lock_account<C: ConnectionTrait>(
     if conn.get_database_backend() == DatabaseBackend::Postgres {
         query = query.lock_exclusive();
     }
-    query
-        .one(conn)
-        .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("ledger account vanished after insert")))
+    Ok(query.one(conn).await?)
 }
 
 /// A user's available and locked amounts of one asset.

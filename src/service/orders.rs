@@ -514,6 +514,7 @@ async fn execute(
 
     let (plan, makers) =
         plan_against_book(txn, &market.symbol, input.side, limit_ticks, &taker).await?;
+    prelock(txn, &market, user_id, &plan).await?;
 
     if let TakerOutcome::Rejected { reason } = &plan.outcome {
         if reason.is_book_fault() {
@@ -569,6 +570,75 @@ async fn execute(
         fills: taker_fills,
         hold,
     })
+}
+
+/// Locks, in one global order, every ledger account and event-log row the plan will
+/// write: accounts sorted by (owner, asset, kind) first, then users' event sequences
+/// sorted by user. Transactions on different markets share rows (fee income, traders
+/// active in several markets); taking them piecemeal, posting by posting, let two such
+/// transactions wait on each other in a cycle, which PostgreSQL breaks only after its
+/// deadlock timeout.
+async fn prelock(
+    txn: &DatabaseTransaction,
+    market: &market_rows::Model,
+    taker: Uuid,
+    plan: &matching::MatchPlan,
+) -> Result<(), ApiError> {
+    if txn.get_database_backend() != DatabaseBackend::Postgres {
+        // SQLite has one writer at a time: there is nothing to order.
+        return Ok(());
+    }
+    let mut users: std::collections::BTreeSet<Uuid> =
+        plan.fills.iter().map(|f| f.maker_owner).collect();
+    users.insert(taker);
+    let expired: Vec<orders::Model> = if plan.expired_makers.is_empty() {
+        Vec::new()
+    } else {
+        orders::Entity::find()
+            .filter(orders::Column::Id.is_in(plan.expired_makers.iter().copied()))
+            .all(txn)
+            .await?
+    };
+    users.extend(expired.iter().map(|o| o.user_id));
+    let mut accounts = std::collections::BTreeSet::new();
+    for user in &users {
+        for asset in [&market.base_asset, &market.quote_asset] {
+            for kind in [AccountKind::Available, AccountKind::Locked] {
+                accounts.insert(AccountRef::user(*user, asset, kind));
+            }
+        }
+    }
+    if !plan.fills.is_empty() {
+        for asset in [&market.base_asset, &market.quote_asset] {
+            accounts.insert(AccountRef::system(asset, AccountKind::FeeIncome));
+        }
+    }
+    for account in &accounts {
+        ledger::lock_account(txn, account).await?;
+    }
+    for user in &users {
+        lock_sequence(txn, *user).await?;
+    }
+    Ok(())
+}
+
+/// Creates (if needed) and locks a user's event-sequence row.
+async fn lock_sequence(txn: &DatabaseTransaction, user_id: Uuid) -> Result<(), ApiError> {
+    let insert = user_sequences::Entity::insert(user_sequences::ActiveModel {
+        user_id: Set(user_id),
+        last_sequence: Set(0),
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::column(user_sequences::Column::UserId)
+            .do_nothing()
+            .to_owned(),
+    );
+    let _ = insert.exec_without_returning(txn).await?;
+    user_sequences::Entity::find_by_id(user_id)
+        .lock_exclusive()
+        .one(txn)
+        .await?;
+    Ok(())
 }
 
 /// A user's traded volume in a market over the last 30 days (this day included).
