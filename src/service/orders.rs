@@ -307,8 +307,8 @@ fn remaining(order: &orders::Model) -> Decimal {
     order.quantity.map(|q| q.0).unwrap_or_default() - order.filled_quantity.0
 }
 
-/// Takes the next number in the user's order event log.
-async fn next_sequence(txn: &DatabaseTransaction, user_id: Uuid) -> Result<i64, ApiError> {
+/// Creates the user's event-sequence row the first time; a no-op afterwards.
+async fn ensure_sequence_row(txn: &DatabaseTransaction, user_id: Uuid) -> Result<(), ApiError> {
     let insert = user_sequences::Entity::insert(user_sequences::ActiveModel {
         user_id: Set(user_id),
         last_sequence: Set(0),
@@ -319,6 +319,12 @@ async fn next_sequence(txn: &DatabaseTransaction, user_id: Uuid) -> Result<i64, 
             .to_owned(),
     );
     let _ = insert.exec_without_returning(txn).await?;
+    Ok(())
+}
+
+/// Takes the next number in the user's order event log.
+async fn next_sequence(txn: &DatabaseTransaction, user_id: Uuid) -> Result<i64, ApiError> {
+    ensure_sequence_row(txn, user_id).await?;
     user_sequences::Entity::update_many()
         .col_expr(
             user_sequences::Column::LastSequence,
@@ -624,16 +630,7 @@ async fn prelock(
 
 /// Creates (if needed) and locks a user's event-sequence row.
 async fn lock_sequence(txn: &DatabaseTransaction, user_id: Uuid) -> Result<(), ApiError> {
-    let insert = user_sequences::Entity::insert(user_sequences::ActiveModel {
-        user_id: Set(user_id),
-        last_sequence: Set(0),
-    })
-    .on_conflict(
-        sea_orm::sea_query::OnConflict::column(user_sequences::Column::UserId)
-            .do_nothing()
-            .to_owned(),
-    );
-    let _ = insert.exec_without_returning(txn).await?;
+    ensure_sequence_row(txn, user_id).await?;
     user_sequences::Entity::find_by_id(user_id)
         .lock_exclusive()
         .one(txn)
