@@ -369,6 +369,32 @@ async fn record_event(
     Ok(())
 }
 
+/// What a resting limit order holds: its full value for a buy, its quantity for a sell.
+fn limit_hold(side: Side, price: Option<Decimal>, quantity: Option<Decimal>) -> Decimal {
+    let quantity = quantity.unwrap_or_default();
+    match side {
+        Side::Buy => price.unwrap_or_default() * quantity,
+        Side::Sell => quantity,
+    }
+}
+
+/// Stores a new order, holds its funds and records its CREATED event.
+async fn store_and_hold(
+    txn: &DatabaseTransaction,
+    events: &Collector,
+    order: &mut orders::Model,
+    hold: Decimal,
+) -> Result<(), ApiError> {
+    order.held = Amount(hold);
+    orders::ActiveModel::from(order.clone())
+        .reset_all()
+        .insert(txn)
+        .await?;
+    let asset = order.held_asset.clone();
+    move_hold(txn, order.user_id, &asset, hold, true, order.id).await?;
+    record_event(txn, events, order.user_id, "CREATED", order.id, None).await
+}
+
 /// Moves `amount` between a user's available and locked balances.
 async fn move_hold(
     txn: &DatabaseTransaction,
@@ -499,18 +525,9 @@ async fn execute(
     // A stop order waits off the book, with its funds held, until the last trade price
     // reaches its trigger.
     if input.order_type == OrderType::StopLimit {
-        let hold = match input.side {
-            Side::Buy => input.price.unwrap_or_default() * input.quantity.unwrap_or_default(),
-            Side::Sell => input.quantity.unwrap_or_default(),
-        };
+        let hold = limit_hold(input.side, input.price, input.quantity);
         order.status = status::UNTRIGGERED.to_owned();
-        order.held = Amount(hold);
-        orders::ActiveModel::from(order.clone())
-            .reset_all()
-            .insert(txn)
-            .await?;
-        move_hold(txn, user_id, &held_asset, hold, true, order_id).await?;
-        record_event(txn, events, user_id, "CREATED", order_id, None).await?;
+        store_and_hold(txn, events, &mut order, hold).await?;
         return Ok(Placed {
             order,
             fills: Vec::new(),
@@ -547,17 +564,10 @@ async fn execute(
     // quote amount.
     let hold = match (input.side, input.order_type) {
         (Side::Buy, OrderType::Market) => input.quote_quantity.unwrap_or(plan.quote_amount),
-        (Side::Buy, _) => input.price.unwrap_or_default() * input.quantity.unwrap_or_default(),
         (Side::Sell, OrderType::Market) => plan.filled_quantity,
-        (Side::Sell, _) => input.quantity.unwrap_or_default(),
+        (side, _) => limit_hold(side, input.price, input.quantity),
     };
-    order.held = Amount(hold);
-    orders::ActiveModel::from(order.clone())
-        .reset_all()
-        .insert(txn)
-        .await?;
-    move_hold(txn, user_id, &held_asset, hold, true, order_id).await?;
-    record_event(txn, events, user_id, "CREATED", order_id, None).await?;
+    store_and_hold(txn, events, &mut order, hold).await?;
 
     let taker_fills = apply_plan(
         txn,
@@ -1270,10 +1280,7 @@ pub async fn amend(
                         matching::amend_keeps_priority(old_price, old_quantity, price, quantity);
                     let now = Utc::now();
                     let left = quantity - order.filled_quantity.0;
-                    let needed = match side {
-                        Side::Buy => price * left,
-                        Side::Sell => left,
-                    };
+                    let needed = limit_hold(side, Some(price), Some(left));
                     let difference = needed - order.held.0;
                     let held_asset = order.held_asset.clone();
                     move_hold(
