@@ -3,6 +3,7 @@
 
 pub mod account_rules;
 pub mod audit;
+pub mod demo_quotes;
 pub mod fees;
 pub mod ledger;
 pub mod matching;

@@ -33,6 +33,16 @@ pub async fn credit_deposit(
     if !viewer.has_role(Role::Admin) {
         return Err(ApiError::Forbidden("this needs the ADMIN role".into()));
     }
+    credit(state, Some(viewer.user_id()), input).await
+}
+
+/// Credits a deposit on behalf of `actor` (an admin), or of the system itself when
+/// `None` (the demo bot's play money). Callers have checked who may do this.
+pub async fn credit(
+    state: &AppState,
+    actor: Option<Uuid>,
+    input: DepositInput,
+) -> Result<journal_entries::Model, ApiError> {
     let reference = input.reference.trim().to_owned();
     if reference.is_empty() || reference.chars().count() > 128 {
         return Err(ApiError::bad_input(
@@ -62,7 +72,6 @@ pub async fn credit_deposit(
         .ok_or(ApiError::NotFound("user"))?;
     let amount = input.amount.normalize();
     let user_id = input.user_id;
-    let admin_id = viewer.user_id();
     let same_deposit = |existing: journal_entries::Model| {
         if existing.user_id == Some(user_id)
             && existing.asset == asset.symbol
@@ -105,18 +114,17 @@ pub async fn credit_deposit(
                     },
                 )
                 .await?;
-                audit::record(
-                    txn,
-                    AuditEntry::new("deposit.credited", "ledger_entry", entry.id)
-                        .actor(admin_id)
-                        .owner(user_id)
-                        .details(serde_json::json!({
-                            "asset": entry.asset,
-                            "amount": entry.amount.0.to_string(),
-                            "reference": entry.reference,
-                        })),
-                )
-                .await?;
+                let mut audit_entry = AuditEntry::new("deposit.credited", "ledger_entry", entry.id)
+                    .owner(user_id)
+                    .details(serde_json::json!({
+                        "asset": entry.asset,
+                        "amount": entry.amount.0.to_string(),
+                        "reference": entry.reference,
+                    }));
+                if let Some(actor) = actor {
+                    audit_entry = audit_entry.actor(actor);
+                }
+                audit::record(txn, audit_entry).await?;
                 Ok(Ok(entry))
             })
         })
