@@ -37,10 +37,23 @@ const NPM_FILES: &[(&str, &str)] = &[
     ),
     ("node_modules/graphiql/graphiql.min.js", "graphiql.min.js"),
     ("node_modules/graphiql/graphiql.min.css", "graphiql.min.css"),
+    // The dashboard's subscription client (UMD build: the global `graphqlWs`).
+    (
+        "node_modules/graphql-ws/umd/graphql-ws.min.js",
+        "graphql-ws.min.js",
+    ),
 ];
 
-/// Our own files in `playground/`, copied as they are.
-const OWN_FILES: &[&str] = &["playground.js", "playground.css"];
+/// Our own files in `playground/` (the playground's, then the example dashboard's),
+/// copied as they are.
+const OWN_FILES: &[&str] = &[
+    "playground.js",
+    "playground.css",
+    "dashboard/index.html",
+    "dashboard/dashboard.js",
+    "dashboard/dashboard.css",
+    "dashboard/dashboard.graphql",
+];
 
 /// Records which package.json and lock the npm directory was installed from,
 /// so that `npm ci` runs again only when they change.
@@ -57,7 +70,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
     let source = manifest_dir.join("playground");
     let dest = out_dir.join("playground");
-    fs::create_dir_all(&dest)?;
+    fs::create_dir_all(dest.join("dashboard"))?;
 
     for name in OWN_FILES {
         copy(&source.join(name), &dest.join(name))?;

@@ -108,6 +108,7 @@ if [ -n "${TRADEGRAPH_SKIP_PLAYGROUND:-}" ]; then
 fi
 workdir="$(mktemp -d)"
 server_log="$workdir/server.log"
+export ADMIN_EMAIL="browser-admin@example.com" ADMIN_PASSWORD="browser admin password $RANDOM$RANDOM"
 BIND_ADDR=127.0.0.1:0 LOG_FORMAT=json DATABASE_URL="sqlite://$workdir/browser.db?mode=rwc" \
   DEMO_BOT=true DEMO_BOT_INTERVAL_MS=300 \
   "$CARGO_TARGET_DIR/debug/tradegraph" serve >"$server_log" 2>&1 &

@@ -1,5 +1,6 @@
-//! The self-hosted GraphiQL playground: `GET /playground` and its assets under
-//! `GET /playground/assets/{file}`.
+//! The self-hosted GraphiQL playground (`GET /playground`, assets under
+//! `GET /playground/assets/{file}`) and the example dashboard (`GET /dashboard`, assets
+//! under `GET /dashboard/assets/{file}`).
 //!
 //! Everything the page loads is embedded in the binary, because the playground
 //! must work where the server has no internet access and because loading
@@ -22,27 +23,41 @@ use axum::routing::get;
 use axum::Router;
 use sha2::{Digest, Sha256};
 
-/// Routes for the self-hosted GraphiQL playground.
+/// Routes for the self-hosted GraphiQL playground and the example dashboard.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     // Hash the assets now rather than during the first request.
-    let site = LazyLock::force(&SITE);
-    if !site.assets_built {
+    let playground = LazyLock::force(&PLAYGROUND);
+    let dashboard = LazyLock::force(&DASHBOARD);
+    if !playground.assets_built {
         tracing::warn!(
             "the GraphiQL playground assets were not built into this binary; \
              /playground shows how to fix that (install Node.js and npm, then rebuild)"
         );
     }
     Router::new()
-        .route("/playground", get(page))
+        .route("/playground", get(|h: HeaderMap| page(playground, h)))
         .route(
             "/playground/",
             get(|| async { Redirect::permanent("/playground") }),
         )
-        .route("/playground/assets/{file}", get(asset))
+        .route(
+            "/playground/assets/{file}",
+            get(|f: Path<String>, h: HeaderMap| asset(playground, f, h)),
+        )
+        .route("/dashboard", get(|h: HeaderMap| page(dashboard, h)))
+        .route(
+            "/dashboard/",
+            get(|| async { Redirect::permanent("/dashboard") }),
+        )
+        .route(
+            "/dashboard/assets/{file}",
+            get(|f: Path<String>, h: HeaderMap| asset(dashboard, f, h)),
+        )
 }
 
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
+const GRAPHQL: &str = "text/plain; charset=utf-8";
 
 /// Served names whose content may change without the name changing: clients
 /// must revalidate (cheap, thanks to the ETag).
@@ -50,9 +65,11 @@ const REVALIDATE: &str = "no-cache";
 /// Content-hashed names never change content.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-/// Prefix of every asset URL in the page. The page source uses plain names;
+/// Prefix of every asset URL in the playground page. The page source uses plain names;
 /// [`Site::build`] swaps them for the content-hashed ones.
 const ASSET_PREFIX: &str = "/playground/assets/";
+/// The same for the dashboard.
+const DASHBOARD_PREFIX: &str = "/dashboard/assets/";
 
 /// One file embedded from `$OUT_DIR/playground/`.
 struct Embedded {
@@ -63,10 +80,13 @@ struct Embedded {
 
 macro_rules! embedded {
     ($name:literal, $content_type:expr) => {
+        embedded!($name, $name, $content_type)
+    };
+    ($name:literal, $path:literal, $content_type:expr) => {
         Embedded {
             name: $name,
             content_type: $content_type,
-            body: include_bytes!(concat!(env!("OUT_DIR"), "/playground/", $name)),
+            body: include_bytes!(concat!(env!("OUT_DIR"), "/playground/", $path)),
         }
     };
 }
@@ -86,7 +106,20 @@ static FILES: [Embedded; 7] = [
 /// `playground/index.html`, or the placeholder page from `build.rs`.
 static INDEX_HTML: &str = include_str!(concat!(env!("OUT_DIR"), "/playground/index.html"));
 
-static SITE: LazyLock<Site> = LazyLock::new(Site::build);
+/// The example dashboard's files: its own, and the graphql-ws client from npm.
+static DASHBOARD_FILES: [Embedded; 4] = [
+    embedded!("graphql-ws.min.js", JAVASCRIPT),
+    embedded!("dashboard.js", "dashboard/dashboard.js", JAVASCRIPT),
+    embedded!("dashboard.css", "dashboard/dashboard.css", CSS),
+    embedded!("dashboard.graphql", "dashboard/dashboard.graphql", GRAPHQL),
+];
+
+static DASHBOARD_HTML: &str =
+    include_str!(concat!(env!("OUT_DIR"), "/playground/dashboard/index.html"));
+
+static PLAYGROUND: LazyLock<Site> = LazyLock::new(|| Site::build(INDEX_HTML, &FILES, ASSET_PREFIX));
+static DASHBOARD: LazyLock<Site> =
+    LazyLock::new(|| Site::build(DASHBOARD_HTML, &DASHBOARD_FILES, DASHBOARD_PREFIX));
 
 struct Asset {
     file: &'static Embedded,
@@ -107,17 +140,17 @@ struct Site {
 }
 
 impl Site {
-    fn build() -> Self {
-        let mut html = INDEX_HTML.to_owned();
+    fn build(index: &str, files: &'static [Embedded], prefix: &str) -> Self {
+        let mut html = index.to_owned();
         let mut assets = HashMap::new();
-        for file in &FILES {
+        for file in files {
             let hash = short_hash(file.body);
             let etag = etag(&hash);
             let hashed = hashed_name(file.name, &hash);
             // Quoted, so that no name can match inside a longer one.
             html = html.replace(
-                &format!("\"{ASSET_PREFIX}{}\"", file.name),
-                &format!("\"{ASSET_PREFIX}{hashed}\""),
+                &format!("\"{prefix}{}\"", file.name),
+                &format!("\"{prefix}{hashed}\""),
             );
             assets.insert(
                 hashed,
@@ -218,8 +251,7 @@ fn is_plain_host(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
-async fn page(request: HeaderMap) -> Response {
-    let site = &*SITE;
+async fn page(site: &'static Site, request: HeaderMap) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -247,8 +279,8 @@ async fn page(request: HeaderMap) -> Response {
     (headers, site.html.clone()).into_response()
 }
 
-async fn asset(Path(file): Path<String>, request: HeaderMap) -> Response {
-    let Some(asset) = SITE.assets.get(&file) else {
+async fn asset(site: &'static Site, Path(file): Path<String>, request: HeaderMap) -> Response {
+    let Some(asset) = site.assets.get(&file) else {
         return (
             StatusCode::NOT_FOUND,
             [(
@@ -341,43 +373,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn page_loads_only_embedded_assets_and_each_is_served() {
-        let html = page_html().await;
-        let urls = referenced_urls(&html);
-        assert!(
-            urls.iter().any(|url| url.ends_with(".css")),
-            "page links no stylesheet: {urls:?}"
-        );
-        for url in urls {
-            if url == "data:," {
-                continue; // the empty favicon, which saves a request
-            }
+    async fn pages_load_only_embedded_assets_and_each_is_served() {
+        for (page, prefix) in [
+            ("/playground", ASSET_PREFIX),
+            ("/dashboard", DASHBOARD_PREFIX),
+        ] {
+            let fetched = fetch(page, &[]).await;
+            assert_eq!(fetched.status, StatusCode::OK, "{page}");
+            let html = String::from_utf8(fetched.body).expect("utf-8 page");
+            let urls = referenced_urls(&html);
             assert!(
-                url.starts_with(ASSET_PREFIX),
-                "page references {url}, not an embedded asset"
+                urls.iter().any(|url| url.ends_with(".css")),
+                "{page} links no stylesheet: {urls:?}"
             );
-            let fetched = fetch(&url, &[]).await;
-            assert_eq!(fetched.status, StatusCode::OK, "{url}");
-            assert!(!fetched.body.is_empty(), "{url} is empty");
-            let expected = if url.ends_with(".css") {
-                CSS
-            } else {
-                JAVASCRIPT
-            };
-            assert_eq!(
-                header_str(&fetched, header::CONTENT_TYPE),
-                expected,
-                "{url}"
-            );
-            assert_eq!(
-                header_str(&fetched, header::CACHE_CONTROL),
-                IMMUTABLE,
-                "{url} is not content-hashed"
-            );
+            for url in urls {
+                if url == "data:," {
+                    continue; // the empty favicon, which saves a request
+                }
+                assert!(
+                    url.starts_with(prefix),
+                    "{page} references {url}, not an embedded asset"
+                );
+                let fetched = fetch(&url, &[]).await;
+                assert_eq!(fetched.status, StatusCode::OK, "{url}");
+                assert!(!fetched.body.is_empty(), "{url} is empty");
+                let expected = if url.ends_with(".css") {
+                    CSS
+                } else {
+                    JAVASCRIPT
+                };
+                assert_eq!(
+                    header_str(&fetched, header::CONTENT_TYPE),
+                    expected,
+                    "{url}"
+                );
+                assert_eq!(
+                    header_str(&fetched, header::CACHE_CONTROL),
+                    IMMUTABLE,
+                    "{url} is not content-hashed"
+                );
+            }
+            for external in ["http://", "https://", "\"//", "'//"] {
+                assert!(!html.contains(external), "{page} mentions {external}");
+            }
         }
-        for external in ["http://", "https://", "\"//", "'//"] {
-            assert!(!html.contains(external), "page mentions {external}");
-        }
+        // The dashboard fetches its operations by their plain name.
+        let operations = fetch("/dashboard/assets/dashboard.graphql", &[]).await;
+        assert_eq!(operations.status, StatusCode::OK);
+        assert!(String::from_utf8_lossy(&operations.body).contains("mutation PlaceOrder("));
     }
 
     #[tokio::test]
@@ -486,7 +529,7 @@ mod tests {
     #[tokio::test]
     async fn page_is_graphiql_or_explains_the_missing_build() {
         let html = page_html().await;
-        if SITE.assets_built {
+        if PLAYGROUND.assets_built {
             assert!(html.contains("graphiql.min."), "{html}");
             let graphiql = FILES
                 .iter()

@@ -41,3 +41,65 @@ export const checks = {
     await shot("subscription");
   },
 };
+
+/// One GraphQL request from the test itself (setting up accounts and money).
+async function api(base, query, variables, token) {
+  const headers = { "content-type": "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const response = await fetch(`${base}/graphql`, { method: "POST", headers, body: JSON.stringify({ query, variables }) });
+  const body = await response.json();
+  if (body.errors) throw new Error(`${query.slice(0, 60)}…: ${JSON.stringify(body.errors)}`);
+  return body.data;
+}
+
+async function cellText(page, selector) {
+  return (await page.textContent(selector).catch(() => null))?.trim() ?? null;
+}
+
+checks.dashboard = async function ({ page, base, shot }) {
+  const admin = process.env.ADMIN_EMAIL;
+  const adminPassword = process.env.ADMIN_PASSWORD;
+  if (!admin || !adminPassword) throw new Error("set ADMIN_EMAIL and ADMIN_PASSWORD (the server's first admin)");
+  const email = `dashboard-${Date.now()}@example.com`;
+  const password = "a long browser test password 7";
+  const registered = await api(base, "mutation($i: RegisterInput!) { register(input: $i) { user { id } } }",
+    { i: { email, password, displayName: "Browser test" } });
+  const adminLogin = await api(base, "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+    { i: { email: admin, password: adminPassword } });
+  await api(base, "mutation($i: CreditDepositInput!) { creditDeposit(input: $i) { id } }",
+    { i: { userId: registered.register.user.id, asset: "USD", amount: "100000", reference: `browser-${Date.now()}` } },
+    adminLogin.login.accessToken);
+
+  await page.goto(`${base}/dashboard`, { waitUntil: "networkidle" });
+  await page.fill("#sign-in [name=email]", email);
+  await page.fill("#sign-in [name=password]", password);
+  await page.click("#sign-in button[type=submit]");
+  await page.waitForSelector("#signed-in:not([hidden])", WAIT);
+  await page.waitForSelector("#live.on", WAIT);
+  await page.waitForSelector("#positions tr[data-asset=USD]", WAIT);
+  const usdBefore = await cellText(page, "#positions tr[data-asset=USD] td:nth-child(3)");
+  if (usdBefore !== "100000" && usdBefore !== "100000.00") throw new Error(`USD available before trading: ${usdBefore}`);
+  await shot("signed-in");
+
+  // The demo bot keeps a book on BTC-USD: a market buy fills against it.
+  await page.selectOption("#ticket [name=market]", "BTC-USD");
+  await page.selectOption("#ticket [name=side]", "BUY");
+  await page.selectOption("#ticket [name=type]", "MARKET");
+  await page.fill("#ticket [name=quantity]", "0.01");
+  await page.click("#preview");
+  await page.waitForFunction(() => document.querySelector("#ticket-result").textContent.includes("Would be"), null, WAIT);
+  await page.click("#ticket button[type=submit]");
+  // The fill arrives over the subscription, and the balance changes, without a reload.
+  await page.waitForSelector("#fills li", WAIT);
+  const fill = await cellText(page, "#fills li");
+  if (!fill.includes("BUY") || !fill.includes("BTC-USD")) throw new Error(`unexpected fill line: ${fill}`);
+  await page.waitForFunction(() => {
+    const cell = document.querySelector("#positions tr[data-asset=USD] td:nth-child(3)");
+    return cell && !["100000", "100000.00"].includes(cell.textContent.trim());
+  }, null, WAIT);
+  await page.waitForSelector("#positions tr[data-asset=BTC]", WAIT);
+  const btc = await cellText(page, "#positions tr[data-asset=BTC] td:nth-child(2)");
+  if (btc !== "0.01" && btc !== "0.01000000") throw new Error(`BTC quantity after the fill: ${btc}`);
+  await page.waitForFunction(() => /\d/.test(document.querySelector("#ticker").textContent), null, WAIT);
+  await shot("after-fill");
+};
