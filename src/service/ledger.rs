@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use rust_decimal::Decimal;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait,
-    QueryFilter, QuerySelect,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -53,38 +53,80 @@ pub async fn post<C: ConnectionTrait>(
     }
     .insert(conn)
     .await?;
+    let mut rows = Vec::with_capacity(legs.len());
     for leg in legs {
-        let account = lock_account(conn, &leg.account).await?;
-        let balance = account
-            .balance
-            .0
-            .checked_add(leg.amount)
-            .ok_or_else(|| ApiError::bad_input("amount", "the amount is out of range"))?;
+        let (account_id, balance) = apply_leg(conn, &leg.account, leg.amount, now).await?;
         if balance.is_sign_negative() && !leg.account.kind.may_go_negative() {
             return Err(ApiError::InsufficientFunds(format!(
                 "not enough {} available",
                 leg.account.asset
             )));
         }
-        ledger_accounts::Entity::update_many()
-            .col_expr(ledger_accounts::Column::Balance, Amount(balance).into())
-            .col_expr(ledger_accounts::Column::UpdatedAt, now.into())
-            .filter(ledger_accounts::Column::Id.eq(account.id))
-            .exec(conn)
-            .await?;
-        postings::ActiveModel {
+        rows.push(postings::ActiveModel {
             id: Set(Uuid::now_v7()),
             entry_id: Set(entry.id),
-            account_id: Set(account.id),
+            account_id: Set(account_id),
             asset: Set(leg.account.asset.clone()),
             amount: Set(Amount(leg.amount)),
             balance_after: Set(Amount(balance)),
             created_at: Set(now),
-        }
-        .insert(conn)
-        .await?;
+        });
     }
+    // One statement for all the entry's postings: a fill has half a dozen legs.
+    postings::Entity::insert_many(rows)
+        .exec_without_returning(conn)
+        .await?;
     Ok(entry)
+}
+
+/// Adds `delta` to an account's balance and returns the account id and new balance.
+///
+/// On PostgreSQL one `UPDATE … RETURNING` does it, exact in `NUMERIC` and holding the
+/// row lock to commit. SQLite stores amounts as text, which its arithmetic would turn
+/// into binary floats, so there the sum is made in Rust between a read and a write (safe:
+/// SQLite has a single writer).
+async fn apply_leg<C: ConnectionTrait>(
+    conn: &C,
+    account: &AccountRef,
+    delta: Decimal,
+    now: chrono::DateTime<Utc>,
+) -> Result<(Uuid, Decimal), ApiError> {
+    if conn.get_database_backend() == DatabaseBackend::Postgres {
+        for _ in 0..2 {
+            let updated = ledger_accounts::Entity::update_many()
+                .col_expr(
+                    ledger_accounts::Column::Balance,
+                    Expr::col(ledger_accounts::Column::Balance).add(Amount(delta)),
+                )
+                .col_expr(ledger_accounts::Column::UpdatedAt, now.into())
+                .filter(ledger_accounts::Column::OwnerId.eq(account.owner))
+                .filter(ledger_accounts::Column::Asset.eq(account.asset.as_str()))
+                .filter(ledger_accounts::Column::Kind.eq(account.kind.as_str()))
+                .exec_with_returning(conn)
+                .await?;
+            if let Some(row) = updated.into_iter().next() {
+                return Ok((row.id, row.balance.0));
+            }
+            // The account's first use: create it at zero, then apply the leg.
+            lock_account(conn, account).await?;
+        }
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "ledger account missing after creation"
+        )));
+    }
+    let row = lock_account(conn, account).await?;
+    let balance = row
+        .balance
+        .0
+        .checked_add(delta)
+        .ok_or_else(|| ApiError::bad_input("amount", "the amount is out of range"))?;
+    ledger_accounts::Entity::update_many()
+        .col_expr(ledger_accounts::Column::Balance, Amount(balance).into())
+        .col_expr(ledger_accounts::Column::UpdatedAt, now.into())
+        .filter(ledger_accounts::Column::Id.eq(row.id))
+        .exec(conn)
+        .await?;
+    Ok((row.id, balance))
 }
 
 /// An unbalanced draft is a programming error, never the user's: report it as internal.
@@ -126,6 +168,48 @@ pub async fn lock_account<C: ConnectionTrait>(
     select_account(conn, account)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("ledger account vanished after insert")))
+}
+
+/// Locks many accounts at once (PostgreSQL), creating those used for the first time.
+///
+/// One `SELECT … ORDER BY owner, asset, kind FOR UPDATE` takes the existing rows' locks
+/// in that order, so every transaction that locks through here agrees on the order and
+/// none can wait on another in a cycle; accounts that do not exist yet are created and
+/// locked after, one by one (this happens once per account in its life).
+pub async fn lock_accounts<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &std::collections::BTreeSet<AccountRef>,
+) -> Result<(), ApiError> {
+    if accounts.is_empty() || conn.get_database_backend() != DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    let mut wanted = sea_orm::Condition::any();
+    for account in accounts {
+        wanted = wanted.add(
+            sea_orm::Condition::all()
+                .add(ledger_accounts::Column::OwnerId.eq(account.owner))
+                .add(ledger_accounts::Column::Asset.eq(account.asset.as_str()))
+                .add(ledger_accounts::Column::Kind.eq(account.kind.as_str())),
+        );
+    }
+    let found = ledger_accounts::Entity::find()
+        .filter(wanted)
+        .order_by_asc(ledger_accounts::Column::OwnerId)
+        .order_by_asc(ledger_accounts::Column::Asset)
+        .order_by_asc(ledger_accounts::Column::Kind)
+        .lock_exclusive()
+        .all(conn)
+        .await?;
+    let existing: std::collections::BTreeSet<(Uuid, &str, &str)> = found
+        .iter()
+        .map(|a| (a.owner_id, a.asset.as_str(), a.kind.as_str()))
+        .collect();
+    for account in accounts {
+        if !existing.contains(&(account.owner, account.asset.as_str(), account.kind.as_str())) {
+            lock_account(conn, account).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads an account, locking its row on PostgreSQL (SQLite has one writer anyway).

@@ -323,22 +323,26 @@ async fn ensure_sequence_row(txn: &DatabaseTransaction, user_id: Uuid) -> Result
     Ok(())
 }
 
-/// Takes the next number in the user's order event log.
+/// Takes the next number in the user's order event log: one `UPDATE … RETURNING`, plus
+/// the row's creation the first time.
 async fn next_sequence(txn: &DatabaseTransaction, user_id: Uuid) -> Result<i64, ApiError> {
-    ensure_sequence_row(txn, user_id).await?;
-    user_sequences::Entity::update_many()
-        .col_expr(
-            user_sequences::Column::LastSequence,
-            Expr::col(user_sequences::Column::LastSequence).add(1),
-        )
-        .filter(user_sequences::Column::UserId.eq(user_id))
-        .exec(txn)
-        .await?;
-    let row = user_sequences::Entity::find_by_id(user_id)
-        .one(txn)
-        .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("user sequence row missing")))?;
-    Ok(row.last_sequence)
+    for _ in 0..2 {
+        let updated = user_sequences::Entity::update_many()
+            .col_expr(
+                user_sequences::Column::LastSequence,
+                Expr::col(user_sequences::Column::LastSequence).add(1),
+            )
+            .filter(user_sequences::Column::UserId.eq(user_id))
+            .exec_with_returning(txn)
+            .await?;
+        if let Some(row) = updated.into_iter().next() {
+            return Ok(row.last_sequence);
+        }
+        ensure_sequence_row(txn, user_id).await?;
+    }
+    Err(ApiError::internal(anyhow::anyhow!(
+        "user sequence row missing after creation"
+    )))
 }
 
 async fn record_event(
@@ -661,21 +665,31 @@ async fn prelock(
             accounts.insert(AccountRef::system(asset, AccountKind::FeeIncome));
         }
     }
-    for account in &accounts {
-        ledger::lock_account(txn, account).await?;
-    }
-    for user in &users {
-        lock_sequence(txn, *user).await?;
-    }
-    Ok(())
+    ledger::lock_accounts(txn, &accounts).await?;
+    lock_sequences(txn, &users).await
 }
 
-/// Creates (if needed) and locks a user's event-sequence row.
-async fn lock_sequence(txn: &DatabaseTransaction, user_id: Uuid) -> Result<(), ApiError> {
-    ensure_sequence_row(txn, user_id).await?;
-    user_sequences::Entity::find_by_id(user_id)
+/// Creates (if needed) and locks users' event-sequence rows, in user order.
+async fn lock_sequences(
+    txn: &DatabaseTransaction,
+    users: &std::collections::BTreeSet<Uuid>,
+) -> Result<(), ApiError> {
+    let insert =
+        user_sequences::Entity::insert_many(users.iter().map(|user| user_sequences::ActiveModel {
+            user_id: Set(*user),
+            last_sequence: Set(0),
+        }))
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(user_sequences::Column::UserId)
+                .do_nothing()
+                .to_owned(),
+        );
+    let _ = insert.exec_without_returning(txn).await?;
+    user_sequences::Entity::find()
+        .filter(user_sequences::Column::UserId.is_in(users.iter().copied()))
+        .order_by_asc(user_sequences::Column::UserId)
         .lock_exclusive()
-        .one(txn)
+        .all(txn)
         .await?;
     Ok(())
 }
