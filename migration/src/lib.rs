@@ -7,6 +7,8 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_accounts;
 mod m20261122_000002_ledger;
 mod m20261122_000003_orders;
+mod m20261122_000030_api_keys;
+mod m20261122_000031_account_privacy_and_tiers;
 
 pub struct Migrator;
 
@@ -17,6 +19,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_accounts::Migration),
             Box::new(m20261122_000002_ledger::Migration),
             Box::new(m20261122_000003_orders::Migration),
+            Box::new(m20261122_000030_api_keys::Migration),
+            Box::new(m20261122_000031_account_privacy_and_tiers::Migration),
         ]
     }
 }

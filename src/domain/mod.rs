@@ -3,6 +3,7 @@
 
 pub mod account_rules;
 pub mod fees;
+pub mod ip_allowlist;
 pub mod ledger;
 pub mod matching;
 pub mod order_rules;

@@ -4,6 +4,8 @@
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use uuid::Uuid;
 
+use super::access::api_key;
+use super::api_keys::ApiScope;
 use super::context::ContextExt;
 use super::scalars::DateTime;
 use crate::error::ApiError;
@@ -219,6 +221,7 @@ pub struct AccountQuery;
 #[Object]
 impl AccountQuery {
     /// The signed-in user. `UNAUTHENTICATED` without a valid access token.
+    #[graphql(directive = api_key::apply(Some(ApiScope::Read)))]
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         Ok(User(ctx.viewer()?.user.clone()))
     }

@@ -1,13 +1,16 @@
 //! The one GraphQL schema: thin resolvers per area, scalars, guards and guardrails.
 //! Resolvers hold no SQL and no business rules; they call `service`.
 
+pub mod access;
 pub mod accounts;
+pub mod api_keys;
 pub mod context;
 pub mod funds;
 pub mod guardrails;
 pub mod markets;
 pub mod orders;
 pub mod pagination;
+pub mod privacy;
 pub mod scalars;
 pub mod system;
 
@@ -24,6 +27,8 @@ pub struct Query(
     markets::MarketQuery,
     funds::FundsQuery,
     orders::OrderQuery,
+    api_keys::ApiKeyQuery,
+    privacy::PrivacyQuery,
 );
 
 /// Every mutation field.
@@ -33,6 +38,8 @@ pub struct Mutation(
     markets::MarketMutation,
     funds::FundsMutation,
     orders::OrderMutation,
+    api_keys::ApiKeyMutation,
+    privacy::PrivacyMutation,
 );
 
 /// Every subscription field.
@@ -77,7 +84,10 @@ pub fn build_schema(state: AppState) -> AppSchema {
             tokio::spawn,
         ))
         .data(DataLoader::new(orders::OrderLoader(state_db), tokio::spawn))
-        .extension(guardrails::GuardrailsFactory::new(config.limits.clone()));
+        .extension(guardrails::GuardrailsFactory::new(config.limits.clone()))
+        .extension(access::AccessGateFactory::new(access::KeyAccess::from_sdl(
+            &sdl(),
+        )));
     if !config.enable_introspection {
         builder = builder.disable_introspection().disable_suggestions();
     }

@@ -2,12 +2,15 @@
 //! need the database. Resolvers call these and nothing below them.
 
 pub mod accounts;
+pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod funds;
 pub mod ledger;
 pub mod market_data;
 pub mod markets;
 pub mod orders;
+pub mod privacy;
 pub mod sessions;
 
 /// Who is calling, as far as the network tells: recorded on sessions and used to
