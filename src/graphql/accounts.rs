@@ -123,6 +123,11 @@ impl User {
     async fn created_at(&self) -> DateTime {
         DateTime(self.0.created_at)
     }
+
+    /// The request rate tier (`RateLimit-*` headers show the budget in force).
+    async fn rate_limit_tier(&self, ctx: &Context<'_>) -> super::rate_limits::RateLimitTier {
+        crate::ratelimit::tier_of(&ctx.state().config.rate_limits, &self.0).into()
+    }
 }
 
 /// A signed-in device or client. Revoking it ends its access and refresh tokens at once.

@@ -11,6 +11,7 @@ pub mod markets;
 pub mod orders;
 pub mod pagination;
 pub mod privacy;
+pub mod rate_limits;
 pub mod scalars;
 pub mod system;
 
@@ -40,6 +41,7 @@ pub struct Mutation(
     orders::OrderMutation,
     api_keys::ApiKeyMutation,
     privacy::PrivacyMutation,
+    rate_limits::RateLimitMutation,
 );
 
 /// Every subscription field.

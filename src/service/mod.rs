@@ -11,6 +11,7 @@ pub mod market_data;
 pub mod markets;
 pub mod orders;
 pub mod privacy;
+pub mod rate_limits;
 pub mod sessions;
 
 /// Who is calling, as far as the network tells: recorded on sessions and used to

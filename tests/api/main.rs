@@ -5,6 +5,7 @@
 mod helpers;
 
 mod accounts;
+mod api_keys;
 mod events;
 mod funds;
 mod http_protocol;
