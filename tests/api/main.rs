@@ -12,5 +12,6 @@ mod http_protocol;
 mod limits;
 mod orders;
 mod process;
+mod rate_limits;
 mod schema_files;
 mod websocket;
