@@ -19,9 +19,15 @@ pub struct Workers {
 
 /// Starts the workers; they watch the state's shutdown flag.
 pub fn spawn(state: AppState) -> Workers {
-    Workers {
-        handles: vec![tokio::spawn(expire_orders(state))],
+    let mut handles = Vec::new();
+    if state.config.demo_bot {
+        handles.push(tokio::spawn(crate::demo::run(
+            state.clone(),
+            state.config.demo_bot_interval,
+        )));
     }
+    handles.push(tokio::spawn(expire_orders(state)));
+    Workers { handles }
 }
 
 impl Workers {

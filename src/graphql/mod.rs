@@ -4,6 +4,7 @@
 pub mod access;
 pub mod accounts;
 pub mod api_keys;
+pub mod audit;
 pub mod context;
 pub mod funds;
 pub mod guardrails;
@@ -30,6 +31,7 @@ pub struct Query(
     orders::OrderQuery,
     api_keys::ApiKeyQuery,
     privacy::PrivacyQuery,
+    audit::AuditQuery,
 );
 
 /// Every mutation field.

@@ -6,6 +6,8 @@ mod helpers;
 
 mod accounts;
 mod api_keys;
+mod audit;
+mod demo;
 mod events;
 mod funds;
 mod http_protocol;
