@@ -13,6 +13,7 @@ mod funds;
 mod http_protocol;
 mod limits;
 mod orders;
+mod privacy;
 mod process;
 mod rate_limits;
 mod schema_files;
