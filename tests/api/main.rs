@@ -6,6 +6,7 @@ mod helpers;
 
 mod accounts;
 mod api_keys;
+mod attacks;
 mod audit;
 mod demo;
 mod events;
