@@ -373,10 +373,10 @@ async fn execute(
         Ok(Some(credential)) => {
             match client::authenticate(app, credential, signed, &client).await {
                 Ok(viewer) => Some(viewer),
-                Err(error) => return unauthenticated(media, error),
+                Err(error) => return refused_credentials(app, media, &client, error).await,
             }
         }
-        Err(error) => return unauthenticated(media, error),
+        Err(error) => return refused_credentials(app, media, &client, error).await,
     };
     let buckets =
         crate::ratelimit::request_buckets(&app.config.rate_limits, viewer.as_ref(), &client.ip);
@@ -465,6 +465,33 @@ fn add_rate_headers(response: &mut Response, rate: Option<crate::ratelimit::Deci
     headers.insert("ratelimit-reset", HeaderValue::from(rate.reset_secs));
 }
 
+/// A refused credential costs the client IP's anonymous budget, so guessing keys,
+/// signatures or tokens is rate limited like any anonymous traffic.
+async fn refused_credentials(
+    app: &crate::state::AppState,
+    media: MediaType,
+    client: &crate::service::ClientInfo,
+    error: ApiError,
+) -> Response {
+    let buckets = crate::ratelimit::request_buckets(&app.config.rate_limits, None, &client.ip);
+    let rate = app.rate_limiter.check(&buckets).await;
+    if let Some(retry_after_secs) = rate.and_then(|r| r.retry_after_secs) {
+        let mut response = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            media,
+            ApiError::RateLimited { retry_after_secs },
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        add_rate_headers(&mut response, rate);
+        return response;
+    }
+    let mut response = unauthenticated(media, error);
+    add_rate_headers(&mut response, rate);
+    response
+}
+
 fn unauthenticated(media: MediaType, error: ApiError) -> Response {
     let mut response = error_response(StatusCode::UNAUTHORIZED, media, error);
     response.headers_mut().insert(
@@ -515,6 +542,14 @@ fn status_of(response: &GqlResponse) -> StatusCode {
         return StatusCode::TOO_MANY_REQUESTS;
     }
     if is_request_error(response) {
+        // An API key calling a field outside its scopes: refused before execution.
+        if response
+            .errors
+            .iter()
+            .any(|e| error_code(e) == Some("FORBIDDEN"))
+        {
+            return StatusCode::FORBIDDEN;
+        }
         return StatusCode::BAD_REQUEST;
     }
     StatusCode::OK

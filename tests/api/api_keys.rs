@@ -532,3 +532,29 @@ async fn a_signature_used_on_one_replica_is_refused_by_another() {
     .await;
     assert_eq!(status, 200);
 }
+
+both_backends!(guessing_keys_is_rate_limited_and_scope_refusals_are_403);
+
+async fn guessing_keys_is_rate_limited_and_scope_refusals_are_403(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &[("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "3")]).await
+    else {
+        return;
+    };
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let guess = format!("tgk_AAAAAAAAAAA{n}_{}", "B".repeat(43));
+        let (status, _) = with_key(&app, &guess, "{ me { id } }", json!({}), &[]).await;
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 429],
+        "refused credentials spend the IP's budget"
+    );
+
+    let other = TestApp::spawn(backend).await.expect("second server");
+    let auth = other.register(&email("forbidden")).await;
+    let (read, _) = create_key(&other, &auth, json!({"label": "r", "scopes": ["READ"]})).await;
+    let (status, body) = with_key(&other, &read, "mutation { logout }", json!({}), &[]).await;
+    assert_eq!((status, code(&body)), (403, "FORBIDDEN"), "{body}");
+}
