@@ -228,3 +228,27 @@ async fn replicas_share_limits_through_redis() {
     assert_eq!(send(replica.address.clone()).await, 429);
     assert_eq!(send(app.address.clone()).await, 429);
 }
+
+both_backends!(websocket_subscribes_spend_the_same_budget);
+
+async fn websocket_subscribes_spend_the_same_budget(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &[("RATE_LIMIT_PER_MINUTE", "2")]).await else {
+        return;
+    };
+    let mut ws = app.websocket("graphql-transport-ws").await;
+    ws.init(json!({})).await;
+    let subscribe = |id: &str| json!({"id": id, "type": "subscribe", "payload": {"query": "subscription { serverTime(intervalSeconds: 60) }"}});
+    for id in ["1", "2"] {
+        ws.send(subscribe(id)).await;
+        let message = ws.next_json().await;
+        assert_eq!(message["type"], "next", "{message}");
+    }
+    ws.send(subscribe("3")).await;
+    let refused = ws.next_json().await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["id"], "3");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{refused}"
+    );
+}
