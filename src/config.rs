@@ -66,6 +66,43 @@ pub struct LoginThrottle {
     pub per_ip_refill: Duration,
 }
 
+/// Request rate limits (GCRA), per minute; 0 turns one off. See the README table.
+#[derive(Clone, Debug)]
+pub struct RateLimits {
+    /// False when `RATE_LIMIT_PER_MINUTE=0`: every limit below is off (load tests).
+    pub enabled: bool,
+    pub basic: u32,
+    pub standard: u32,
+    pub pro: u32,
+    /// The tier of accounts that have none set.
+    pub default_tier: crate::ratelimit::Tier,
+    /// Anonymous requests, per client IP.
+    pub anonymous: u32,
+    /// Order placement and amendment, per user.
+    pub orders: u32,
+    /// Sign-in attempts, per client IP.
+    pub login: u32,
+}
+
+impl RateLimits {
+    pub fn for_tier(&self, tier: crate::ratelimit::Tier) -> u32 {
+        match tier {
+            crate::ratelimit::Tier::Basic => self.basic,
+            crate::ratelimit::Tier::Standard => self.standard,
+            crate::ratelimit::Tier::Pro => self.pro,
+        }
+    }
+}
+
+/// API keys: the server key signing keys' secrets are derived from, and caps.
+#[derive(Clone, Debug)]
+pub struct ApiKeySettings {
+    /// `API_KEY_SECRET`, or one derived from `JWT_SECRET` when unset.
+    pub signing_secret: Secret,
+    /// Keys (revoked ones excluded) one user may hold.
+    pub max_per_user: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub bind_addr: SocketAddr,
@@ -96,10 +133,16 @@ pub struct Config {
     pub demo_bot: bool,
     /// How often the demo bot requotes every market.
     pub demo_bot_interval: std::time::Duration,
-    /// GraphQL requests per minute per user (or per IP when anonymous); 0 disables.
+    /// `RATE_LIMIT_PER_MINUTE`: the Standard tier's default; 0 disables every limit.
     pub rate_limit_per_minute: u32,
     /// Fee discounts by 30-day traded volume (in each market's quote asset).
     pub fee_tiers: Vec<crate::domain::fees::FeeTier>,
+    /// Limits per user, API key and IP, by tier, plus orders and sign-ins.
+    pub rate_limits: RateLimits,
+    /// API key secrets and caps.
+    pub api_keys: ApiKeySettings,
+    /// Prefix of every Redis key this deployment writes (rate limits, replay cache).
+    pub redis_key_prefix: String,
 }
 
 impl Config {
@@ -154,6 +197,35 @@ impl Config {
             })
             .unwrap_or_default();
         let redis_url = env.get("REDIS_URL").filter(|url| !url.trim().is_empty());
+        let redis_channel = env
+            .get("REDIS_EVENTS_CHANNEL")
+            .unwrap_or_else(|| "tradegraph:events".to_owned());
+        let rate_limit_per_minute: u32 = env.parse("RATE_LIMIT_PER_MINUTE", "300")?;
+        let standard: u32 = env.parse(
+            "RATE_LIMIT_STANDARD_PER_MINUTE",
+            &rate_limit_per_minute.to_string(),
+        )?;
+        let rate_limits = RateLimits {
+            enabled: rate_limit_per_minute > 0,
+            basic: env.parse("RATE_LIMIT_BASIC_PER_MINUTE", "100")?,
+            standard,
+            pro: env.parse("RATE_LIMIT_PRO_PER_MINUTE", "1000")?,
+            default_tier: env.parse("RATE_LIMIT_DEFAULT_TIER", "STANDARD")?,
+            anonymous: env.parse("RATE_LIMIT_ANONYMOUS_PER_MINUTE", &standard.to_string())?,
+            orders: env.parse("RATE_LIMIT_ORDERS_PER_MINUTE", "120")?,
+            login: env.parse("RATE_LIMIT_LOGIN_PER_MINUTE", "30")?,
+        };
+        let api_key_secret = match env.get("API_KEY_SECRET") {
+            Some(secret) if secret.len() < 32 => {
+                bail!("API_KEY_SECRET must be at least 32 characters long")
+            }
+            Some(secret) => Secret::new(secret),
+            // Domain-separated from the JWT key, so neither can stand in for the other.
+            None => Secret::new(crate::auth::api_keys::sign(
+                jwt_secret.expose(),
+                b"tradegraph api-key server secret",
+            )),
+        };
 
         Ok(Config {
             bind_addr: env.parse("BIND_ADDR", "127.0.0.1:8000")?,
@@ -162,9 +234,10 @@ impl Config {
                 .unwrap_or_else(|| "sqlite://tradegraph.db?mode=rwc".to_owned()),
             database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", "16")?,
             redis_url,
-            redis_channel: env
-                .get("REDIS_EVENTS_CHANNEL")
-                .unwrap_or_else(|| "tradegraph:events".to_owned()),
+            redis_key_prefix: env
+                .get("REDIS_KEY_PREFIX")
+                .unwrap_or_else(|| format!("{redis_channel}:")),
+            redis_channel,
             app_env,
             jwt_secret,
             jwt_secret_generated,
@@ -195,7 +268,12 @@ impl Config {
             shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT_SECS", 10)?,
             ws_init_timeout: env.seconds("WS_INIT_TIMEOUT_SECS", 10)?,
             ws_max_subscriptions: env.parse("WS_MAX_SUBSCRIPTIONS", "50")?,
-            rate_limit_per_minute: env.parse("RATE_LIMIT_PER_MINUTE", "300")?,
+            rate_limit_per_minute,
+            rate_limits,
+            api_keys: ApiKeySettings {
+                signing_secret: api_key_secret,
+                max_per_user: env.parse("API_KEYS_PER_USER", "20")?,
+            },
             fee_tiers: crate::domain::fees::parse_tiers(
                 &env.get("FEE_TIERS")
                     .unwrap_or_else(|| "100000:10,1000000:25,10000000:50".to_owned()),

@@ -231,6 +231,8 @@ async fn account(state: &AppState, email: &str, name: &str) -> Result<Viewer, Ap
                 password_changed_at: now,
                 created_at: now,
                 updated_at: now,
+                deleted_at: None,
+                rate_limit_tier: None,
             })
             .insert(state.db.conn())
             .await?

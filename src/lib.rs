@@ -26,6 +26,8 @@ pub mod http;
 pub mod metrics;
 /// Request rate limiting per user and per client IP.
 pub mod ratelimit;
+/// Redis for state shared by replicas, with per-process fallback while it fails.
+pub mod redis_fallback;
 /// The optional Redis connection.
 pub mod redis_link;
 /// Use cases: transactions, ownership, business rules that need the database.

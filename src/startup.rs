@@ -74,11 +74,14 @@ impl App {
             ),
             None => crate::events::EventBus::in_process(),
         };
-        let rate_limiter = Arc::new(crate::ratelimit::RateLimiter::per_minute(
-            config.rate_limit_per_minute,
+        let shared = Arc::new(crate::redis_fallback::RedisOrLocal::new(
+            redis.clone(),
+            config.redis_key_prefix.clone(),
         ));
         let state = AppState {
-            rate_limiter,
+            rate_limiter: Arc::new(crate::ratelimit::RateLimiter::new(shared.clone())),
+            replay_guard: Arc::new(crate::auth::replay::ReplayGuard::new(shared)),
+            api_key_usage: Default::default(),
             config: Arc::new(config),
             db,
             jwt: Arc::new(jwt),

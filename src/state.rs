@@ -21,6 +21,10 @@ pub struct AppState {
     pub events: crate::events::EventBus,
     pub login_throttle: Arc<LoginThrottles>,
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// Signatures of signed API-key requests already seen, across replicas with Redis.
+    pub replay_guard: Arc<crate::auth::replay::ReplayGuard>,
+    /// Debounces writes of API keys' `lastUsedAt`.
+    pub api_key_usage: Arc<crate::service::api_keys::UsageTracker>,
     /// Flips to `true` when shutdown begins, so long-lived connections can close cleanly.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Open WebSocket connections, so shutdown can wait for their close frames to go out.

@@ -5,6 +5,10 @@
 
 /// Exact decimal amounts, stored as NUMERIC (PostgreSQL) or TEXT (SQLite).
 pub mod amount;
+/// API keys: scoped, optionally IP-restricted and signing credentials of a user.
+pub mod api_keys;
+/// What an API key may do, and the set stored on the key row.
+pub mod api_scope;
 /// Assets (currencies and tokens).
 pub mod assets;
 /// Heads of the audit log's hash chains.
@@ -39,4 +43,5 @@ pub mod user_sequences;
 pub mod users;
 
 pub use amount::Amount;
+pub use api_scope::{ApiScope, ScopeSet};
 pub use role::{Role, RoleSet};

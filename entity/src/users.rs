@@ -21,6 +21,10 @@ pub struct Model {
     pub password_changed_at: DateTimeUtc,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Set when the account was erased: personal data is gone, sign-in impossible.
+    pub deleted_at: Option<DateTimeUtc>,
+    /// `BASIC`, `STANDARD` or `PRO`; null means the configured default tier.
+    pub rate_limit_tier: Option<String>,
 }
 
 impl Model {

@@ -5,6 +5,7 @@ pub mod account_rules;
 pub mod audit;
 pub mod demo_quotes;
 pub mod fees;
+pub mod ip_allowlist;
 pub mod ledger;
 pub mod matching;
 pub mod order_rules;

@@ -4,6 +4,8 @@
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use uuid::Uuid;
 
+use super::access::api_key;
+use super::api_keys::ApiScope;
 use super::context::ContextExt;
 use super::scalars::DateTime;
 use crate::error::ApiError;
@@ -121,6 +123,11 @@ impl User {
     async fn created_at(&self) -> DateTime {
         DateTime(self.0.created_at)
     }
+
+    /// The request rate tier (`RateLimit-*` headers show the budget in force).
+    async fn rate_limit_tier(&self, ctx: &Context<'_>) -> super::rate_limits::RateLimitTier {
+        crate::ratelimit::tier_of(&ctx.state().config.rate_limits, &self.0).into()
+    }
 }
 
 /// A signed-in device or client. Revoking it ends its access and refresh tokens at once.
@@ -219,6 +226,7 @@ pub struct AccountQuery;
 #[Object]
 impl AccountQuery {
     /// The signed-in user. `UNAUTHENTICATED` without a valid access token.
+    #[graphql(directive = api_key::apply(Some(ApiScope::Read)))]
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         Ok(User(ctx.viewer()?.user.clone()))
     }

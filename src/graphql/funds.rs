@@ -4,7 +4,9 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 
+use super::access::api_key;
 use super::accounts::parse_id;
+use super::api_keys::ApiScope;
 use super::context::ContextExt;
 use super::markets::{load_asset, Asset};
 use super::pagination;
@@ -130,6 +132,7 @@ pub struct FundsQuery;
 #[Object]
 impl FundsQuery {
     /// The signed-in user's balances, one per listed asset (zero where nothing is held).
+    #[graphql(directive = api_key::apply(Some(ApiScope::Read)))]
     async fn balances(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Balance>> {
         let viewer = ctx.viewer()?;
         let conn = ctx.state().db.conn();
@@ -149,6 +152,7 @@ impl FundsQuery {
     }
 
     /// The signed-in user's ledger entries, newest first. `first` is at most 200.
+    #[graphql(directive = api_key::apply(Some(ApiScope::Read)))]
     async fn ledger(
         &self,
         ctx: &Context<'_>,

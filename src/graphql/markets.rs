@@ -7,6 +7,7 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
+use super::access::api_key;
 use super::context::ContextExt;
 use super::scalars::{DateTime, Decimal};
 use crate::db::Db;
@@ -261,18 +262,21 @@ pub struct MarketQuery;
 #[Object]
 impl MarketQuery {
     /// Every asset, by symbol. Public.
+    #[graphql(directive = api_key::apply(None))]
     async fn assets(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Asset>> {
         let list = markets::list_assets(ctx.state().db.conn()).await?;
         Ok(list.into_iter().map(Asset).collect())
     }
 
     /// Every market, by symbol. Public.
+    #[graphql(directive = api_key::apply(None))]
     async fn markets(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Market>> {
         let list = markets::list_markets(ctx.state().db.conn()).await?;
         Ok(list.into_iter().map(Market).collect())
     }
 
     /// One market by symbol (case-insensitive), or null when there is none. Public.
+    #[graphql(directive = api_key::apply(None))]
     async fn market(
         &self,
         ctx: &Context<'_>,

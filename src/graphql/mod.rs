@@ -1,7 +1,9 @@
 //! The one GraphQL schema: thin resolvers per area, scalars, guards and guardrails.
 //! Resolvers hold no SQL and no business rules; they call `service`.
 
+pub mod access;
 pub mod accounts;
+pub mod api_keys;
 pub mod audit;
 pub mod context;
 pub mod funds;
@@ -9,6 +11,8 @@ pub mod guardrails;
 pub mod markets;
 pub mod orders;
 pub mod pagination;
+pub mod privacy;
+pub mod rate_limits;
 pub mod scalars;
 pub mod system;
 
@@ -25,6 +29,8 @@ pub struct Query(
     markets::MarketQuery,
     funds::FundsQuery,
     orders::OrderQuery,
+    api_keys::ApiKeyQuery,
+    privacy::PrivacyQuery,
     audit::AuditQuery,
 );
 
@@ -35,6 +41,9 @@ pub struct Mutation(
     markets::MarketMutation,
     funds::FundsMutation,
     orders::OrderMutation,
+    api_keys::ApiKeyMutation,
+    privacy::PrivacyMutation,
+    rate_limits::RateLimitMutation,
 );
 
 /// Every subscription field.
@@ -79,7 +88,10 @@ pub fn build_schema(state: AppState) -> AppSchema {
             tokio::spawn,
         ))
         .data(DataLoader::new(orders::OrderLoader(state_db), tokio::spawn))
-        .extension(guardrails::GuardrailsFactory::new(config.limits.clone()));
+        .extension(guardrails::GuardrailsFactory::new(config.limits.clone()))
+        .extension(access::AccessGateFactory::new(access::KeyAccess::from_sdl(
+            &sdl(),
+        )));
     if !config.enable_introspection {
         builder = builder.disable_introspection().disable_suggestions();
     }

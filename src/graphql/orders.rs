@@ -9,7 +9,9 @@ use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
+use super::access::api_key;
 use super::accounts::parse_id;
+use super::api_keys::ApiScope;
 use super::context::ContextExt;
 use super::markets::Market;
 use super::pagination;
@@ -543,6 +545,7 @@ pub struct OrderQuery;
 impl OrderQuery {
     /// One of the signed-in user's orders; null for an unknown id or another user's
     /// order.
+    #[graphql(directive = api_key::apply(Some(ApiScope::Read)))]
     async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Order>> {
         let viewer = ctx.viewer()?;
         let Ok(id) = parse_id(&id, "order") else {
@@ -552,6 +555,7 @@ impl OrderQuery {
     }
 
     /// The signed-in user's orders, newest first. `first` is at most 200.
+    #[graphql(directive = api_key::apply(Some(ApiScope::Read)))]
     async fn orders(
         &self,
         ctx: &Context<'_>,
@@ -594,6 +598,7 @@ impl OrderMutation {
     /// not available; `BAD_USER_INPUT` naming the field for invalid input; `CONFLICT`
     /// for a halted market. A post-only order that would trade, or a FOK order that
     /// cannot fill, comes back REJECTED with `rejectReason`.
+    #[graphql(directive = api_key::apply(Some(ApiScope::Trade)))]
     async fn place_order(
         &self,
         ctx: &Context<'_>,
@@ -605,6 +610,7 @@ impl OrderMutation {
     }
 
     /// What `placeOrder` would do now, without doing it.
+    #[graphql(directive = api_key::apply(Some(ApiScope::Trade)))]
     async fn preview_order(
         &self,
         ctx: &Context<'_>,
@@ -635,6 +641,7 @@ impl OrderMutation {
     /// queue priority; any other change loses it, and a price that crosses the book
     /// trades at once. `NOT_FOUND` for another user's order, `CONFLICT` when it no
     /// longer rests, `INSUFFICIENT_FUNDS` when more cannot be held.
+    #[graphql(directive = api_key::apply(Some(ApiScope::Trade)))]
     async fn amend_order(
         &self,
         ctx: &Context<'_>,
@@ -655,6 +662,7 @@ impl OrderMutation {
     /// Cancels an order that is open or untriggered and releases its held funds.
     /// `NOT_FOUND` for an unknown id or another user's order; `CONFLICT` when it is
     /// already done.
+    #[graphql(directive = api_key::apply(Some(ApiScope::Trade)))]
     async fn cancel_order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Order> {
         let viewer = ctx.viewer()?;
         let id = parse_id(&id, "order")?;
@@ -663,6 +671,7 @@ impl OrderMutation {
 
     /// Cancels every open or untriggered order of the signed-in user, in one market or
     /// all; returns the cancelled orders.
+    #[graphql(directive = api_key::apply(Some(ApiScope::Trade)))]
     async fn cancel_all_orders(
         &self,
         ctx: &Context<'_>,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_graphql::{Object, Subscription};
 use futures_util::Stream;
 
+use super::access::api_key;
 use super::scalars::DateTime;
 use crate::error::ApiError;
 
@@ -16,6 +17,7 @@ impl SystemQuery {
     /// The server's clock in UTC. Clients that sign API requests compare it with their
     /// own clock, since a signed request is refused outside a few seconds' window.
     /// Public: needs no authentication.
+    #[graphql(directive = api_key::apply(None))]
     async fn server_time(&self) -> DateTime {
         DateTime(chrono::Utc::now())
     }
@@ -28,6 +30,7 @@ pub struct SystemSubscription;
 impl SystemSubscription {
     /// The server's clock, pushed every `intervalSeconds` (1 to 60, default 1). Useful
     /// to check a live connection end to end; public.
+    #[graphql(directive = api_key::apply(None))]
     async fn server_time(
         &self,
         #[graphql(default = 1)] interval_seconds: i32,

@@ -6,6 +6,7 @@ use axum::http::HeaderMap;
 
 use crate::auth::Viewer;
 use crate::error::ApiError;
+use crate::service::api_keys::SignedParts;
 use crate::service::{self, ClientInfo};
 use crate::state::AppState;
 
@@ -67,14 +68,36 @@ pub fn bearer(value: &str) -> Result<Credential<'_>, ApiError> {
     Ok(Credential::Bearer(token.trim()))
 }
 
-/// Checks a credential and returns the viewer it stands for.
+/// What a signed API-key request signed, from its headers and the request itself.
+pub fn signed_parts<'a>(
+    headers: &'a HeaderMap,
+    method: &'a str,
+    path: &'a str,
+    body: &'a [u8],
+) -> SignedParts<'a> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    SignedParts {
+        timestamp: header("x-timestamp"),
+        signature: header("x-signature"),
+        method,
+        path,
+        body,
+    }
+}
+
+/// Checks a credential and returns the viewer it stands for. `signed` and `client`
+/// matter to API keys only (signature, IP allowlist).
 pub async fn authenticate(
     state: &AppState,
     credential: Credential<'_>,
+    signed: SignedParts<'_>,
+    client: &ClientInfo,
 ) -> Result<Viewer, ApiError> {
     match credential {
         Credential::Bearer(token) => service::auth::authenticate(state, token).await,
-        Credential::ApiKey(_) => Err(ApiError::Unauthenticated("unknown API key".into())),
+        Credential::ApiKey(key) => {
+            service::api_keys::authenticate(state, key, signed, &client.ip).await
+        }
     }
 }
 

@@ -102,6 +102,7 @@ fn bad_request(media: MediaType, field: Option<&str>, message: impl Into<String>
 pub async fn post(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -156,10 +157,17 @@ pub async fn post(
                 ));
                 return error_response(StatusCode::BAD_REQUEST, media, error);
             }
-            return execute(&state, &headers, peer, media, requests, true, Method::POST).await;
+            let signed = client::signed_parts(&headers, "POST", target(&uri), &bytes);
+            return execute(&state, &headers, peer, media, requests, true, signed).await;
         }
     };
-    execute(&state, &headers, peer, media, requests, false, Method::POST).await
+    let signed = client::signed_parts(&headers, "POST", target(&uri), &bytes);
+    execute(&state, &headers, peer, media, requests, false, signed).await
+}
+
+/// The request target a signature covers: the path and query string as received.
+fn target(uri: &axum::http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
 /// `GET /graphql`: a WebSocket upgrade for subscriptions, or a query in the URL.
@@ -171,7 +179,7 @@ pub async fn get(
     let (mut parts, _) = request.into_parts();
     if is_websocket_upgrade(&parts.headers) {
         return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(upgrade) => ws::upgrade(state, upgrade, &parts.headers, peer),
+            Ok(upgrade) => ws::upgrade(state, upgrade, &parts.headers, peer, target(&parts.uri)),
             Err(rejection) => rejection.into_response(),
         };
     }
@@ -224,16 +232,8 @@ pub async fn get(
             }
         }
     }
-    execute(
-        &state,
-        &headers,
-        peer,
-        media,
-        vec![request],
-        false,
-        Method::GET,
-    )
-    .await
+    let signed = client::signed_parts(&headers, "GET", target(&parts.uri), &[]);
+    execute(&state, &headers, peer, media, vec![request], false, signed).await
 }
 
 #[derive(serde::Deserialize)]
@@ -329,9 +329,14 @@ async fn execute(
     media: MediaType,
     requests: Vec<async_graphql::Request>,
     batched: bool,
-    method: Method,
+    signed: crate::service::api_keys::SignedParts<'_>,
 ) -> Response {
     let app = &state.app;
+    let method = if signed.method == "GET" {
+        Method::GET
+    } else {
+        Method::POST
+    };
     let nesting_limit = (app.config.limits.max_depth * 3).max(64);
     for request in &requests {
         if nesting_depth(&request.query) > nesting_limit {
@@ -362,22 +367,20 @@ async fn execute(
         }
     }
 
+    let client = client::client_info(app, headers, Some(peer));
     let viewer = match client::credential(headers) {
         Ok(None) => None,
-        Ok(Some(credential)) => match client::authenticate(app, credential).await {
-            Ok(viewer) => Some(viewer),
-            Err(error) => return unauthenticated(media, error),
-        },
-        Err(error) => return unauthenticated(media, error),
+        Ok(Some(credential)) => {
+            match client::authenticate(app, credential, signed, &client).await {
+                Ok(viewer) => Some(viewer),
+                Err(error) => return refused_credentials(app, media, &client, error).await,
+            }
+        }
+        Err(error) => return refused_credentials(app, media, &client, error).await,
     };
-    let client = client::client_info(app, headers, Some(peer));
-    let rate = app.rate_limiter.enabled().then(|| {
-        let key = match &viewer {
-            Some(viewer) => format!("user:{}", viewer.user_id()),
-            None => format!("ip:{}", client.ip),
-        };
-        app.rate_limiter.check(&key)
-    });
+    let buckets =
+        crate::ratelimit::request_buckets(&app.config.rate_limits, viewer.as_ref(), &client.ip);
+    let rate = app.rate_limiter.check(&buckets).await;
     if let Some(retry_after_secs) = rate.and_then(|r| r.retry_after_secs) {
         app.metrics.record_operation(None, "rate_limited");
         let mut response = error_response(
@@ -462,6 +465,33 @@ fn add_rate_headers(response: &mut Response, rate: Option<crate::ratelimit::Deci
     headers.insert("ratelimit-reset", HeaderValue::from(rate.reset_secs));
 }
 
+/// A refused credential costs the client IP's anonymous budget, so guessing keys,
+/// signatures or tokens is rate limited like any anonymous traffic.
+async fn refused_credentials(
+    app: &crate::state::AppState,
+    media: MediaType,
+    client: &crate::service::ClientInfo,
+    error: ApiError,
+) -> Response {
+    let buckets = crate::ratelimit::request_buckets(&app.config.rate_limits, None, &client.ip);
+    let rate = app.rate_limiter.check(&buckets).await;
+    if let Some(retry_after_secs) = rate.and_then(|r| r.retry_after_secs) {
+        let mut response = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            media,
+            ApiError::RateLimited { retry_after_secs },
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        add_rate_headers(&mut response, rate);
+        return response;
+    }
+    let mut response = unauthenticated(media, error);
+    add_rate_headers(&mut response, rate);
+    response
+}
+
 fn unauthenticated(media: MediaType, error: ApiError) -> Response {
     let mut response = error_response(StatusCode::UNAUTHORIZED, media, error);
     response.headers_mut().insert(
@@ -512,6 +542,14 @@ fn status_of(response: &GqlResponse) -> StatusCode {
         return StatusCode::TOO_MANY_REQUESTS;
     }
     if is_request_error(response) {
+        // An API key calling a field outside its scopes: refused before execution.
+        if response
+            .errors
+            .iter()
+            .any(|e| error_code(e) == Some("FORBIDDEN"))
+        {
+            return StatusCode::FORBIDDEN;
+        }
         return StatusCode::BAD_REQUEST;
     }
     StatusCode::OK

@@ -48,6 +48,7 @@ pub fn upgrade(
     upgrade: WebSocketUpgrade,
     headers: &HeaderMap,
     peer: SocketAddr,
+    target: &str,
 ) -> Response {
     let requested_any = upgrade.requested_protocols().next().is_some();
     let upgrade = upgrade
@@ -60,12 +61,17 @@ pub fn upgrade(
         None => None,
     };
     let client = client::client_info(&state.app, headers, Some(peer));
+    let target = target.to_owned();
     upgrade.on_upgrade(move |socket| async move {
         let _live = state.app.live_sockets.enter();
         let metrics = state.app.metrics.clone();
         metrics.websockets_open.inc();
         match protocol {
-            Some(protocol) => Connection::new(state, protocol, client).run(socket).await,
+            Some(protocol) => {
+                Connection::new(state, protocol, client, target)
+                    .run(socket)
+                    .await
+            }
             None => {
                 let mut socket = socket;
                 let _ = socket.send(close(4406, "Subprotocol not acceptable")).await;
@@ -102,6 +108,8 @@ struct Connection {
     state: HttpState,
     protocol: Protocol,
     client: ClientInfo,
+    /// The upgrade request's path and query, which a signed `connection_init` covers.
+    target: String,
     context: Option<RequestContext>,
     init_received: bool,
     operations: HashMap<String, JoinHandle<()>>,
@@ -110,12 +118,13 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(state: HttpState, protocol: Protocol, client: ClientInfo) -> Self {
+    fn new(state: HttpState, protocol: Protocol, client: ClientInfo, target: String) -> Self {
         let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
         Connection {
             state,
             protocol,
             client,
+            target,
             context: None,
             init_received: false,
             operations: HashMap::new(),
@@ -236,7 +245,7 @@ impl Connection {
             return Step::Close(4429, "Too many initialisation requests".into());
         }
         self.init_received = true;
-        let viewer = match authenticate(&self.state, &payload).await {
+        let viewer = match authenticate(&self.state, &payload, &self.client, &self.target).await {
             Ok(viewer) => viewer,
             Err(error) => {
                 if self.protocol == Protocol::Legacy {
@@ -297,7 +306,17 @@ impl Connection {
                 "the query nests brackets too deeply".into(),
             ))
         } else {
-            None
+            let app = &self.state.app;
+            let buckets = crate::ratelimit::request_buckets(
+                &app.config.rate_limits,
+                context.viewer.as_ref(),
+                &self.client.ip,
+            );
+            app.rate_limiter
+                .check(&buckets)
+                .await
+                .and_then(|d| d.retry_after_secs)
+                .map(|retry_after_secs| ApiError::RateLimited { retry_after_secs })
         };
         if let Some(error) = refusal {
             self.send_errors(&id, vec![error.into_server_error()]).await;
@@ -388,11 +407,15 @@ fn error_messages(
 }
 
 /// Reads credentials from the `connection_init` payload:
-/// `{"authorization": "Bearer <token>"}` or `{"apiKey": "<key>"}`. No credentials
-/// means an anonymous connection (public subscriptions only).
+/// `{"authorization": "Bearer <token>"}` or `{"apiKey": "<key>"}`; a signing key sends
+/// `{"apiKey": "<prefix>", "timestamp": "<unix ms>", "signature": "<hex>"}`, signing
+/// `timestamp + "GET" + <the upgrade request's path and query>` (an empty body). No
+/// credentials means an anonymous connection (public subscriptions only).
 async fn authenticate(
     state: &HttpState,
     payload: &Json,
+    client: &ClientInfo,
+    target: &str,
 ) -> Result<Option<crate::auth::Viewer>, ApiError> {
     let field = |names: &[&str]| {
         names
@@ -401,10 +424,24 @@ async fn authenticate(
     };
     if let Some(value) = field(&["authorization", "Authorization"]) {
         let credential = client::bearer(value)?;
-        return client::authenticate(&state.app, credential).await.map(Some);
+        return client::authenticate(&state.app, credential, Default::default(), client)
+            .await
+            .map(Some);
     }
     if let Some(key) = field(&["apiKey", "x-api-key", "X-API-Key"]) {
-        return client::authenticate(&state.app, client::Credential::ApiKey(key))
+        let timestamp = payload.get("timestamp").and_then(|v| match v {
+            Json::String(s) => Some(s.clone()),
+            Json::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        let signed = crate::service::api_keys::SignedParts {
+            timestamp: timestamp.as_deref(),
+            signature: field(&["signature"]),
+            method: "GET",
+            path: target,
+            body: &[],
+        };
+        return client::authenticate(&state.app, client::Credential::ApiKey(key), signed, client)
             .await
             .map(Some);
     }

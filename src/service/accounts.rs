@@ -58,6 +58,8 @@ pub async fn register(
         password_changed_at: now,
         created_at: now,
         updated_at: now,
+        deleted_at: None,
+        rate_limit_tier: None,
     };
     state
         .db
@@ -302,6 +304,8 @@ pub async fn ensure_admin(
                 password_changed_at: now,
                 created_at: now,
                 updated_at: now,
+                deleted_at: None,
+                rate_limit_tier: None,
             })
             .reset_all()
             .insert(state.db.conn())

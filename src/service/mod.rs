@@ -2,6 +2,7 @@
 //! need the database. Resolvers call these and nothing below them.
 
 pub mod accounts;
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod funds;
@@ -9,6 +10,8 @@ pub mod ledger;
 pub mod market_data;
 pub mod markets;
 pub mod orders;
+pub mod privacy;
+pub mod rate_limits;
 pub mod sessions;
 
 /// Who is calling, as far as the network tells: recorded on sessions and used to

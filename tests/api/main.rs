@@ -5,6 +5,8 @@
 mod helpers;
 
 mod accounts;
+mod api_keys;
+mod attacks;
 mod audit;
 mod demo;
 mod events;
@@ -12,6 +14,8 @@ mod funds;
 mod http_protocol;
 mod limits;
 mod orders;
+mod privacy;
 mod process;
+mod rate_limits;
 mod schema_files;
 mod websocket;
