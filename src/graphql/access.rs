@@ -5,7 +5,7 @@
 //! Every root field (query, mutation, subscription) is closed to API keys unless it
 //! carries the `@apiKey` directive, which also shows in `schema.graphql`:
 //!
-//! ```ignore
+//! ```text
 //! use super::access::api_key;
 //! use super::api_keys::ApiScope;
 //!
