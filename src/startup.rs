@@ -77,7 +77,14 @@ impl App {
         let rate_limiter = Arc::new(crate::ratelimit::RateLimiter::per_minute(
             config.rate_limit_per_minute,
         ));
+        let second_factor_throttle = Arc::new(FailureThrottle::new(
+            config.security.second_factor_burst,
+            config.security.second_factor_refill,
+        ));
+        let webauthn = Arc::new(crate::service::passkeys::relying_party(&config.security)?);
         let state = AppState {
+            second_factor_throttle,
+            webauthn,
             rate_limiter,
             config: Arc::new(config),
             db,
@@ -88,6 +95,8 @@ impl App {
             login_throttle,
             shutdown: shutdown_rx,
         };
+        // Fails start-up on a bad SMTP_URL or EMAIL_FROM rather than in the relay.
+        crate::service::email::Mailer::from_config(&state)?;
         if let Some((email, password)) = &state.config.admin {
             accounts::ensure_admin(&state, email, password.expose())
                 .await

@@ -21,6 +21,10 @@ pub struct AppState {
     pub events: crate::events::EventBus,
     pub login_throttle: Arc<LoginThrottles>,
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// Throttles wrong second-factor codes (TOTP and recovery codes) per account.
+    pub second_factor_throttle: Arc<FailureThrottle>,
+    /// The WebAuthn relying party, for passkeys.
+    pub webauthn: Arc<webauthn_rs::Webauthn>,
     /// Flips to `true` when shutdown begins, so long-lived connections can close cleanly.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

@@ -6,3 +6,5 @@ pub mod fees;
 pub mod ledger;
 pub mod matching;
 pub mod order_rules;
+pub mod totp;
+pub mod withdrawal_rules;

@@ -9,7 +9,9 @@ pub mod markets;
 pub mod orders;
 pub mod pagination;
 pub mod scalars;
+pub mod second_factors;
 pub mod system;
+pub mod withdrawals;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{MergedObject, MergedSubscription, SDLExportOptions, Schema, SchemaBuilder};
@@ -24,6 +26,8 @@ pub struct Query(
     markets::MarketQuery,
     funds::FundsQuery,
     orders::OrderQuery,
+    second_factors::SecondFactorQuery,
+    withdrawals::WithdrawalQuery,
 );
 
 /// Every mutation field.
@@ -33,6 +37,8 @@ pub struct Mutation(
     markets::MarketMutation,
     funds::FundsMutation,
     orders::OrderMutation,
+    second_factors::SecondFactorMutation,
+    withdrawals::WithdrawalMutation,
 );
 
 /// Every subscription field.
