@@ -92,6 +92,10 @@ pub struct Config {
     pub ws_max_subscriptions: usize,
     /// Seed demo assets and markets into an empty database.
     pub seed_demo_data: bool,
+    /// Run the demo bot (`serve --demo` or `DEMO_BOT=true`).
+    pub demo_bot: bool,
+    /// How often the demo bot requotes every market.
+    pub demo_bot_interval: std::time::Duration,
     /// GraphQL requests per minute per user (or per IP when anonymous); 0 disables.
     pub rate_limit_per_minute: u32,
     /// Fee discounts by 30-day traded volume (in each market's quote asset).
@@ -278,6 +282,10 @@ impl Config {
             )
             .map_err(|e| anyhow!("FEE_TIERS is not valid: {e}"))?,
             security,
+            demo_bot: env.parse("DEMO_BOT", "false")?,
+            demo_bot_interval: std::time::Duration::from_millis(
+                env.parse("DEMO_BOT_INTERVAL_MS", "1000")?,
+            ),
             seed_demo_data: env.parse(
                 "SEED_DEMO_DATA",
                 if app_env == AppEnv::Development {

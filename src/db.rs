@@ -150,6 +150,27 @@ impl Db {
         result
     }
 
+    /// Runs `work` in a read-only transaction that sees one consistent snapshot, for
+    /// reads that must agree with each other (balances against postings).
+    pub async fn read_snapshot<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send,
+        F: for<'c> FnOnce(&'c DatabaseTransaction) -> TxFuture<'c, T> + Send,
+    {
+        let (isolation, access) = match self.backend() {
+            // SQLite in WAL mode gives a deferred transaction a snapshot at its first read.
+            DatabaseBackend::Sqlite => (None, None),
+            _ => (
+                Some(sea_orm::IsolationLevel::RepeatableRead),
+                Some(sea_orm::AccessMode::ReadOnly),
+            ),
+        };
+        let txn = self.conn.begin_with_config(isolation, access).await?;
+        let result = work(&txn).await;
+        txn.rollback().await?;
+        result
+    }
+
     /// Begins a transaction that will write: on SQLite `BEGIN IMMEDIATE`, taking the write
     /// lock up front so the transaction cannot fail later upgrading a read lock.
     async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {

@@ -10,6 +10,8 @@ pub mod auth;
 pub mod config;
 /// The database pool, migrations and the retrying write-transaction helper.
 pub mod db;
+/// The demo bot: market making and trading on the demo markets, only when asked for.
+pub mod demo;
 /// Pure rules with no I/O (input validation and, later, matching, P&L, compliance).
 pub mod domain;
 /// The API error type and its stable codes.

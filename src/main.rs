@@ -10,6 +10,8 @@ usage: tradegraph [COMMAND]
 
 commands:
   serve     run the API server (default)
+            --demo  also run the demo bot: market making and trading on the
+                    demo markets (never in production data)
   migrate   apply pending database migrations and exit
   schema    print the GraphQL schema (SDL) and exit
 
@@ -31,13 +33,19 @@ fn main() -> ExitCode {
         eprintln!("unknown command `{command}`\n\n{USAGE}");
         return ExitCode::from(2);
     }
-    let config = match Config::from_env() {
+    let demo = std::env::args().skip(2).any(|arg| arg == "--demo");
+    if let Some(unknown) = std::env::args().skip(2).find(|arg| arg != "--demo") {
+        eprintln!("unknown option `{unknown}`\n\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    let mut config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("tradegraph: invalid configuration: {error:#}");
             return ExitCode::from(2);
         }
     };
+    config.demo_bot |= demo && command == "serve";
     telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -94,6 +94,7 @@ impl App {
             events,
             login_throttle,
             shutdown: shutdown_rx,
+            live_sockets: Default::default(),
         };
         // Fails start-up on a bad SMTP_URL or EMAIL_FROM rather than in the relay.
         crate::service::email::Mailer::from_config(&state)?;
@@ -162,12 +163,20 @@ impl App {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = shutdown_tx.send(true);
         });
+        let live_sockets = state.live_sockets.clone();
         let deadline = async move {
             let _ = stopping.wait_for(|stop| *stop).await;
             tokio::time::sleep(state.config.shutdown_timeout).await;
         };
+        // Upgraded WebSockets are not the HTTP server's to wait for: wait for them too,
+        // so each gets its 1001 close frame out before the process exits.
+        let drained = async move {
+            let result = server.await;
+            live_sockets.all_closed().await;
+            result
+        };
         tokio::select! {
-            result = server => result.context("server error")?,
+            result = drained => result.context("server error")?,
             _ = deadline => tracing::warn!("shutdown timeout reached; closing remaining connections"),
         }
         workers.stop().await;

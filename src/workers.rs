@@ -20,12 +20,16 @@ pub struct Workers {
 
 /// Starts the workers; they watch the state's shutdown flag.
 pub fn spawn(state: AppState) -> Workers {
-    Workers {
-        handles: vec![
-            tokio::spawn(expire_orders(state.clone())),
-            tokio::spawn(relay_emails(state)),
-        ],
+    let mut handles = Vec::new();
+    if state.config.demo_bot {
+        handles.push(tokio::spawn(crate::demo::run(
+            state.clone(),
+            state.config.demo_bot_interval,
+        )));
     }
+    handles.push(tokio::spawn(expire_orders(state.clone())));
+    handles.push(tokio::spawn(relay_emails(state)));
+    Workers { handles }
 }
 
 impl Workers {

@@ -76,4 +76,54 @@ else
   [ "$strict" = "true" ] && exit 1
 fi
 
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@" || exit 1
+
+# The clients, checked with the tools their users have: graphql-js validates the schema
+# and every playground operation; headless Chromium drives the playground against the
+# real server (built by the cargo test run above). Screenshots land in
+# $BROWSER_ARTIFACTS (default target/browser-artifacts), kept as CI artefacts.
+if [ "$#" -gt 0 ]; then
+  exit 0 # a filtered run (tests/run.sh <filter>) is about the Rust tests only
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  shout "npm NOT found: the client checks (graphql-js, browser) are SKIPPED"
+  [ "$strict" = "true" ] && exit 1
+  exit 0
+fi
+echo "tests: graphql-js validation of schema.graphql and the playground's operations"
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null || exit 1
+node tests/browser/validate-operations.mjs || exit 1
+
+chromium_bin="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
+if [ -z "$chromium_bin" ]; then
+  shout "Chromium NOT found: the browser tests are SKIPPED" \
+        "install Debian's chromium package (apt-get install chromium)"
+  [ "$strict" = "true" ] && exit 1
+  exit 0
+fi
+if [ -n "${TRADEGRAPH_SKIP_PLAYGROUND:-}" ]; then
+  shout "TRADEGRAPH_SKIP_PLAYGROUND is set: the playground was not built, browser tests SKIPPED"
+  [ "$strict" = "true" ] && exit 1
+  exit 0
+fi
+workdir="$(mktemp -d)"
+server_log="$workdir/server.log"
+BIND_ADDR=127.0.0.1:0 LOG_FORMAT=json DATABASE_URL="sqlite://$workdir/browser.db?mode=rwc" \
+  DEMO_BOT=true DEMO_BOT_INTERVAL_MS=300 \
+  "$CARGO_TARGET_DIR/debug/tradegraph" serve >"$server_log" 2>&1 &
+server_pid=$!
+trap 'kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; rm -rf "$workdir"' EXIT
+address=""
+for _ in $(seq 1 100); do
+  address="$(grep -o '"address":"[^"]*"' "$server_log" | head -n1 | cut -d'"' -f4)"
+  [ -n "$address" ] && break
+  sleep 0.1
+done
+if [ -z "$address" ]; then
+  echo "tests: the server for the browser tests did not start:"; cat "$server_log"; exit 1
+fi
+echo "tests: headless Chromium against http://$address"
+export BROWSER_ARTIFACTS="${BROWSER_ARTIFACTS:-$CARGO_TARGET_DIR/browser-artifacts}"
+TRADEGRAPH_URL="http://$address" CHROMIUM="$chromium_bin" node tests/browser/browser.mjs || {
+  echo "tests: server log of the browser run:"; tail -n 50 "$server_log"; exit 1
+}

@@ -1,7 +1,9 @@
 //! Pure rules with no I/O, unit-tested here and used by the services: account input,
-//! double-entry bookkeeping, order validation and the matching planner.
+//! the audit log's hash chain, double-entry bookkeeping, order validation and the matching planner.
 
 pub mod account_rules;
+pub mod audit;
+pub mod demo_quotes;
 pub mod fees;
 pub mod ledger;
 pub mod matching;

@@ -189,7 +189,11 @@ impl FundsQuery {
     /// reads the whole ledger.
     async fn ledger_check(&self, ctx: &Context<'_>) -> async_graphql::Result<LedgerCheck> {
         ctx.viewer_with_role(Role::Admin)?;
-        let report = ledger::check(ctx.state().db.conn()).await?;
+        let report = ctx
+            .state()
+            .db
+            .read_snapshot(|txn| Box::pin(ledger::check(txn)))
+            .await?;
         Ok(LedgerCheck {
             ok: report.problems.is_empty(),
             accounts_checked: report.accounts_checked,

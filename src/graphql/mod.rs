@@ -2,6 +2,7 @@
 //! Resolvers hold no SQL and no business rules; they call `service`.
 
 pub mod accounts;
+pub mod audit;
 pub mod context;
 pub mod funds;
 pub mod guardrails;
@@ -26,6 +27,7 @@ pub struct Query(
     markets::MarketQuery,
     funds::FundsQuery,
     orders::OrderQuery,
+    audit::AuditQuery,
     second_factors::SecondFactorQuery,
     withdrawals::WithdrawalQuery,
 );

@@ -1,34 +1,15 @@
 //! Second factors and account recovery: TOTP, passkeys (WebAuthn), password reset.
 
-use async_graphql::{
-    Context, InputValueError, InputValueResult, Object, Scalar, ScalarType, SimpleObject, Value, ID,
-};
+use async_graphql::{Context, Object, SimpleObject, ID};
 
 use super::accounts::{parse_id, AuthPayload};
 use super::context::ContextExt;
 use super::scalars::DateTime;
 use crate::service::{passkeys, password_reset, two_factor};
 
-/// Arbitrary JSON, passed through as is: WebAuthn options and authenticator responses
-/// in the shape browsers' `navigator.credentials` API uses.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Json(pub serde_json::Value);
-
-/// Arbitrary JSON: WebAuthn options and authenticator responses, in the shape of the
-/// browser's `navigator.credentials` API (binary fields as base64url strings).
-#[Scalar(name = "JSON")]
-impl ScalarType for Json {
-    fn parse(value: Value) -> InputValueResult<Self> {
-        value
-            .into_json()
-            .map(Json)
-            .map_err(|_| InputValueError::custom("expected a JSON value"))
-    }
-
-    fn to_value(&self) -> Value {
-        Value::from_json(self.0.clone()).unwrap_or(Value::Null)
-    }
-}
+/// WebAuthn options and authenticator responses travel as the library's `JSON` scalar,
+/// in the shape of the browser's `navigator.credentials` API.
+type Json = async_graphql::Json<serde_json::Value>;
 
 /// A new TOTP secret, for an authenticator app. Shown once; 2FA is on only after
 /// `confirmTotp`.
@@ -119,7 +100,7 @@ impl SecondFactorMutation {
     /// a few minutes and works once.
     async fn start_passkey_registration(&self, ctx: &Context<'_>) -> async_graphql::Result<Json> {
         let viewer = ctx.viewer()?;
-        Ok(Json(
+        Ok(async_graphql::Json(
             passkeys::start_registration(ctx.state(), viewer).await?,
         ))
     }
@@ -158,7 +139,9 @@ impl SecondFactorMutation {
         ctx: &Context<'_>,
         email: String,
     ) -> async_graphql::Result<Json> {
-        Ok(Json(passkeys::start_login(ctx.state(), &email).await?))
+        Ok(async_graphql::Json(
+            passkeys::start_login(ctx.state(), &email).await?,
+        ))
     }
 
     /// Finishes a passwordless sign-in with the authenticator's assertion and starts a

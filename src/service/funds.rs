@@ -3,6 +3,7 @@
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::audit::{self, AuditEntry};
 use super::{ledger, markets};
 use crate::auth::Viewer;
 use crate::domain::ledger::{AccountKind, AccountRef, Leg};
@@ -32,6 +33,16 @@ pub async fn credit_deposit(
     if !viewer.has_role(Role::Admin) {
         return Err(ApiError::Forbidden("this needs the ADMIN role".into()));
     }
+    credit(state, Some(viewer.user_id()), input).await
+}
+
+/// Credits a deposit on behalf of `actor` (an admin), or of the system itself when
+/// `None` (the demo bot's play money). Callers have checked who may do this.
+pub async fn credit(
+    state: &AppState,
+    actor: Option<Uuid>,
+    input: DepositInput,
+) -> Result<journal_entries::Model, ApiError> {
     let reference = input.reference.trim().to_owned();
     if reference.is_empty() || reference.chars().count() > 128 {
         return Err(ApiError::bad_input(
@@ -81,7 +92,7 @@ pub async fn credit_deposit(
                 if let Some(existing) = ledger::find_by_reference(txn, DEPOSIT, &reference).await? {
                     return Ok(Err(existing));
                 }
-                ledger::post(
+                let entry = ledger::post(
                     txn,
                     ledger::Draft {
                         kind: DEPOSIT,
@@ -102,8 +113,19 @@ pub async fn credit_deposit(
                         ],
                     },
                 )
-                .await
-                .map(Ok)
+                .await?;
+                let mut audit_entry = AuditEntry::new("deposit.credited", "ledger_entry", entry.id)
+                    .owner(user_id)
+                    .details(serde_json::json!({
+                        "asset": entry.asset,
+                        "amount": entry.amount.0.to_string(),
+                        "reference": entry.reference,
+                    }));
+                if let Some(actor) = actor {
+                    audit_entry = audit_entry.actor(actor);
+                }
+                audit::record(txn, audit_entry).await?;
+                Ok(Ok(entry))
             })
         })
         .await;

@@ -341,13 +341,15 @@ pub async fn request(
                             user.kyc_tier
                         )))
                     }
-                    Err(LimitRefusal::Exceeded { remaining }) => return Err(ApiError::bad_input(
-                        "input.amount",
-                        format!(
+                    Err(LimitRefusal::Exceeded { remaining }) => {
+                        return Err(ApiError::bad_input(
+                            "input.amount",
+                            format!(
                             "above your daily withdrawal limit: {} USD left in the last 24 hours",
                             remaining.round_dp(2).normalize()
                         ),
-                    )),
+                        ))
+                    }
                 }
                 let withdrawal = withdrawals::ActiveModel {
                     id: Set(Uuid::now_v7()),

@@ -5,6 +5,8 @@
 mod helpers;
 
 mod accounts;
+mod audit;
+mod demo;
 mod events;
 mod funds;
 mod http_protocol;

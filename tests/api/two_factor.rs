@@ -181,6 +181,35 @@ async fn totp_codes_work_once_and_recovery_codes_once(backend: Backend) {
         plain["data"]["login"]["user"]["twoFactorEnabled"], false,
         "{plain}"
     );
+
+    // Each step is in the user's security log.
+    let token = plain["data"]["login"]["accessToken"]
+        .as_str()
+        .unwrap_or_default();
+    let actions = security_actions(&app, token).await;
+    for expected in ["totp.enabled", "login", "login.failed", "totp.disabled"] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} missing: {actions:?}"
+        );
+    }
+}
+
+/// The actions in the viewer's security log.
+pub async fn security_actions(app: &TestApp, token: &str) -> Vec<String> {
+    let log = app
+        .gql(
+            "{ securityLog(first: 200) { edges { node { action } } } }",
+            json!({}),
+            Some(token),
+        )
+        .await;
+    log["data"]["securityLog"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("securityLog: {log}"))
+        .iter()
+        .filter_map(|e| e["node"]["action"].as_str().map(str::to_owned))
+        .collect()
 }
 
 async fn guessing_totp_codes_is_throttled(backend: Backend) {

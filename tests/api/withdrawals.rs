@@ -266,6 +266,31 @@ async fn withdrawals_hold_return_and_complete_funds(backend: Backend) {
     );
     let gone = request(&app, &user, &address, "10", "k4").await;
     assert_eq!(code(&gone), "NOT_FOUND", "{gone}");
+
+    // Every step is an audit event in the owner's log, and the chain is intact.
+    let actions = crate::two_factor::security_actions(&app, &user.access).await;
+    for expected in [
+        "withdrawal_address.added",
+        "withdrawal.requested",
+        "withdrawal.cancelled",
+        "withdrawal.processing",
+        "withdrawal.completed",
+        "withdrawal.failed",
+        "withdrawal_address.removed",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} missing: {actions:?}"
+        );
+    }
+    let chain = app
+        .gql(
+            "{ verifyAuditChain { valid } }",
+            json!({}),
+            Some(&admin.access),
+        )
+        .await;
+    assert_eq!(chain["data"]["verifyAuditChain"]["valid"], true, "{chain}");
 }
 
 fn current_code(secret: &[u8], offset: i64) -> String {
