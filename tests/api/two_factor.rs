@@ -182,12 +182,22 @@ async fn totp_codes_work_once_and_recovery_codes_once(backend: Backend) {
         "{plain}"
     );
 
-    // Each step is in the user's security log.
+    // Each step is in the user's security log, logouts too.
+    let out = app
+        .gql("mutation { logout }", json!({}), Some(&auth.access))
+        .await;
+    assert_eq!(out["data"]["logout"], true, "{out}");
     let token = plain["data"]["login"]["accessToken"]
         .as_str()
         .unwrap_or_default();
     let actions = security_actions(&app, token).await;
-    for expected in ["totp.enabled", "login", "login.failed", "totp.disabled"] {
+    for expected in [
+        "totp.enabled",
+        "login",
+        "login.failed",
+        "totp.disabled",
+        "logout",
+    ] {
         assert!(
             actions.iter().any(|a| a == expected),
             "{expected} missing: {actions:?}"

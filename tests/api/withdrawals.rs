@@ -10,6 +10,7 @@ use crate::helpers::{code, email, Auth, Backend, TestApp, PASSWORD};
 both_backends!(
     withdrawals_hold_return_and_complete_funds,
     withdrawal_defences_refuse_attacks,
+    concurrent_withdrawals_never_pass_the_daily_limit,
 );
 
 const ADD: &str = "mutation($i: AddWithdrawalAddressInput!) { addWithdrawalAddress(input: $i) { id asset address label activatesAt active } }";
@@ -424,4 +425,81 @@ async fn withdrawal_defences_refuse_attacks(backend: Backend) {
             .contains("locked"),
         "{locked}"
     );
+}
+
+/// Racing requests (distinct keys, and one key sent many times) cannot together pass the
+/// daily limit, double-spend a key, or unbalance the books.
+async fn concurrent_withdrawals_never_pass_the_daily_limit(backend: Backend) {
+    let Some((app, admin)) = TestApp::spawn_with_admin_and(
+        backend,
+        &[
+            ("WITHDRAWAL_ADDRESS_COOLING_OFF_SECS", "0"),
+            ("WITHDRAWAL_DAILY_LIMITS_USD", "UNVERIFIED:1000"),
+            ("RATE_LIMIT_PER_MINUTE", "0"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let user = app.register(&email("race")).await;
+    fund(&app, &admin, &user, "5000").await;
+    let address =
+        add_address(&app, &user, None).await["data"]["addWithdrawalAddress"]["id"].clone();
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (app, user, address) = (app.clone(), user.clone(), address.clone());
+        tasks.push(tokio::spawn(async move {
+            request(&app, &user, &address, "150", &format!("race-{i}")).await
+        }));
+    }
+    for _ in 0..5 {
+        let (app, user, address) = (app.clone(), user.clone(), address.clone());
+        tasks.push(tokio::spawn(async move {
+            request(&app, &user, &address, "10", "same-key").await
+        }));
+    }
+    let mut accepted = 0;
+    let mut same_key_ids = std::collections::BTreeSet::new();
+    for task in tasks {
+        let body = task.await.expect("task");
+        if let Some(w) = body["data"]["requestWithdrawal"].as_object() {
+            if w["amount"] == "150" {
+                accepted += 1;
+            } else {
+                same_key_ids.insert(w["id"].to_string());
+            }
+        } else {
+            assert!(
+                ["BAD_USER_INPUT", "CONFLICT"].contains(&code(&body)),
+                "unexpected refusal: {body}"
+            );
+        }
+    }
+    // 1000 USD a day: the 10 USD request plus at most six of 150.
+    assert!(
+        accepted <= 6,
+        "{accepted} withdrawals of 150 passed a 1000 limit"
+    );
+    assert_eq!(
+        same_key_ids.len(),
+        1,
+        "one key, one withdrawal: {same_key_ids:?}"
+    );
+    let held = rust_decimal::Decimal::from(150 * accepted + 10);
+    let (available, locked) = usd(&app, &user).await;
+    assert_eq!(locked.parse::<rust_decimal::Decimal>().ok(), Some(held));
+    assert_eq!(
+        available.parse::<rust_decimal::Decimal>().ok(),
+        Some(rust_decimal::Decimal::from(5000) - held)
+    );
+    let check = app
+        .gql(
+            "{ ledgerCheck { ok problems } }",
+            json!({}),
+            Some(&admin.access),
+        )
+        .await;
+    assert_eq!(check["data"]["ledgerCheck"]["ok"], true, "{check}");
 }
