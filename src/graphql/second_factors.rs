@@ -132,8 +132,9 @@ impl SecondFactorMutation {
     }
 
     /// Starts a passwordless sign-in: returns the `RequestChallengeResponse` to pass (its
-    /// `publicKey`) to `navigator.credentials.get()`. Needs no session.
-    /// `UNAUTHENTICATED` when the account has no passkey.
+    /// `publicKey`) to `navigator.credentials.get()`. Needs no session. An address
+    /// without an account or passkey gets options of the same shape (that no
+    /// authenticator can answer), so the answer does not reveal who has one.
     async fn start_passkey_login(
         &self,
         ctx: &Context<'_>,

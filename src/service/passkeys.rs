@@ -312,11 +312,40 @@ fn unavailable() -> ApiError {
     ApiError::Unauthenticated("passkey sign-in failed".into())
 }
 
-/// Starts a passwordless sign-in: the options for `navigator.credentials.get()`.
-/// `UNAUTHENTICATED` when the account has no passkey.
+/// Options shaped like real ones for an address without passkeys (or without an
+/// account), so that `startPasskeyLogin` does not tell who has an account or a passkey.
+/// The credential id is derived from the address with a server key, so asking twice
+/// gives the same one, as for a real account; finishing always fails.
+fn decoy_options(state: &AppState, email: &str) -> serde_json::Value {
+    use hmac::{Hmac, Mac};
+    use rand::RngCore;
+    let security = &state.config.security;
+    let mut challenge = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut challenge);
+    let credential_id = Hmac::<sha2::Sha256>::new_from_slice(security.totp_key.expose().as_bytes())
+        .map(|mut mac| {
+            mac.update(b"passkey-decoy:");
+            mac.update(email.trim().to_lowercase().as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        })
+        .unwrap_or_default();
+    json!({
+        "publicKey": {
+            "challenge": URL_SAFE_NO_PAD.encode(challenge),
+            "timeout": security.webauthn_challenge_ttl.as_millis() as u64,
+            "rpId": security.webauthn_rp_id,
+            "allowCredentials": [{ "type": "public-key", "id": URL_SAFE_NO_PAD.encode(credential_id) }],
+            "userVerification": "required",
+        }
+    })
+}
+
+/// Starts a passwordless sign-in: the options for `navigator.credentials.get()`. An
+/// address without an account or without passkeys gets options of the same shape that
+/// no authenticator can answer.
 pub async fn start_login(state: &AppState, email: &str) -> Result<serde_json::Value, ApiError> {
     let Some(user) = find_user(state, email).await? else {
-        return Err(unavailable());
+        return Ok(decoy_options(state, email));
     };
     let keys: Vec<Passkey> = user_passkeys(state.db.conn(), user.id)
         .await?
@@ -324,7 +353,7 @@ pub async fn start_login(state: &AppState, email: &str) -> Result<serde_json::Va
         .filter_map(|p| serde_json::from_str(&p.credential).ok())
         .collect();
     if keys.is_empty() {
-        return Err(unavailable());
+        return Ok(decoy_options(state, email));
     }
     let (options, ceremony) = state
         .webauthn

@@ -172,14 +172,37 @@ async fn passkeys_register_sign_in_and_refuse_replays(backend: Backend) {
     // Another account's e-mail with this user's assertion gets nowhere.
     let other = email("other");
     let other_auth = app.register(&other).await;
-    let no_keys = app
-        .gql(
-            "mutation($e: String!) { startPasskeyLogin(email: $e) }",
-            json!({"e": other}),
-            None,
+    // Asking for an account without passkeys, or without an account, answers options of
+    // the same shape as a real account's: nothing to learn about who has one.
+    const START: &str = "mutation($e: String!) { startPasskeyLogin(email: $e) }";
+    let real = app.gql(START, json!({"e": user}), None).await;
+    let shape = |body: &Value| {
+        let options = &body["data"]["startPasskeyLogin"]["publicKey"];
+        let mut keys: Vec<String> = options
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        (
+            keys,
+            options["allowCredentials"][0]["type"].clone(),
+            options["rpId"].clone(),
         )
+    };
+    for probe in [other.clone(), email("nobody")] {
+        let decoy = app.gql(START, json!({"e": probe}), None).await;
+        assert_eq!(shape(&decoy), shape(&real), "{decoy} vs {real}");
+        let again = app.gql(START, json!({"e": probe}), None).await;
+        assert_eq!(
+            decoy["data"]["startPasskeyLogin"]["publicKey"]["allowCredentials"],
+            again["data"]["startPasskeyLogin"]["publicKey"]["allowCredentials"],
+            "a decoy is stable, like a real account's keys"
+        );
+    }
+    let forged = app
+        .gql(FINISH_LOGIN, json!({"e": other, "c": signed}), None)
         .await;
-    assert_eq!(code(&no_keys), "UNAUTHENTICATED", "{no_keys}");
+    assert_eq!(code(&forged), "UNAUTHENTICATED", "{forged}");
 
     // Only the owner can remove a passkey.
     let laptop_id = first["data"]["finishPasskeyRegistration"]["id"].clone();
