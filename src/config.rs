@@ -143,6 +143,85 @@ pub struct Config {
     pub api_keys: ApiKeySettings,
     /// Prefix of every Redis key this deployment writes (rate limits, replay cache).
     pub redis_key_prefix: String,
+    /// Second factors, withdrawals, e-mail and password resets.
+    pub security: SecurityConfig,
+}
+
+/// Second factors, withdrawals, e-mail and password resets.
+#[derive(Clone, Debug)]
+pub struct SecurityConfig {
+    /// The WebAuthn relying party id: the site's domain, without scheme or port.
+    pub webauthn_rp_id: String,
+    /// The exact origin browsers sign passkey ceremonies for.
+    pub webauthn_rp_origin: String,
+    /// The name authenticators show.
+    pub webauthn_rp_name: String,
+    /// How long a started passkey ceremony may be finished.
+    pub webauthn_challenge_ttl: Duration,
+    /// Seals TOTP secrets at rest (`TOTP_ENCRYPTION_KEY`, else derived from `JWT_SECRET`).
+    pub totp_key: Secret,
+    /// Wrong second-factor codes per account: a burst, then one per refill interval.
+    pub second_factor_burst: u32,
+    pub second_factor_refill: Duration,
+    pub withdrawal_address_cooling_off: Duration,
+    pub withdrawal_lock_after_security_change: Duration,
+    /// Daily (rolling 24 h) withdrawal limit in USD per KYC tier; a tier not listed, or
+    /// listed at 0, may not withdraw.
+    pub withdrawal_daily_limits_usd: std::collections::BTreeMap<String, rust_decimal::Decimal>,
+    /// Where e-mail goes (`smtp://`, `smtps://`); without it e-mails are only logged.
+    pub smtp_url: Option<Secret>,
+    pub email_from: String,
+    pub password_reset_ttl: Duration,
+}
+
+impl SecurityConfig {
+    fn from_env(env: &Env, jwt_secret: &Secret) -> anyhow::Result<Self> {
+        let totp_key = match env.get("TOTP_ENCRYPTION_KEY") {
+            Some(key) if key.len() < 32 => {
+                bail!("TOTP_ENCRYPTION_KEY must be at least 32 characters long")
+            }
+            Some(key) => Secret::new(key),
+            None => Secret::new(format!("totp-seal:{}", jwt_secret.expose())),
+        };
+        let rp_origin = env
+            .get("WEBAUTHN_RP_ORIGIN")
+            .unwrap_or_else(|| "http://localhost:8000".to_owned());
+        let rp_id = env
+            .get("WEBAUTHN_RP_ID")
+            .unwrap_or_else(|| "localhost".to_owned());
+        if !rp_origin.starts_with("https://") && !rp_origin.starts_with("http://localhost") {
+            bail!("WEBAUTHN_RP_ORIGIN must be https:// (or http://localhost for development)");
+        }
+        Ok(SecurityConfig {
+            webauthn_rp_id: rp_id,
+            webauthn_rp_origin: rp_origin,
+            webauthn_rp_name: env
+                .get("WEBAUTHN_RP_NAME")
+                .unwrap_or_else(|| "tradegraph".to_owned()),
+            webauthn_challenge_ttl: env.seconds("WEBAUTHN_CHALLENGE_TTL_SECS", 300)?,
+            totp_key,
+            second_factor_burst: env.parse("SECOND_FACTOR_FAILURES_PER_ACCOUNT", "5")?,
+            second_factor_refill: env.seconds("SECOND_FACTOR_REFILL_SECS", 60)?,
+            withdrawal_address_cooling_off: env
+                .seconds("WITHDRAWAL_ADDRESS_COOLING_OFF_SECS", 48 * 3600)?,
+            withdrawal_lock_after_security_change: env
+                .seconds("WITHDRAWAL_LOCK_AFTER_SECURITY_CHANGE_SECS", 24 * 3600)?,
+            withdrawal_daily_limits_usd: crate::domain::withdrawal_rules::parse_daily_limits(
+                &env.get("WITHDRAWAL_DAILY_LIMITS_USD").unwrap_or_else(|| {
+                    "UNVERIFIED:0,BASIC:2000,INTERMEDIATE:50000,ADVANCED:1000000".to_owned()
+                }),
+            )
+            .map_err(|e| anyhow!("WITHDRAWAL_DAILY_LIMITS_USD is not valid: {e}"))?,
+            smtp_url: env
+                .get("SMTP_URL")
+                .filter(|url| !url.trim().is_empty())
+                .map(Secret::new),
+            email_from: env
+                .get("EMAIL_FROM")
+                .unwrap_or_else(|| "tradegraph <no-reply@localhost>".to_owned()),
+            password_reset_ttl: env.seconds("PASSWORD_RESET_TTL_SECS", 3600)?,
+        })
+    }
 }
 
 impl Config {
@@ -226,6 +305,7 @@ impl Config {
                 b"tradegraph api-key server secret",
             )),
         };
+        let security = SecurityConfig::from_env(&env, &jwt_secret)?;
 
         Ok(Config {
             bind_addr: env.parse("BIND_ADDR", "127.0.0.1:8000")?,
@@ -279,6 +359,7 @@ impl Config {
                     .unwrap_or_else(|| "100000:10,1000000:25,10000000:50".to_owned()),
             )
             .map_err(|e| anyhow!("FEE_TIERS is not valid: {e}"))?,
+            security,
             demo_bot: env.parse("DEMO_BOT", "false")?,
             demo_bot_interval: std::time::Duration::from_millis(
                 env.parse("DEMO_BOT_INTERVAL_MS", "1000")?,

@@ -40,7 +40,8 @@ pub mod state;
 pub mod telemetry;
 /// Throttling of failed logins.
 pub mod throttle;
-/// Background workers (expiry of good-till-date orders), stopped on shutdown.
+/// Background workers (expiry of good-till-date orders, the e-mail outbox relay), stopped
+/// on shutdown.
 pub mod workers;
 
 pub use config::Config;

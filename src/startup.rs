@@ -78,10 +78,17 @@ impl App {
             redis.clone(),
             config.redis_key_prefix.clone(),
         ));
+        let second_factor_throttle = Arc::new(FailureThrottle::new(
+            config.security.second_factor_burst,
+            config.security.second_factor_refill,
+        ));
+        let webauthn = Arc::new(crate::service::passkeys::relying_party(&config.security)?);
         let state = AppState {
             rate_limiter: Arc::new(crate::ratelimit::RateLimiter::new(shared.clone())),
             replay_guard: Arc::new(crate::auth::replay::ReplayGuard::new(shared)),
             api_key_usage: Default::default(),
+            second_factor_throttle,
+            webauthn,
             config: Arc::new(config),
             db,
             jwt: Arc::new(jwt),
@@ -92,6 +99,8 @@ impl App {
             shutdown: shutdown_rx,
             live_sockets: Default::default(),
         };
+        // Fails start-up on a bad SMTP_URL or EMAIL_FROM rather than in the relay.
+        crate::service::email::Mailer::from_config(&state)?;
         if let Some((email, password)) = &state.config.admin {
             accounts::ensure_admin(&state, email, password.expose())
                 .await

@@ -25,6 +25,10 @@ pub struct AppState {
     pub replay_guard: Arc<crate::auth::replay::ReplayGuard>,
     /// Debounces writes of API keys' `lastUsedAt`.
     pub api_key_usage: Arc<crate::service::api_keys::UsageTracker>,
+    /// Throttles wrong second-factor codes (TOTP and recovery codes) per account.
+    pub second_factor_throttle: Arc<FailureThrottle>,
+    /// The WebAuthn relying party, for passkeys.
+    pub webauthn: Arc<webauthn_rs::Webauthn>,
     /// Flips to `true` when shutdown begins, so long-lived connections can close cleanly.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Open WebSocket connections, so shutdown can wait for their close frames to go out.

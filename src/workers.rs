@@ -1,4 +1,5 @@
-//! Background work that runs beside the server and stops with it.
+//! Background work that runs beside the server and stops with it: expiry of GTD
+//! orders and the e-mail outbox relay.
 //!
 //! Every replica runs the same workers; each unit of work re-checks its row under the
 //! market lock, so replicas racing for the same order do it once.
@@ -26,7 +27,8 @@ pub fn spawn(state: AppState) -> Workers {
             state.config.demo_bot_interval,
         )));
     }
-    handles.push(tokio::spawn(expire_orders(state)));
+    handles.push(tokio::spawn(expire_orders(state.clone())));
+    handles.push(tokio::spawn(relay_emails(state)));
     Workers { handles }
 }
 
@@ -62,6 +64,40 @@ async fn expire_orders(state: AppState) {
                 Err(error) => {
                     // A database outage must not kill the worker: try again next tick.
                     tracing::warn!(error = ?error, "order expiry failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+const EMAIL_INTERVAL: Duration = Duration::from_millis(500);
+const EMAIL_BATCH: u64 = 50;
+
+/// Delivers e-mails from the outbox (SMTP, or the log without `SMTP_URL`).
+async fn relay_emails(state: AppState) {
+    let mailer = match crate::service::email::Mailer::from_config(&state) {
+        Ok(mailer) => mailer,
+        Err(error) => {
+            // Configuration is checked at start, so this is unexpected: say so loudly.
+            tracing::error!(error = %error, "e-mail relay not started");
+            return;
+        }
+    };
+    let mut shutdown = state.shutdown.clone();
+    let mut tick = tokio::time::interval(EMAIL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        loop {
+            match crate::service::email::deliver_due(&state, &mailer, EMAIL_BATCH).await {
+                Ok(n) if n as u64 == EMAIL_BATCH => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(error = ?error, "e-mail relay failed");
                     break;
                 }
             }

@@ -42,6 +42,25 @@ pub mod user_sequences;
 /// User accounts.
 pub mod users;
 
+/// E-mails waiting to be sent, written in the transaction of their cause.
+pub mod email_outbox;
+/// Passkeys (WebAuthn credentials).
+pub mod passkeys;
+/// Password-reset tokens (hashed, single use).
+pub mod password_reset_tokens;
+/// TOTP recovery codes (hashed, single use).
+pub mod recovery_codes;
+/// TOTP authenticators.
+pub mod totp_credentials;
+/// Per-user security state: the withdrawal lock after a security change.
+pub mod user_security;
+/// WebAuthn ceremonies in progress.
+pub mod webauthn_challenges;
+/// Withdrawal address book.
+pub mod withdrawal_addresses;
+/// Withdrawals.
+pub mod withdrawals;
+
 pub use amount::Amount;
 pub use api_scope::{ApiScope, ScopeSet};
 pub use role::{Role, RoleSet};

@@ -9,3 +9,5 @@ pub mod ip_allowlist;
 pub mod ledger;
 pub mod matching;
 pub mod order_rules;
+pub mod totp;
+pub mod withdrawal_rules;

@@ -266,7 +266,9 @@ impl AccountMutation {
 
     /// Signs in with e-mail and password. A wrong e-mail and a wrong password both answer
     /// `UNAUTHENTICATED`; repeated failures answer `RATE_LIMITED` with
-    /// `retryAfterSeconds`.
+    /// `retryAfterSeconds`. When the account has 2FA, a valid `totpCode` (each code works
+    /// once) or an unused `recoveryCode` is needed too, else `TWO_FACTOR_REQUIRED`; wrong
+    /// codes are throttled per account (`RATE_LIMITED`).
     async fn login(
         &self,
         ctx: &Context<'_>,
@@ -275,10 +277,11 @@ impl AccountMutation {
         let credentials = accounts::Credentials {
             email: input.email,
             password: input.password,
+            second_factor: crate::service::two_factor::Presented {
+                totp_code: input.totp_code,
+                recovery_code: input.recovery_code,
+            },
         };
-        // Second factors arrive with two-factor authentication; until an account can
-        // enable it, these are accepted and unused.
-        let _ = (input.totp_code, input.recovery_code);
         let tokens = accounts::login(ctx.state(), credentials, &ctx.request().client).await?;
         Ok(tokens.into())
     }
@@ -309,7 +312,8 @@ impl AccountMutation {
     }
 
     /// Changes the password after checking the current one, and signs out every other
-    /// session. `BAD_USER_INPUT` naming `currentPassword` or `newPassword`.
+    /// session; withdrawals pause for the security lock period. `BAD_USER_INPUT` naming
+    /// `currentPassword` or `newPassword`.
     async fn change_password(
         &self,
         ctx: &Context<'_>,

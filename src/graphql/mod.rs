@@ -14,7 +14,9 @@ pub mod pagination;
 pub mod privacy;
 pub mod rate_limits;
 pub mod scalars;
+pub mod second_factors;
 pub mod system;
+pub mod withdrawals;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{MergedObject, MergedSubscription, SDLExportOptions, Schema, SchemaBuilder};
@@ -32,6 +34,8 @@ pub struct Query(
     api_keys::ApiKeyQuery,
     privacy::PrivacyQuery,
     audit::AuditQuery,
+    second_factors::SecondFactorQuery,
+    withdrawals::WithdrawalQuery,
 );
 
 /// Every mutation field.
@@ -44,6 +48,8 @@ pub struct Mutation(
     api_keys::ApiKeyMutation,
     privacy::PrivacyMutation,
     rate_limits::RateLimitMutation,
+    second_factors::SecondFactorMutation,
+    withdrawals::WithdrawalMutation,
 );
 
 /// Every subscription field.

@@ -8,8 +8,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::audit::{self, AuditEntry};
+use super::security::{self, LoginMethod};
 use super::sessions::{self, AuthTokens};
-use super::ClientInfo;
+use super::{two_factor, ClientInfo};
 use crate::auth::{password, Viewer};
 use crate::domain::account_rules::{self, RuleViolation};
 use crate::error::ApiError;
@@ -25,6 +27,8 @@ pub struct Registration {
 pub struct Credentials {
     pub email: String,
     pub password: String,
+    /// The second factor, needed when the account has 2FA.
+    pub second_factor: super::two_factor::Presented,
 }
 
 fn field_error(field: &str) -> impl Fn(RuleViolation) -> ApiError + '_ {
@@ -116,18 +120,30 @@ pub async fn login(
             user.as_ref().map(|u| u.password_hash.clone()),
         )
         .await?;
+    let user_id = user.as_ref().map(|u| u.id);
     let Some(user) = user.filter(|_| valid) else {
         throttles.per_ip.fail(&client.ip);
         throttles.per_account.fail(&account_key);
+        security::note_login_failure(state, user_id, "password").await?;
         return Err(ApiError::Unauthenticated("wrong e-mail or password".into()));
     };
-    state
+    let second_factor = input.second_factor;
+    let result = state
         .db
         .write(|txn| {
             let (user, state, client) = (user.clone(), state.clone(), client.clone());
-            Box::pin(async move { sessions::start(&state, txn, user, &client).await })
+            let second_factor = second_factor.clone();
+            Box::pin(async move {
+                two_factor::require(&state, txn, &user, &second_factor).await?;
+                security::note_login(txn, &user, &client, LoginMethod::Password).await?;
+                sessions::start(&state, txn, user, &client).await
+            })
         })
-        .await
+        .await;
+    if let Err(ApiError::TwoFactorRequired | ApiError::RateLimited { .. }) = &result {
+        security::note_login_failure(state, Some(user.id), "second_factor").await?;
+    }
+    result
 }
 
 /// Changes the viewer's password and signs out every other session, since whoever
@@ -154,7 +170,7 @@ pub async fn change_password(
     state
         .db
         .write(|txn| {
-            let password_hash = password_hash.clone();
+            let (state, password_hash) = (state.clone(), password_hash.clone());
             Box::pin(async move {
                 let now = Utc::now();
                 users::Entity::update_many()
@@ -171,6 +187,18 @@ pub async fn change_password(
                     sessions::reason::PASSWORD_CHANGED,
                 )
                 .await?;
+                audit::record(
+                    txn,
+                    AuditEntry::new("password.changed", "user", user_id)
+                        .actor(user_id)
+                        .owner(user_id),
+                )
+                .await?;
+                let user = users::Entity::find_by_id(user_id)
+                    .one(txn)
+                    .await?
+                    .ok_or(ApiError::NotFound("user"))?;
+                security::security_changed(&state, txn, &user, "the password was changed").await?;
                 Ok(true)
             })
         })
@@ -226,6 +254,7 @@ pub async fn set_role(
             "every user holds USER; it cannot be granted or revoked",
         ));
     }
+    let actor = viewer.user_id();
     state
         .db
         .write(|txn| {
@@ -257,7 +286,24 @@ pub async fn set_role(
                 let mut active: users::ActiveModel = user.into();
                 active.roles = Set(roles.to_column());
                 active.updated_at = Set(Utc::now());
-                Ok(active.update(txn).await?)
+                let user = active.update(txn).await?;
+                audit::record(
+                    txn,
+                    AuditEntry::new(
+                        if grant {
+                            "role.granted"
+                        } else {
+                            "role.revoked"
+                        },
+                        "user",
+                        user_id,
+                    )
+                    .actor(actor)
+                    .owner(user_id)
+                    .details(serde_json::json!({ "role": role.as_str() })),
+                )
+                .await?;
+                Ok(user)
             })
         })
         .await

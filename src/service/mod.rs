@@ -5,14 +5,20 @@ pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod email;
 pub mod funds;
 pub mod ledger;
 pub mod market_data;
 pub mod markets;
 pub mod orders;
+pub mod passkeys;
+pub mod password_reset;
 pub mod privacy;
 pub mod rate_limits;
+pub mod security;
 pub mod sessions;
+pub mod two_factor;
+pub mod withdrawals;
 
 /// Who is calling, as far as the network tells: recorded on sessions and used to
 /// throttle logins.

@@ -200,14 +200,25 @@ pub async fn revoke_all_except<C: ConnectionTrait>(
 
 /// Ends the viewer's current session.
 pub async fn logout(state: &AppState, viewer: &Viewer) -> Result<bool, ApiError> {
-    let revoked = revoke_in(
-        state.db.conn(),
-        viewer.session_id,
-        reason::LOGOUT,
-        Utc::now(),
-    )
-    .await?;
-    Ok(revoked > 0)
+    let (session_id, user_id) = (viewer.session_id, viewer.user_id());
+    state
+        .db
+        .write(|txn| {
+            Box::pin(async move {
+                let revoked = revoke_in(txn, session_id, reason::LOGOUT, Utc::now()).await?;
+                if revoked > 0 {
+                    super::audit::record(
+                        txn,
+                        super::audit::AuditEntry::new("logout", "session", session_id)
+                            .actor(user_id)
+                            .owner(user_id),
+                    )
+                    .await?;
+                }
+                Ok(revoked > 0)
+            })
+        })
+        .await
 }
 
 /// The viewer's sessions that can still be used, newest first.

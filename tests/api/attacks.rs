@@ -104,6 +104,9 @@ struct Victim {
     order_id: String,
     session_id: String,
     api_key_id: String,
+    withdrawal_id: String,
+    address_id: String,
+    passkey_id: String,
 }
 
 enum Expect {
@@ -163,6 +166,46 @@ fn attack(field: &str, a: &Victim) -> Option<(Expect, &'static str, Value)> {
             "mutation($id: ID!) { creditDeposit(input: {userId: $id, asset: \"USD\", amount: \"1\", reference: \"attack\"}) { id } }",
             json!({"id": a.auth.user_id}),
         ),
+        "Query.withdrawal" => (
+            NullOrNotFound,
+            "query($id: ID!) { withdrawal(id: $id) { id status } }",
+            json!({"id": a.withdrawal_id}),
+        ),
+        "Mutation.cancelWithdrawal" => (
+            NotFound,
+            "mutation($id: ID!) { cancelWithdrawal(id: $id) { id } }",
+            json!({"id": a.withdrawal_id}),
+        ),
+        "Mutation.requestWithdrawal" => (
+            NotFound,
+            "mutation($id: ID!) { requestWithdrawal(input: {asset: \"USD\", amount: \"1\", addressId: $id, idempotencyKey: \"attack\"}) { id } }",
+            json!({"id": a.address_id}),
+        ),
+        "Mutation.removeWithdrawalAddress" => (
+            NotFound,
+            "mutation($id: ID!) { removeWithdrawalAddress(id: $id) }",
+            json!({"id": a.address_id}),
+        ),
+        "Mutation.removePasskey" => (
+            NotFound,
+            "mutation($id: ID!) { removePasskey(id: $id) }",
+            json!({"id": a.passkey_id}),
+        ),
+        "Mutation.processWithdrawal" => (
+            Forbidden,
+            "mutation($id: ID!) { processWithdrawal(id: $id) { id } }",
+            json!({"id": a.withdrawal_id}),
+        ),
+        "Mutation.completeWithdrawal" => (
+            Forbidden,
+            "mutation($id: ID!) { completeWithdrawal(id: $id, txid: \"attack\") { id } }",
+            json!({"id": a.withdrawal_id}),
+        ),
+        "Mutation.failWithdrawal" => (
+            Forbidden,
+            "mutation($id: ID!) { failWithdrawal(id: $id, reason: \"attack\") { id } }",
+            json!({"id": a.withdrawal_id}),
+        ),
         "Query.auditLog" => (
             Forbidden,
             "query($id: ID!) { auditLog(filter: {actorId: $id}) { edges { node { id } } } }",
@@ -175,7 +218,15 @@ fn attack(field: &str, a: &Victim) -> Option<(Expect, &'static str, Value)> {
 both_backends!(every_object_id_field_refuses_other_users);
 
 async fn every_object_id_field_refuses_other_users(backend: Backend) {
-    let Some((app, admin)) = TestApp::spawn_with_admin(backend).await else {
+    let Some((app, admin)) = TestApp::spawn_with_admin_and(
+        backend,
+        &[
+            ("WITHDRAWAL_ADDRESS_COOLING_OFF_SECS", "0"),
+            ("WITHDRAWAL_DAILY_LIMITS_USD", "UNVERIFIED:10000"),
+        ],
+    )
+    .await
+    else {
         return;
     };
     let a = app.register(&email("victim")).await;
@@ -207,11 +258,42 @@ async fn every_object_id_field_refuses_other_users(backend: Backend) {
         .expect("session")
         .to_owned();
     let (_, key) = create_key(&app, &a, json!({"label": "victim", "scopes": ["READ"]})).await;
+    let added = app
+        .gql(
+            "mutation { addWithdrawalAddress(input: {asset: \"USD\", address: \"US00-BANK-0001-2345\", label: \"victim\"}) { id } }",
+            json!({}),
+            Some(&a.access),
+        )
+        .await;
+    let address_id = added["data"]["addWithdrawalAddress"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{added}"))
+        .to_owned();
+    let requested = app
+        .gql(
+            "mutation($id: ID!) { requestWithdrawal(input: {asset: \"USD\", amount: \"10\", addressId: $id, idempotencyKey: \"victim\"}) { id status } }",
+            json!({"id": address_id}),
+            Some(&a.access),
+        )
+        .await;
+    let withdrawal_id = requested["data"]["requestWithdrawal"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{requested}"))
+        .to_owned();
+    let mut device = crate::passkeys::authenticator();
+    let passkey = crate::passkeys::register(&app, &a.access, &mut device, "victim key").await;
+    let passkey_id = passkey["data"]["finishPasskeyRegistration"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{passkey}"))
+        .to_owned();
     let victim = Victim {
         auth: a.clone(),
         order_id,
         session_id,
         api_key_id: key["id"].as_str().expect("id").to_owned(),
+        withdrawal_id,
+        address_id,
+        passkey_id,
     };
 
     let fields = id_taking_fields(&app).await;
@@ -262,8 +344,8 @@ async fn every_object_id_field_refuses_other_users(backend: Backend) {
     // A's objects came through untouched.
     let body = app
         .gql(
-            "query($id: ID!) { order(id: $id) { status quantity } sessions { id } apiKeys { revokedAt } me { roles } }",
-            json!({"id": victim.order_id}),
+            "query($id: ID!, $w: ID!) { order(id: $id) { status quantity } sessions { id } apiKeys { revokedAt } me { roles } withdrawal(id: $w) { status } withdrawalAddresses { id } passkeys { id } }",
+            json!({"id": victim.order_id, "w": victim.withdrawal_id}),
             Some(&a.access),
         )
         .await;
@@ -272,6 +354,12 @@ async fn every_object_id_field_refuses_other_users(backend: Backend) {
     assert_eq!(body["data"]["sessions"].as_array().map(Vec::len), Some(1));
     assert_eq!(body["data"]["apiKeys"][0]["revokedAt"], Value::Null);
     assert_eq!(body["data"]["me"]["roles"], json!(["USER"]));
+    assert_eq!(body["data"]["withdrawal"]["status"], "PENDING", "{body}");
+    assert_eq!(
+        body["data"]["withdrawalAddresses"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(body["data"]["passkeys"].as_array().map(Vec::len), Some(1));
 }
 
 both_backends!(no_state_changes_over_get_or_a_simple_form_post);
