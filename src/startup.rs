@@ -87,6 +87,7 @@ impl App {
             events,
             login_throttle,
             shutdown: shutdown_rx,
+            live_sockets: Default::default(),
         };
         if let Some((email, password)) = &state.config.admin {
             accounts::ensure_admin(&state, email, password.expose())
@@ -153,12 +154,20 @@ impl App {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = shutdown_tx.send(true);
         });
+        let live_sockets = state.live_sockets.clone();
         let deadline = async move {
             let _ = stopping.wait_for(|stop| *stop).await;
             tokio::time::sleep(state.config.shutdown_timeout).await;
         };
+        // Upgraded WebSockets are not the HTTP server's to wait for: wait for them too,
+        // so each gets its 1001 close frame out before the process exits.
+        let drained = async move {
+            let result = server.await;
+            live_sockets.all_closed().await;
+            result
+        };
         tokio::select! {
-            result = server => result.context("server error")?,
+            result = drained => result.context("server error")?,
             _ = deadline => tracing::warn!("shutdown timeout reached; closing remaining connections"),
         }
         workers.stop().await;

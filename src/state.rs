@@ -23,6 +23,50 @@ pub struct AppState {
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Flips to `true` when shutdown begins, so long-lived connections can close cleanly.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Open WebSocket connections, so shutdown can wait for their close frames to go out.
+    pub live_sockets: Arc<LiveSockets>,
+}
+
+/// Counts connections that outlive the HTTP server's own bookkeeping (upgraded
+/// WebSockets), so the process does not exit before they have said goodbye.
+#[derive(Debug, Default)]
+pub struct LiveSockets {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Held by one open connection; leaving decrements the count.
+pub struct LiveSocket(Arc<LiveSockets>);
+
+impl LiveSockets {
+    pub fn enter(self: &Arc<Self>) -> LiveSocket {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        LiveSocket(self.clone())
+    }
+
+    /// Resolves once no connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for LiveSocket {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// Failed-login throttles, per account and per client IP.

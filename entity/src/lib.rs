@@ -7,6 +7,10 @@
 pub mod amount;
 /// Assets (currencies and tokens).
 pub mod assets;
+/// Heads of the audit log's hash chains.
+pub mod audit_chains;
+/// The append-only, hash-chained audit log.
+pub mod audit_events;
 /// Fills: each side of each trade.
 pub mod fills;
 /// Journal entries of the double-entry ledger.

@@ -2,6 +2,7 @@
 //! Resolvers hold no SQL and no business rules; they call `service`.
 
 pub mod accounts;
+pub mod audit;
 pub mod context;
 pub mod funds;
 pub mod guardrails;
@@ -24,6 +25,7 @@ pub struct Query(
     markets::MarketQuery,
     funds::FundsQuery,
     orders::OrderQuery,
+    audit::AuditQuery,
 );
 
 /// Every mutation field.

@@ -61,6 +61,7 @@ pub fn upgrade(
     };
     let client = client::client_info(&state.app, headers, Some(peer));
     upgrade.on_upgrade(move |socket| async move {
+        let _live = state.app.live_sockets.enter();
         let metrics = state.app.metrics.clone();
         metrics.websockets_open.inc();
         match protocol {

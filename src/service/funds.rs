@@ -3,6 +3,7 @@
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::audit::{self, AuditEntry};
 use super::{ledger, markets};
 use crate::auth::Viewer;
 use crate::domain::ledger::{AccountKind, AccountRef, Leg};
@@ -61,6 +62,7 @@ pub async fn credit_deposit(
         .ok_or(ApiError::NotFound("user"))?;
     let amount = input.amount.normalize();
     let user_id = input.user_id;
+    let admin_id = viewer.user_id();
     let same_deposit = |existing: journal_entries::Model| {
         if existing.user_id == Some(user_id)
             && existing.asset == asset.symbol
@@ -81,7 +83,7 @@ pub async fn credit_deposit(
                 if let Some(existing) = ledger::find_by_reference(txn, DEPOSIT, &reference).await? {
                     return Ok(Err(existing));
                 }
-                ledger::post(
+                let entry = ledger::post(
                     txn,
                     ledger::Draft {
                         kind: DEPOSIT,
@@ -102,8 +104,20 @@ pub async fn credit_deposit(
                         ],
                     },
                 )
-                .await
-                .map(Ok)
+                .await?;
+                audit::record(
+                    txn,
+                    AuditEntry::new("deposit.credited", "ledger_entry", entry.id)
+                        .actor(admin_id)
+                        .owner(user_id)
+                        .details(serde_json::json!({
+                            "asset": entry.asset,
+                            "amount": entry.amount.0.to_string(),
+                            "reference": entry.reference,
+                        })),
+                )
+                .await?;
+                Ok(Ok(entry))
             })
         })
         .await;

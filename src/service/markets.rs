@@ -7,6 +7,7 @@ use sea_orm::{
     SqlErr,
 };
 
+use super::audit::{self, AuditEntry};
 use crate::auth::Viewer;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -95,20 +96,35 @@ pub async fn create_asset(
             "must be between 0 and 18",
         ));
     }
-    let inserted = assets::ActiveModel {
+    let row = assets::ActiveModel {
         symbol: Set(symbol),
         name: Set(name),
         precision: Set(input.precision as i16),
         created_at: Set(Utc::now()),
-    }
-    .insert(state.db.conn())
-    .await;
+    };
+    let admin = viewer.user_id();
+    let inserted = state
+        .db
+        .write(|txn| {
+            let row = row.clone();
+            Box::pin(async move {
+                let asset = row.insert(txn).await?;
+                audit::record(
+                    txn,
+                    AuditEntry::new("asset.created", "asset", &asset.symbol)
+                        .actor(admin)
+                        .details(serde_json::json!({ "precision": asset.precision })),
+                )
+                .await?;
+                Ok(asset)
+            })
+        })
+        .await;
     match inserted {
-        Ok(asset) => Ok(asset),
-        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => Err(
-            ApiError::Conflict("an asset with this symbol exists".into()),
-        ),
-        Err(e) => Err(e.into()),
+        Err(ApiError::Internal(e)) if is_unique_violation(&e) => Err(ApiError::Conflict(
+            "an asset with this symbol exists".into(),
+        )),
+        other => other,
     }
 }
 
@@ -177,7 +193,7 @@ pub async fn create_market(
         }
     }
     let now = Utc::now();
-    let inserted = markets::ActiveModel {
+    let row = markets::ActiveModel {
         symbol: Set(format!("{base}-{quote}")),
         base_asset: Set(base),
         quote_asset: Set(quote),
@@ -191,15 +207,36 @@ pub async fn create_market(
         next_sequence: Set(1),
         created_at: Set(now),
         updated_at: Set(now),
-    }
-    .insert(conn)
-    .await;
+    };
+    let admin = viewer.user_id();
+    let inserted = state
+        .db
+        .write(|txn| {
+            let row = row.clone();
+            Box::pin(async move {
+                let market = row.insert(txn).await?;
+                audit::record(
+                    txn,
+                    AuditEntry::new("market.created", "market", &market.symbol)
+                        .actor(admin)
+                        .details(serde_json::json!({
+                            "tickSize": market.tick_size.0.to_string(),
+                            "lotSize": market.lot_size.0.to_string(),
+                            "minNotional": market.min_notional.0.to_string(),
+                            "makerFeeBps": market.maker_fee_bps,
+                            "takerFeeBps": market.taker_fee_bps,
+                        })),
+                )
+                .await?;
+                Ok(market)
+            })
+        })
+        .await;
     match inserted {
-        Ok(market) => Ok(market),
-        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+        Err(ApiError::Internal(e)) if is_unique_violation(&e) => {
             Err(ApiError::Conflict("this market exists".into()))
         }
-        Err(e) => Err(e.into()),
+        other => other,
     }
 }
 
@@ -214,10 +251,38 @@ pub async fn set_halted(
     let market = find_market(state.db.conn(), symbol)
         .await?
         .ok_or(ApiError::NotFound("market"))?;
-    let mut active: markets::ActiveModel = market.into();
-    active.status = Set(if halted { HALTED } else { TRADING }.to_owned());
-    active.updated_at = Set(Utc::now());
-    Ok(active.update(state.db.conn()).await?)
+    let admin = viewer.user_id();
+    state
+        .db
+        .write(|txn| {
+            let mut active: markets::ActiveModel = market.clone().into();
+            active.status = Set(if halted { HALTED } else { TRADING }.to_owned());
+            active.updated_at = Set(Utc::now());
+            Box::pin(async move {
+                let market = active.update(txn).await?;
+                let action = if halted {
+                    "market.halted"
+                } else {
+                    "market.resumed"
+                };
+                audit::record(
+                    txn,
+                    AuditEntry::new(action, "market", &market.symbol)
+                        .actor(admin)
+                        .in_chain(format!("market:{}", market.symbol)),
+                )
+                .await?;
+                Ok(market)
+            })
+        })
+        .await
+}
+
+fn is_unique_violation(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<sea_orm::DbErr>()
+        .and_then(|e| e.sql_err())
+        .is_some_and(|e| matches!(e, SqlErr::UniqueConstraintViolation(_)))
 }
 
 /// Seeds the demo assets and markets into an empty database, so a newcomer's first

@@ -2,6 +2,7 @@
 //! need the database. Resolvers call these and nothing below them.
 
 pub mod accounts;
+pub mod audit;
 pub mod auth;
 pub mod funds;
 pub mod ledger;

@@ -16,6 +16,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::audit::{self, AuditEntry};
 use super::ledger::{self, Draft};
 use super::markets;
 use crate::auth::Viewer;
@@ -379,6 +380,34 @@ fn limit_hold(side: Side, price: Option<Decimal>, quantity: Option<Decimal>) -> 
 }
 
 /// Stores a new order, holds its funds and records its CREATED event.
+/// Records an order action in the audit log, in the market's chain: the placing
+/// transaction already holds that market's lock, so the chain adds no waiting.
+async fn audit_order(
+    txn: &DatabaseTransaction,
+    order: &orders::Model,
+    action: &str,
+    actor: Option<Uuid>,
+) -> Result<(), ApiError> {
+    let mut entry = AuditEntry::new(action, "order", order.id)
+        .owner(order.user_id)
+        .in_chain(format!("market:{}", order.market))
+        .details(serde_json::json!({
+            "market": order.market,
+            "side": order.side,
+            "type": order.order_type,
+            "price": order.price.map(|p| p.0.to_string()),
+            "quantity": order.quantity.map(|q| q.0.to_string()),
+            "quoteQuantity": order.quote_quantity.map(|q| q.0.to_string()),
+            "status": order.status,
+            "filledQuantity": order.filled_quantity.0.to_string(),
+            "rejectReason": order.reject_reason,
+        }));
+    if let Some(actor) = actor {
+        entry = entry.actor(actor);
+    }
+    audit::record(txn, entry).await
+}
+
 async fn store_and_hold(
     txn: &DatabaseTransaction,
     events: &Collector,
@@ -528,6 +557,7 @@ async fn execute(
         let hold = limit_hold(input.side, input.price, input.quantity);
         order.status = status::UNTRIGGERED.to_owned();
         store_and_hold(txn, events, &mut order, hold).await?;
+        audit_order(txn, &order, "order.placed", Some(user_id)).await?;
         return Ok(Placed {
             order,
             fills: Vec::new(),
@@ -552,6 +582,7 @@ async fn execute(
             .insert(txn)
             .await?;
         record_event(txn, events, user_id, "REJECTED", order_id, None).await?;
+        audit_order(txn, &order, "order.rejected", Some(user_id)).await?;
         return Ok(Placed {
             order,
             fills: Vec::new(),
@@ -580,6 +611,7 @@ async fn execute(
         now,
     )
     .await?;
+    audit_order(txn, &order, "order.placed", Some(user_id)).await?;
     trigger_stops(txn, events, &prepared.fee_tiers, &market.symbol).await?;
     Ok(Placed {
         order,
@@ -1314,6 +1346,7 @@ pub async fn amend(
                         .await?;
                     record_event(txn, &events, order.user_id, "AMENDED", order.id, None).await?;
                     events.book_changed(&market.symbol);
+                    audit_order(txn, &order, "order.amended", Some(order.user_id)).await?;
                     if keeps_priority || new_price.is_none() {
                         return Ok(order);
                     }
@@ -1427,6 +1460,10 @@ async fn close_order(
         .update(txn)
         .await?;
     record_event(txn, events, order.user_id, event, order.id, None).await?;
+    // A cancel is the owner's doing; an expiry is the system's.
+    let actor = (new_status == status::CANCELLED).then_some(order.user_id);
+    let action = format!("order.{}", new_status.to_lowercase());
+    audit_order(txn, &closed, &action, actor).await?;
     if order.is_open {
         events.book_changed(&order.market);
     }

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod accounts;
+mod audit;
 mod events;
 mod funds;
 mod http_protocol;

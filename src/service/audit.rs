@@ -1,0 +1,313 @@
+//! The audit log: every security and money action, appended in the same transaction as
+//! the action itself, so one never commits without the other.
+//!
+//! Events are kept in chains (one per user, one per market's order flow, one for the
+//! system), each event carrying the hash of the one before it in its chain. Several
+//! chains rather than one keep unrelated writers from queueing on a single row: an
+//! order placement already holds its market's lock, and a user's own actions rarely
+//! race each other. `verify` walks every chain and reports the first broken link.
+//!
+//! Details never hold personal data (no e-mail, name or address): the log is immutable
+//! and outlives an account's erasure.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+};
+use uuid::Uuid;
+
+use crate::domain::audit::{self, ChainCheck, ChainedEvent, GENESIS};
+use crate::error::ApiError;
+use entity::{audit_chains, audit_events};
+
+/// One action to record.
+#[derive(Clone, Debug)]
+pub struct AuditEntry {
+    /// Dotted and past tense: `order.placed`, `api_key.created`, `login.failed`.
+    pub action: String,
+    /// Who did it; `None` for the system or an anonymous caller.
+    pub actor_id: Option<Uuid>,
+    /// Whose security log shows it: the user the action affects.
+    pub owner_id: Option<Uuid>,
+    pub subject_type: String,
+    pub subject_id: String,
+    /// Ids, amounts, states and reasons; never personal data.
+    pub details: serde_json::Value,
+    /// The chain to append to; by default the owner's, else the system's.
+    pub chain: Option<String>,
+}
+
+impl AuditEntry {
+    pub fn new(
+        action: impl Into<String>,
+        subject_type: impl Into<String>,
+        subject_id: impl ToString,
+    ) -> Self {
+        AuditEntry {
+            action: action.into(),
+            actor_id: None,
+            owner_id: None,
+            subject_type: subject_type.into(),
+            subject_id: subject_id.to_string(),
+            details: serde_json::Value::Object(Default::default()),
+            chain: None,
+        }
+    }
+
+    pub fn actor(mut self, id: Uuid) -> Self {
+        self.actor_id = Some(id);
+        self
+    }
+
+    pub fn owner(mut self, id: Uuid) -> Self {
+        self.owner_id = Some(id);
+        self
+    }
+
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// Appends to a named chain instead of the owner's: order flow goes to its market's
+    /// chain, whose lock the placing transaction already holds.
+    pub fn in_chain(mut self, chain: impl Into<String>) -> Self {
+        self.chain = Some(chain.into());
+        self
+    }
+
+    fn chain_key(&self) -> String {
+        match (&self.chain, self.owner_id) {
+            (Some(chain), _) => chain.clone(),
+            (None, Some(owner)) => format!("user:{owner}"),
+            (None, None) => "system".to_owned(),
+        }
+    }
+}
+
+/// Appends `entry` inside `txn`, hash-chained to the previous event of its chain.
+pub async fn record(txn: &DatabaseTransaction, entry: AuditEntry) -> Result<(), ApiError> {
+    let chain = entry.chain_key();
+    let backend = txn.get_database_backend();
+    // One statement creates the chain's head or takes its lock and the next number; the
+    // row stays locked until commit, so appends to one chain are strictly ordered.
+    let sql = match backend {
+        DatabaseBackend::Postgres => {
+            "INSERT INTO audit_chains (chain, last_seq, last_hash) VALUES ($1, 1, $2) \
+             ON CONFLICT (chain) DO UPDATE SET last_seq = audit_chains.last_seq + 1 \
+             RETURNING last_seq, last_hash"
+        }
+        _ => {
+            "INSERT INTO audit_chains (chain, last_seq, last_hash) VALUES (?, 1, ?) \
+             ON CONFLICT (chain) DO UPDATE SET last_seq = audit_chains.last_seq + 1 \
+             RETURNING last_seq, last_hash"
+        }
+    };
+    let head = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [chain.clone().into(), GENESIS.into()],
+        ))
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("audit chain head not returned")))?;
+    let seq: i64 = head.try_get("", "last_seq")?;
+    let prev_hash: String = head.try_get("", "last_hash")?;
+
+    let details = entry.details.to_string();
+    let id = Uuid::now_v7();
+    let created_at = audit::stored_time(Utc::now());
+    let hash = audit::hash(&ChainedEvent {
+        id,
+        chain: &chain,
+        seq,
+        action: &entry.action,
+        actor_id: entry.actor_id,
+        owner_id: entry.owner_id,
+        subject_type: &entry.subject_type,
+        subject_id: &entry.subject_id,
+        details: &details,
+        created_at,
+        prev_hash: &prev_hash,
+    });
+    audit_events::Entity::insert(audit_events::ActiveModel {
+        id: Set(id),
+        chain: Set(chain.clone()),
+        chain_seq: Set(seq),
+        action: Set(entry.action),
+        actor_id: Set(entry.actor_id),
+        owner_id: Set(entry.owner_id),
+        subject_type: Set(entry.subject_type),
+        subject_id: Set(entry.subject_id),
+        details: Set(details),
+        created_at: Set(created_at),
+        prev_hash: Set(prev_hash),
+        hash: Set(hash.clone()),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    audit_chains::Entity::update_many()
+        .col_expr(
+            audit_chains::Column::LastHash,
+            sea_orm::sea_query::Expr::value(hash),
+        )
+        .filter(audit_chains::Column::Chain.eq(chain))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Every event about one subject, oldest first.
+pub async fn trail<C: ConnectionTrait>(
+    conn: &C,
+    subject_type: &str,
+    subject_id: &str,
+) -> Result<Vec<audit_events::Model>, ApiError> {
+    Ok(audit_events::Entity::find()
+        .filter(audit_events::Column::SubjectType.eq(subject_type))
+        .filter(audit_events::Column::SubjectId.eq(subject_id))
+        .order_by_asc(audit_events::Column::Id)
+        .all(conn)
+        .await?)
+}
+
+/// Which events a log query wants.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    pub actor_id: Option<Uuid>,
+    pub owner_id: Option<Uuid>,
+    pub action: Option<String>,
+    pub subject_type: Option<String>,
+    pub subject_id: Option<String>,
+    pub from: Option<chrono::DateTime<Utc>>,
+    pub to: Option<chrono::DateTime<Utc>>,
+}
+
+/// A page of events, newest first, strictly before `before_id` when given.
+pub async fn events<C: ConnectionTrait>(
+    conn: &C,
+    filter: &EventFilter,
+    before_id: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<audit_events::Model>, ApiError> {
+    use audit_events::Column;
+    let mut query = audit_events::Entity::find();
+    if let Some(actor) = filter.actor_id {
+        query = query.filter(Column::ActorId.eq(actor));
+    }
+    if let Some(owner) = filter.owner_id {
+        query = query.filter(Column::OwnerId.eq(owner));
+    }
+    if let Some(action) = &filter.action {
+        query = query.filter(Column::Action.eq(action.as_str()));
+    }
+    if let Some(subject_type) = &filter.subject_type {
+        query = query.filter(Column::SubjectType.eq(subject_type.as_str()));
+    }
+    if let Some(subject_id) = &filter.subject_id {
+        query = query.filter(Column::SubjectId.eq(subject_id.as_str()));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(Column::CreatedAt.gte(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(Column::CreatedAt.lt(to));
+    }
+    if let Some(before) = before_id {
+        query = query.filter(Column::Id.lt(before));
+    }
+    Ok(query
+        .order_by_desc(Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?)
+}
+
+/// What a walk over every chain found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainStatus {
+    pub valid: bool,
+    pub checked_events: u64,
+    /// The earliest event (by time) at which some chain breaks.
+    pub first_broken_event_id: Option<Uuid>,
+}
+
+/// Events read per round trip while verifying.
+const VERIFY_BATCH: u64 = 1000;
+
+/// Recomputes every hash of every chain. Reads the whole log in batches: an
+/// operator's check, not something a request path calls.
+pub async fn verify<C: ConnectionTrait>(conn: &C) -> Result<ChainStatus, ApiError> {
+    let heads = audit_chains::Entity::find()
+        .order_by_asc(audit_chains::Column::Chain)
+        .all(conn)
+        .await?;
+    let mut checked_events = 0;
+    let mut valid = true;
+    let mut first_broken: Option<audit_events::Model> = None;
+    for head in heads {
+        let mut check = ChainCheck::default();
+        let mut after_seq = 0;
+        let mut last: Option<audit_events::Model> = None;
+        let mut broken: Option<audit_events::Model> = None;
+        loop {
+            let batch = audit_events::Entity::find()
+                .filter(audit_events::Column::Chain.eq(head.chain.as_str()))
+                .filter(audit_events::Column::ChainSeq.gt(after_seq))
+                .order_by_asc(audit_events::Column::ChainSeq)
+                .limit(VERIFY_BATCH)
+                .all(conn)
+                .await?;
+            let done = (batch.len() as u64) < VERIFY_BATCH;
+            for event in batch {
+                after_seq = event.chain_seq;
+                let intact = check.next(&chained(&event), &event.hash);
+                if !intact && broken.is_none() {
+                    broken = Some(event.clone());
+                }
+                last = Some(event);
+            }
+            if done || broken.is_some() {
+                break;
+            }
+        }
+        checked_events += check.checked;
+        if broken.is_none() && !check.matches_head(head.last_seq, &head.last_hash) {
+            // Events were cut off the end: the last one left is where the chain stops
+            // agreeing with its head.
+            valid = false;
+            broken = last;
+        }
+        if let Some(event) = broken {
+            valid = false;
+            let earlier = first_broken
+                .as_ref()
+                .is_none_or(|known| (event.created_at, event.id) < (known.created_at, known.id));
+            if earlier {
+                first_broken = Some(event);
+            }
+        }
+    }
+    Ok(ChainStatus {
+        valid,
+        checked_events,
+        first_broken_event_id: first_broken.map(|e| e.id),
+    })
+}
+
+fn chained(event: &audit_events::Model) -> ChainedEvent<'_> {
+    ChainedEvent {
+        id: event.id,
+        chain: &event.chain,
+        seq: event.chain_seq,
+        action: &event.action,
+        actor_id: event.actor_id,
+        owner_id: event.owner_id,
+        subject_type: &event.subject_type,
+        subject_id: &event.subject_id,
+        details: &event.details,
+        created_at: event.created_at,
+        prev_hash: &event.prev_hash,
+    }
+}
