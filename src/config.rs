@@ -96,6 +96,9 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// Fee discounts by 30-day traded volume (in each market's quote asset).
     pub fee_tiers: Vec<crate::domain::fees::FeeTier>,
+    /// The content compliance rules file; `None`: `config/compliance_rules.toml` when it
+    /// exists, else the copy built into the binary.
+    pub compliance_rules_path: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -192,6 +195,10 @@ impl Config {
             ws_init_timeout: env.seconds("WS_INIT_TIMEOUT_SECS", 10)?,
             ws_max_subscriptions: env.parse("WS_MAX_SUBSCRIPTIONS", "50")?,
             rate_limit_per_minute: env.parse("RATE_LIMIT_PER_MINUTE", "300")?,
+            compliance_rules_path: env
+                .get("COMPLIANCE_RULES_PATH")
+                .filter(|p| !p.trim().is_empty())
+                .map(std::path::PathBuf::from),
             fee_tiers: crate::domain::fees::parse_tiers(
                 &env.get("FEE_TIERS")
                     .unwrap_or_else(|| "100000:10,1000000:25,10000000:50".to_owned()),

@@ -77,7 +77,12 @@ impl App {
         let rate_limiter = Arc::new(crate::ratelimit::RateLimiter::per_minute(
             config.rate_limit_per_minute,
         ));
+        let compliance_rules = Arc::new(
+            crate::service::compliance::ComplianceRules::load(config.compliance_rules_path.clone())
+                .context("cannot load the content compliance rules (COMPLIANCE_RULES_PATH)")?,
+        );
         let state = AppState {
+            compliance_rules,
             rate_limiter,
             config: Arc::new(config),
             db,

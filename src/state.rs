@@ -21,6 +21,8 @@ pub struct AppState {
     pub events: crate::events::EventBus,
     pub login_throttle: Arc<LoginThrottles>,
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// The content compliance rules in force (reloadable).
+    pub compliance_rules: Arc<crate::service::compliance::ComplianceRules>,
     /// Flips to `true` when shutdown begins, so long-lived connections can close cleanly.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Open WebSocket connections, so shutdown can wait for their close frames to go out.

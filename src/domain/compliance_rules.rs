@@ -896,4 +896,89 @@ mod tests {
             prop_assert_eq!(rules(&plain), rules(&noisy));
         }
     }
+
+    #[derive(Deserialize)]
+    struct Corpus {
+        sample: Vec<Sample>,
+    }
+
+    #[derive(Deserialize)]
+    struct Sample {
+        name: String,
+        topic: String,
+        title: String,
+        body: String,
+        #[serde(default = "english")]
+        language: String,
+        blocked: bool,
+        score: u8,
+        #[serde(default)]
+        finding: Vec<ExpectedFinding>,
+    }
+
+    fn english() -> String {
+        "en".into()
+    }
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    struct ExpectedFinding {
+        rule: String,
+        #[serde(default = "body_field")]
+        field: Field,
+        start: u32,
+        end: u32,
+        text: String,
+    }
+
+    fn body_field() -> Field {
+        Field::Body
+    }
+
+    #[test]
+    fn the_curated_corpus_gives_the_expected_findings() {
+        let corpus: Corpus =
+            toml::from_str(include_str!("../../tests/fixtures/compliance_corpus.toml"))
+                .expect("the corpus parses");
+        assert!(corpus.sample.len() >= 30, "at least 30 samples");
+        let compliant = corpus
+            .sample
+            .iter()
+            .filter(|s| !s.blocked && s.finding.is_empty());
+        assert!(compliant.count() >= 10, "compliant samples too");
+        let set = shipped();
+        let mut failures = Vec::new();
+        for sample in &corpus.sample {
+            let assessment =
+                set.assess(&sample.title, &sample.body, &sample.topic, &sample.language);
+            let actual: Vec<ExpectedFinding> = assessment
+                .findings
+                .iter()
+                .map(|f| ExpectedFinding {
+                    rule: f.rule.clone(),
+                    field: f.field,
+                    start: f.start,
+                    end: f.end,
+                    text: utf16_slice(
+                        if f.field == Field::Title {
+                            &sample.title
+                        } else {
+                            &sample.body
+                        },
+                        f.start,
+                        f.end,
+                    ),
+                })
+                .collect();
+            if actual != sample.finding
+                || assessment.blocked != sample.blocked
+                || assessment.risk_score != sample.score
+            {
+                failures.push(format!(
+                    "{}: blocked {} score {} findings {:?}",
+                    sample.name, assessment.blocked, assessment.risk_score, actual
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
 }

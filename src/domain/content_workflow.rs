@@ -287,6 +287,93 @@ impl Actor {
     }
 }
 
+/// Longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest body, in characters.
+pub const MAX_BODY_CHARS: usize = 50_000;
+/// Longest reviewer note or reason, in characters.
+pub const MAX_NOTE_CHARS: usize = 4_000;
+
+/// A title: trimmed, 1 to 200 characters.
+pub fn normalize_title(title: &str) -> Result<String, String> {
+    let title = title.trim();
+    match title.chars().count() {
+        0 => Err("must not be blank".into()),
+        n if n > MAX_TITLE_CHARS => Err(format!("at most {MAX_TITLE_CHARS} characters")),
+        _ => Ok(title.to_owned()),
+    }
+}
+
+/// A body, kept exactly as written (spans of findings point into it): not blank, at
+/// most 50 000 characters.
+pub fn check_body(body: &str) -> Result<(), String> {
+    if body.trim().is_empty() {
+        Err("must not be blank".into())
+    } else if body.chars().count() > MAX_BODY_CHARS {
+        Err(format!("at most {MAX_BODY_CHARS} characters"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A topic such as `MARKET_COMMENTARY`: letters, digits and underscores, upper-cased,
+/// with spaces and dashes read as underscores; 1 to 40 characters.
+pub fn normalize_topic(topic: &str) -> Result<String, String> {
+    let topic: String = topic
+        .trim()
+        .chars()
+        .map(|c| match c {
+            ' ' | '-' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    if topic.is_empty() || topic.len() > 40 {
+        Err("1 to 40 characters".into())
+    } else if !topic
+        .chars()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    {
+        Err("letters, digits, spaces, dashes and underscores only".into())
+    } else {
+        Ok(topic)
+    }
+}
+
+/// A language tag such as `en` or `en-GB`: a 2 or 3 letter primary language (stored in
+/// lower case) and optional subtags of 2 to 8 letters or digits; at most 16 characters.
+pub fn normalize_language(language: &str) -> Result<String, String> {
+    let language = language.trim().replace('_', "-");
+    let mut parts = language.split('-');
+    let primary = parts.next().unwrap_or_default();
+    let primary_ok =
+        (2..=3).contains(&primary.len()) && primary.chars().all(|c| c.is_ascii_alphabetic());
+    let rest: Vec<&str> = parts.collect();
+    let rest_ok = rest
+        .iter()
+        .all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    if !primary_ok || !rest_ok || language.len() > 16 {
+        return Err("a language tag such as `en` or `en-GB`".into());
+    }
+    let mut out = primary.to_ascii_lowercase();
+    for part in rest {
+        out.push('-');
+        out.push_str(part);
+    }
+    Ok(out)
+}
+
+/// A reviewer's note or reason: trimmed; `required` refuses a blank one.
+pub fn normalize_note(note: Option<&str>, required: bool) -> Result<Option<String>, String> {
+    let note = note.map(str::trim).filter(|n| !n.is_empty());
+    match note {
+        None if required => Err("must not be blank".into()),
+        Some(n) if n.chars().count() > MAX_NOTE_CHARS => {
+            Err(format!("at most {MAX_NOTE_CHARS} characters"))
+        }
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,5 +527,29 @@ mod tests {
         assert!(admin.may(A::Archive).is_ok());
         assert!(admin.may(A::Approve).is_err());
         assert!(S::ALL.into_iter().all(|s| admin.may_see(s)));
+    }
+
+    #[test]
+    fn inputs_are_normalised_or_refused() {
+        assert_eq!(normalize_title("  Weekly view "), Ok("Weekly view".into()));
+        assert!(normalize_title("   ").is_err());
+        assert!(normalize_title(&"x".repeat(201)).is_err());
+        assert!(check_body(" \n ").is_err());
+        assert!(check_body(" kept as is ").is_ok());
+        assert_eq!(
+            normalize_topic(" market commentary"),
+            Ok("MARKET_COMMENTARY".into())
+        );
+        assert_eq!(normalize_topic("new-listings"), Ok("NEW_LISTINGS".into()));
+        assert!(normalize_topic("crypto!").is_err());
+        assert!(normalize_topic("").is_err());
+        assert_eq!(normalize_language("EN-GB"), Ok("en-GB".into()));
+        assert_eq!(normalize_language("de"), Ok("de".into()));
+        assert!(normalize_language("english").is_err());
+        assert!(normalize_language("e").is_err());
+        assert_eq!(normalize_note(Some("  ok "), false), Ok(Some("ok".into())));
+        assert_eq!(normalize_note(Some("  "), false), Ok(None));
+        assert!(normalize_note(None, true).is_err());
+        assert!(normalize_note(Some(" "), true).is_err());
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod content;
 pub mod context;
 pub mod funds;
 pub mod guardrails;
@@ -26,6 +27,7 @@ pub struct Query(
     funds::FundsQuery,
     orders::OrderQuery,
     audit::AuditQuery,
+    content::ContentQuery,
 );
 
 /// Every mutation field.
@@ -35,11 +37,12 @@ pub struct Mutation(
     markets::MarketMutation,
     funds::FundsMutation,
     orders::OrderMutation,
+    content::ContentMutation,
 );
 
 /// Every subscription field.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(system::SystemSubscription);
+pub struct Subscription(system::SystemSubscription, content::ContentSubscription);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
@@ -76,6 +79,18 @@ pub fn build_schema(state: AppState) -> AppSchema {
         ))
         .data(DataLoader::new(
             orders::FillsByOrderLoader(state_db.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            content::ContentPersonLoader(state_db.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            content::ContentVersionsLoader(state_db.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            content::ContentChecksLoader(state_db.clone()),
             tokio::spawn,
         ))
         .data(DataLoader::new(orders::OrderLoader(state_db), tokio::spawn))

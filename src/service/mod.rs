@@ -4,6 +4,8 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod compliance;
+pub mod content;
 pub mod funds;
 pub mod ledger;
 pub mod market_data;

@@ -6,6 +6,7 @@ mod helpers;
 
 mod accounts;
 mod audit;
+mod content;
 mod events;
 mod funds;
 mod http_protocol;
