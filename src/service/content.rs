@@ -485,16 +485,7 @@ pub async fn advance(
                 match action {
                     ContentAction::Publish => {
                         let version = load_version(txn, id, content.version).await?;
-                        let hash = verified_hash(&content, &version)?;
-                        let approved = content.approved_hash.as_deref();
-                        if content.approved_version != Some(content.version)
-                            || approved != Some(hash.as_str())
-                        {
-                            return Err(ApiError::Conflict(
-                                "the current text is not the approved text; submit it for review again"
-                                    .into(),
-                            ));
-                        }
+                        let hash = publishable_hash(&content, &version)?;
                         details["contentHash"] = json!(hash);
                         active.published_at = Set(Some(now));
                     }
@@ -846,6 +837,24 @@ fn verified_hash(
     Ok(current)
 }
 
+/// The hash of the text about to be published, if and only if it is exactly the text
+/// that was approved: the current version is the approved one, the piece's row and the
+/// version row hold the same text, and that text hashes to the approved SHA-256.
+fn publishable_hash(
+    content: &contents::Model,
+    version: &content_versions::Model,
+) -> Result<String, ApiError> {
+    let hash = verified_hash(content, version)?;
+    if content.approved_version != Some(content.version)
+        || content.approved_hash.as_deref() != Some(hash.as_str())
+    {
+        return Err(ApiError::Conflict(
+            "the current text is not the approved text; submit it for review again".into(),
+        ));
+    }
+    Ok(hash)
+}
+
 fn assess(rules: &RuleSet, content: &contents::Model) -> Assessment {
     rules.assess(
         &content.title,
@@ -906,6 +915,80 @@ fn escape_like(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn approved_piece() -> (contents::Model, content_versions::Model) {
+        let now = Utc::now();
+        let id = Uuid::now_v7();
+        let hash = content_hash("T", "Body", "RESEARCH", "en");
+        let content = contents::Model {
+            id,
+            author_id: Uuid::now_v7(),
+            status: "APPROVED".into(),
+            title: "T".into(),
+            body: "Body".into(),
+            topic: "RESEARCH".into(),
+            language: "en".into(),
+            version: 2,
+            reviewer_id: None,
+            approved_version: Some(2),
+            approved_hash: Some(hash.clone()),
+            review_note: None,
+            risk_score: Some(10),
+            senior_review_required: false,
+            submitted_at: Some(now),
+            published_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let version = content_versions::Model {
+            content_id: id,
+            version: 2,
+            title: "T".into(),
+            body: "Body".into(),
+            topic: "RESEARCH".into(),
+            language: "en".into(),
+            content_hash: hash,
+            editor_id: content.author_id,
+            created_at: now,
+        };
+        (content, version)
+    }
+
+    #[test]
+    fn only_the_exact_approved_text_is_publishable() {
+        let (content, version) = approved_piece();
+        assert_eq!(
+            publishable_hash(&content, &version).ok(),
+            content.approved_hash.clone()
+        );
+        // The piece's row changed behind the workflow's back.
+        let mut tampered = content.clone();
+        tampered.body.push('!');
+        assert!(matches!(
+            publishable_hash(&tampered, &version),
+            Err(ApiError::Conflict(_))
+        ));
+        // The version row changed (it never should).
+        let mut rewritten = version.clone();
+        rewritten.title = "Other".into();
+        assert!(publishable_hash(&content, &rewritten).is_err());
+        // Both rows changed alike: still not the approved hash.
+        let (mut both, mut both_version) = (content.clone(), version.clone());
+        both.topic = "DERIVATIVES".into();
+        both_version.topic = "DERIVATIVES".into();
+        both_version.content_hash = content_hash("T", "Body", "DERIVATIVES", "en");
+        assert!(publishable_hash(&both, &both_version).is_err());
+        // A later version than the approved one.
+        let mut later = content.clone();
+        later.version = 3;
+        let mut later_version = version.clone();
+        later_version.version = 3;
+        assert!(publishable_hash(&later, &later_version).is_err());
+        // No approval at all.
+        let mut unapproved = content;
+        unapproved.approved_hash = None;
+        assert!(publishable_hash(&unapproved, &version).is_err());
+    }
 
     #[test]
     fn like_patterns_match_wildcards_literally() {

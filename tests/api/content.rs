@@ -18,6 +18,8 @@ both_backends!(
     automated_checks_reject_with_findings_and_flag_senior_review,
     queues_search_and_visibility,
     content_updates_reach_authors_and_reviewers,
+    a_text_changed_behind_the_workflow_is_never_published,
+    admins_list_and_reload_the_rules,
 );
 
 /// A piece the shipped rules pass (with a risk warning).
@@ -1096,4 +1098,113 @@ async fn content_updates_reach_authors_and_reviewers(backend: Backend) {
         refusal["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
         "{refusal}"
     );
+}
+
+async fn a_text_changed_behind_the_workflow_is_never_published(backend: Backend) {
+    let Some(c) = cast(backend).await else { return };
+    let piece = c
+        .create(&c.advisor, "Approved text", CLEAN, "research")
+        .await;
+    let id = piece["id"].as_str().expect("id");
+    c.ok(&c.advisor, "submitContent", id, "", json!({})).await;
+    c.ok(&c.officer, "approveContent", id, "", json!({})).await;
+    // Someone with database access slips a promise into the approved piece.
+    let db = sea_orm::Database::connect(c.app.database_url.clone())
+        .await
+        .expect("database");
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared(
+        "UPDATE contents SET body = 'Guaranteed returns! You could lose money.' WHERE status = 'APPROVED'",
+    )
+    .await
+    .expect("tamper");
+    let refused = c.act(&c.advisor, "publishContent", id, "", json!({})).await;
+    assert_eq!(code(&refused), "CONFLICT", "{refused}");
+    let shown = c.get(Some(&c.officer), id).await;
+    assert_eq!(shown["status"], "APPROVED", "nothing was published");
+    assert_eq!(c.get(None, id).await, Value::Null);
+}
+
+async fn admins_list_and_reload_the_rules(backend: Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("rules.toml");
+    let shipped = std::fs::read_to_string("config/compliance_rules.toml").expect("shipped rules");
+    std::fs::write(&path, &shipped).expect("write rules");
+    let path_text = path.display().to_string();
+    let Some((app, admin)) =
+        TestApp::spawn_with_admin_and(backend, &[("COMPLIANCE_RULES_PATH", path_text.as_str())])
+            .await
+    else {
+        return;
+    };
+    let advisor = app.register(&email("advisor")).await;
+    grant(&app, &admin, &advisor, "ADVISOR").await;
+    let list = "{ complianceRules { source fingerprint rules { id } } }";
+    let before = app.gql(list, json!({}), Some(&admin.access)).await;
+    assert_eq!(
+        before["data"]["complianceRules"]["source"],
+        path_text.as_str(),
+        "{before}"
+    );
+    let check =
+        |body: &'static str| json!({"i": {"title": "t", "body": body, "topic": "education"}});
+    let preview = "mutation($i: CreateContentInput!) { checkContentCompliance(input: $i) { findings { rule start end } } }";
+    let text = "A moonshot for sure. You could lose money.";
+    let quiet = app.gql(preview, check(text), Some(&advisor.access)).await;
+    assert_eq!(
+        quiet["data"]["checkContentCompliance"]["findings"],
+        json!([]),
+        "{quiet}"
+    );
+
+    // A new rule, in force after the reload.
+    let extra = "\n[[rule]]\nid = \"hype\"\nseverity = \"WARNING\"\nweight = 5\nmessage = \"Hype.\"\nphrases = [\"moonshot\"]\n";
+    std::fs::write(&path, format!("{shipped}{extra}")).expect("write rules");
+    let reload = "mutation { reloadComplianceRules { fingerprint rules { id } } }";
+    let reloaded = app.gql(reload, json!({}), Some(&admin.access)).await;
+    let ids: Vec<&str> = reloaded["data"]["reloadComplianceRules"]["rules"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{reloaded}"))
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"hype"), "{ids:?}");
+    let fingerprint = reloaded["data"]["reloadComplianceRules"]["fingerprint"].clone();
+    assert_ne!(
+        fingerprint,
+        before["data"]["complianceRules"]["fingerprint"]
+    );
+    let loud = app.gql(preview, check(text), Some(&advisor.access)).await;
+    assert_eq!(
+        loud["data"]["checkContentCompliance"]["findings"],
+        json!([{"rule": "hype", "start": 2, "end": 10}]),
+        "{loud}"
+    );
+
+    // A broken file is refused whole; the rules in force stay.
+    std::fs::write(&path, "senior_review_threshold = \"high\"").expect("write rules");
+    let broken = app.gql(reload, json!({}), Some(&admin.access)).await;
+    assert_eq!(code(&broken), "CONFLICT", "{broken}");
+    let after = app.gql(list, json!({}), Some(&admin.access)).await;
+    assert_eq!(after["data"]["complianceRules"]["fingerprint"], fingerprint);
+    let still = app.gql(preview, check(text), Some(&advisor.access)).await;
+    assert_eq!(
+        still["data"]["checkContentCompliance"]["findings"][0]["rule"],
+        "hype"
+    );
+
+    // The reload is audited.
+    let log = app
+        .gql(
+            "{ auditLog(filter: {action: \"compliance_rules.reloaded\"}) { edges { node { actorId details } } } }",
+            json!({}),
+            Some(&admin.access),
+        )
+        .await;
+    let edges = log["data"]["auditLog"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(edges.len(), 1, "{log}");
+    assert_eq!(edges[0]["node"]["actorId"], admin.user_id.as_str());
+    assert_eq!(edges[0]["node"]["details"]["fingerprint"], fingerprint);
 }
