@@ -336,7 +336,8 @@ impl RuleSet {
             hits.retain(|&(s, _)| !self.is_negated(haystack, s));
         }
         if rule.ignore_quoted {
-            hits.retain(|&(s, e)| !is_quoted(haystack, s, e));
+            let quotes: Vec<usize> = haystack.match_indices('"').map(|(i, _)| i).collect();
+            hits.retain(|&(s, e)| !is_quoted(&quotes, s, e));
         }
         // Overlapping hits ("guaranteed" inside "guaranteed returns") are one finding:
         // the earliest, and of those the longest.
@@ -543,10 +544,10 @@ fn find_phrase(text: &str, phrase: &str) -> Vec<(usize, usize)> {
 }
 
 /// Whether `start..end` lies between double quotes: an odd number of quotes before it
-/// and at least one after it.
-fn is_quoted(text: &str, start: usize, end: usize) -> bool {
-    let before = text[..start].matches('"').count();
-    before % 2 == 1 && text[end..].contains('"')
+/// and at least one after it. `quotes` holds the quotes' positions, in order.
+fn is_quoted(quotes: &[usize], start: usize, end: usize) -> bool {
+    let before = quotes.partition_point(|&q| q < start);
+    before % 2 == 1 && quotes.last().is_some_and(|&q| q >= end)
 }
 
 /// The SHA-256 (hex) of a version's exact text, canonically encoded: a format tag, then
