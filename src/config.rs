@@ -145,6 +145,9 @@ pub struct Config {
     pub redis_key_prefix: String,
     /// Second factors, withdrawals, e-mail and password resets.
     pub security: SecurityConfig,
+    /// The content compliance rules file; `None`: `config/compliance_rules.toml` when it
+    /// exists, else the copy built into the binary.
+    pub compliance_rules_path: Option<std::path::PathBuf>,
 }
 
 /// Second factors, withdrawals, e-mail and password resets.
@@ -354,6 +357,10 @@ impl Config {
                 signing_secret: api_key_secret,
                 max_per_user: env.parse("API_KEYS_PER_USER", "20")?,
             },
+            compliance_rules_path: env
+                .get("COMPLIANCE_RULES_PATH")
+                .filter(|p| !p.trim().is_empty())
+                .map(std::path::PathBuf::from),
             fee_tiers: crate::domain::fees::parse_tiers(
                 &env.get("FEE_TIERS")
                     .unwrap_or_else(|| "100000:10,1000000:25,10000000:50".to_owned()),

@@ -78,6 +78,10 @@ impl App {
             redis.clone(),
             config.redis_key_prefix.clone(),
         ));
+        let compliance_rules = Arc::new(
+            crate::service::compliance::ComplianceRules::load(config.compliance_rules_path.clone())
+                .context("cannot load the content compliance rules (COMPLIANCE_RULES_PATH)")?,
+        );
         let second_factor_throttle = Arc::new(FailureThrottle::new(
             config.security.second_factor_burst,
             config.security.second_factor_refill,
@@ -89,6 +93,7 @@ impl App {
             api_key_usage: Default::default(),
             second_factor_throttle,
             webauthn,
+            compliance_rules,
             config: Arc::new(config),
             db,
             jwt: Arc::new(jwt),

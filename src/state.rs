@@ -29,6 +29,8 @@ pub struct AppState {
     pub second_factor_throttle: Arc<FailureThrottle>,
     /// The WebAuthn relying party, for passkeys.
     pub webauthn: Arc<webauthn_rs::Webauthn>,
+    /// The content compliance rules in force (reloadable).
+    pub compliance_rules: Arc<crate::service::compliance::ComplianceRules>,
     /// Flips to `true` when shutdown begins, so long-lived connections can close cleanly.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Open WebSocket connections, so shutdown can wait for their close frames to go out.

@@ -15,6 +15,12 @@ pub mod assets;
 pub mod audit_chains;
 /// The append-only, hash-chained audit log.
 pub mod audit_events;
+/// Automated compliance checks of content versions.
+pub mod content_checks;
+/// Immutable versions of advisor content.
+pub mod content_versions;
+/// Advisor content under compliance review.
+pub mod contents;
 /// Fills: each side of each trade.
 pub mod fills;
 /// Journal entries of the double-entry ledger.

@@ -11,6 +11,7 @@ mod m20261122_000004_audit;
 mod m20261122_000030_api_keys;
 mod m20261122_000031_account_privacy_and_tiers;
 mod m20261122_000035_security;
+mod m20261122_000040_content;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000030_api_keys::Migration),
             Box::new(m20261122_000031_account_privacy_and_tiers::Migration),
             Box::new(m20261122_000035_security::Migration),
+            Box::new(m20261122_000040_content::Migration),
         ]
     }
 }

@@ -1,8 +1,11 @@
 //! Pure rules with no I/O, unit-tested here and used by the services: account input,
-//! the audit log's hash chain, double-entry bookkeeping, order validation and the matching planner.
+//! the audit log's hash chain, double-entry bookkeeping, order validation and the
+//! matching planner, content compliance rules and the content state machine.
 
 pub mod account_rules;
 pub mod audit;
+pub mod compliance_rules;
+pub mod content_workflow;
 pub mod demo_quotes;
 pub mod fees;
 pub mod ip_allowlist;

@@ -46,6 +46,18 @@ pub enum Event {
     /// A market's book changed (public).
     #[serde(rename_all = "camelCase")]
     BookChanged { market: String },
+    /// A piece of advisor content changed state (for its author and the reviewers).
+    #[serde(rename_all = "camelCase")]
+    ContentUpdate {
+        content_id: Uuid,
+        author_id: Uuid,
+        /// The audit action, e.g. `content.approved`.
+        action: String,
+        status: String,
+        previous_status: String,
+        version: i32,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Gathers the events of one transaction attempt.

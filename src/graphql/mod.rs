@@ -5,6 +5,7 @@ pub mod access;
 pub mod accounts;
 pub mod api_keys;
 pub mod audit;
+pub mod content;
 pub mod context;
 pub mod funds;
 pub mod guardrails;
@@ -36,6 +37,7 @@ pub struct Query(
     audit::AuditQuery,
     second_factors::SecondFactorQuery,
     withdrawals::WithdrawalQuery,
+    content::ContentQuery,
 );
 
 /// Every mutation field.
@@ -50,11 +52,12 @@ pub struct Mutation(
     rate_limits::RateLimitMutation,
     second_factors::SecondFactorMutation,
     withdrawals::WithdrawalMutation,
+    content::ContentMutation,
 );
 
 /// Every subscription field.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(system::SystemSubscription);
+pub struct Subscription(system::SystemSubscription, content::ContentSubscription);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
@@ -91,6 +94,18 @@ pub fn build_schema(state: AppState) -> AppSchema {
         ))
         .data(DataLoader::new(
             orders::FillsByOrderLoader(state_db.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            content::ContentPersonLoader(state_db.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            content::ContentVersionsLoader(state_db.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            content::ContentChecksLoader(state_db.clone()),
             tokio::spawn,
         ))
         .data(DataLoader::new(orders::OrderLoader(state_db), tokio::spawn))

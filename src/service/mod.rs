@@ -5,6 +5,8 @@ pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod compliance;
+pub mod content;
 pub mod email;
 pub mod funds;
 pub mod ledger;

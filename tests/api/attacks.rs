@@ -107,6 +107,7 @@ struct Victim {
     withdrawal_id: String,
     address_id: String,
     passkey_id: String,
+    content_id: String,
 }
 
 enum Expect {
@@ -115,6 +116,8 @@ enum Expect {
     NullOrNotFound,
     /// Admin only: a plain user is `FORBIDDEN` whatever the id.
     Forbidden,
+    /// A filter by another user's id: an empty connection, never their rows.
+    Empty,
 }
 
 /// How B attacks each id-taking field: the document and its variables.
@@ -206,6 +209,56 @@ fn attack(field: &str, a: &Victim) -> Option<(Expect, &'static str, Value)> {
             "mutation($id: ID!) { failWithdrawal(id: $id, reason: \"attack\") { id } }",
             json!({"id": a.withdrawal_id}),
         ),
+        "Query.content" => (
+            NullOrNotFound,
+            "query($id: ID!) { content(id: $id) { id title } }",
+            json!({"id": a.content_id}),
+        ),
+        "Query.contents" => (
+            Empty,
+            "query($id: ID!) { contents(filter: {authorId: $id}) { edges { node { id } } } }",
+            json!({"id": a.auth.user_id}),
+        ),
+        "Mutation.updateContent" => (
+            NotFound,
+            "mutation($id: ID!) { updateContent(id: $id, input: {title: \"defaced\"}) { id } }",
+            json!({"id": a.content_id}),
+        ),
+        "Mutation.submitContent" => (
+            NotFound,
+            "mutation($id: ID!) { submitContent(id: $id) { id } }",
+            json!({"id": a.content_id}),
+        ),
+        "Mutation.reviseContent" => (
+            NotFound,
+            "mutation($id: ID!) { reviseContent(id: $id) { id } }",
+            json!({"id": a.content_id}),
+        ),
+        "Mutation.publishContent" => (
+            NotFound,
+            "mutation($id: ID!) { publishContent(id: $id) { id } }",
+            json!({"id": a.content_id}),
+        ),
+        "Mutation.archiveContent" => (
+            NotFound,
+            "mutation($id: ID!) { archiveContent(id: $id) { id } }",
+            json!({"id": a.content_id}),
+        ),
+        "Mutation.approveContent" => (
+            NotFound,
+            "mutation($id: ID!) { approveContent(id: $id) { id } }",
+            json!({"id": a.content_id}),
+        ),
+        "Mutation.rejectContent" => (
+            NotFound,
+            "mutation($id: ID!) { rejectContent(id: $id, reason: \"attack\") { id } }",
+            json!({"id": a.content_id}),
+        ),
+        "Mutation.requestContentChanges" => (
+            NotFound,
+            "mutation($id: ID!) { requestContentChanges(id: $id, note: \"attack\") { id } }",
+            json!({"id": a.content_id}),
+        ),
         "Query.auditLog" => (
             Forbidden,
             "query($id: ID!) { auditLog(filter: {actorId: $id}) { edges { node { id } } } }",
@@ -286,7 +339,30 @@ async fn every_object_id_field_refuses_other_users(backend: Backend) {
         .as_str()
         .unwrap_or_else(|| panic!("{passkey}"))
         .to_owned();
+    // Both are advisors, so content fields are attacked by a peer, not refused by role.
+    for user in [&a, &b] {
+        let granted = app
+            .gql(
+                "mutation($id: ID!) { grantRole(userId: $id, role: ADVISOR) { id } }",
+                json!({"id": user.user_id}),
+                Some(&admin.access),
+            )
+            .await;
+        assert!(granted["errors"].is_null(), "{granted}");
+    }
+    let created = app
+        .gql(
+            "mutation { createContent(input: {title: \"Victim's notes\", body: \"Markets moved.\", topic: \"markets\"}) { id } }",
+            json!({}),
+            Some(&a.access),
+        )
+        .await;
+    let content_id = created["data"]["createContent"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
     let victim = Victim {
+        content_id,
         auth: a.clone(),
         order_id,
         session_id,
@@ -317,6 +393,13 @@ async fn every_object_id_field_refuses_other_users(backend: Backend) {
         match expect {
             Expect::NotFound => assert_eq!(code(&body), "NOT_FOUND", "{field}: {body}"),
             Expect::Forbidden => assert_eq!(code(&body), "FORBIDDEN", "{field}: {body}"),
+            Expect::Empty => {
+                let connection = body["data"]
+                    .as_object()
+                    .and_then(|d| d.values().next().cloned())
+                    .unwrap_or_default();
+                assert_eq!(connection["edges"], json!([]), "{field}: {body}");
+            }
             Expect::NullOrNotFound => {
                 let data = body["data"]
                     .as_object()
@@ -353,13 +436,25 @@ async fn every_object_id_field_refuses_other_users(backend: Backend) {
     assert_eq!(body["data"]["order"]["quantity"], "0.01");
     assert_eq!(body["data"]["sessions"].as_array().map(Vec::len), Some(1));
     assert_eq!(body["data"]["apiKeys"][0]["revokedAt"], Value::Null);
-    assert_eq!(body["data"]["me"]["roles"], json!(["USER"]));
+    assert_eq!(body["data"]["me"]["roles"], json!(["USER", "ADVISOR"]));
     assert_eq!(body["data"]["withdrawal"]["status"], "PENDING", "{body}");
     assert_eq!(
         body["data"]["withdrawalAddresses"].as_array().map(Vec::len),
         Some(1)
     );
     assert_eq!(body["data"]["passkeys"].as_array().map(Vec::len), Some(1));
+    let content = app
+        .gql(
+            "query($id: ID!) { content(id: $id) { title status } }",
+            json!({"id": victim.content_id}),
+            Some(&a.access),
+        )
+        .await;
+    assert_eq!(
+        content["data"]["content"]["title"], "Victim's notes",
+        "{content}"
+    );
+    assert_eq!(content["data"]["content"]["status"], "DRAFT", "{content}");
 }
 
 both_backends!(no_state_changes_over_get_or_a_simple_form_post);

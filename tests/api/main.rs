@@ -8,6 +8,7 @@ mod accounts;
 mod api_keys;
 mod attacks;
 mod audit;
+mod content;
 mod demo;
 mod events;
 mod funds;
