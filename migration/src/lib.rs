@@ -8,6 +8,7 @@ mod m20261122_000001_accounts;
 mod m20261122_000002_ledger;
 mod m20261122_000003_orders;
 mod m20261122_000004_audit;
+mod m20261122_000050_kyc;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_ledger::Migration),
             Box::new(m20261122_000003_orders::Migration),
             Box::new(m20261122_000004_audit::Migration),
+            Box::new(m20261122_000050_kyc::Migration),
         ]
     }
 }

@@ -1,9 +1,13 @@
 //! Pure rules with no I/O, unit-tested here and used by the services: account input,
-//! the audit log's hash chain, double-entry bookkeeping, order validation and the matching planner.
+//! the audit log's hash chain, double-entry bookkeeping, order validation and the matching planner,
+//! KYC tiers and limits, sanctions screening and transaction-monitoring rules.
 
 pub mod account_rules;
 pub mod audit;
 pub mod fees;
+pub mod kyc;
 pub mod ledger;
 pub mod matching;
+pub mod monitoring;
 pub mod order_rules;
+pub mod screening;
