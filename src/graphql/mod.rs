@@ -6,6 +6,7 @@ pub mod audit;
 pub mod context;
 pub mod funds;
 pub mod guardrails;
+pub mod kyc;
 pub mod markets;
 pub mod orders;
 pub mod pagination;
@@ -26,6 +27,7 @@ pub struct Query(
     funds::FundsQuery,
     orders::OrderQuery,
     audit::AuditQuery,
+    kyc::KycQuery,
 );
 
 /// Every mutation field.
@@ -35,6 +37,7 @@ pub struct Mutation(
     markets::MarketMutation,
     funds::FundsMutation,
     orders::OrderMutation,
+    kyc::KycMutation,
 );
 
 /// Every subscription field.

@@ -79,6 +79,7 @@ pub async fn credit_deposit(
         .db
         .write(|txn| {
             let (reference, asset) = (reference.clone(), asset.symbol.clone());
+            let monitoring_rules = state.config.kyc.monitoring.clone();
             Box::pin(async move {
                 if let Some(existing) = ledger::find_by_reference(txn, DEPOSIT, &reference).await? {
                     return Ok(Err(existing));
@@ -105,6 +106,8 @@ pub async fn credit_deposit(
                     },
                 )
                 .await?;
+                // Transaction monitoring: alerts commit (or roll back) with the deposit.
+                super::monitoring::on_deposit(txn, &monitoring_rules, &entry).await?;
                 audit::record(
                     txn,
                     AuditEntry::new("deposit.credited", "ledger_entry", entry.id)

@@ -5,9 +5,11 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod funds;
+pub mod kyc;
 pub mod ledger;
 pub mod market_data;
 pub mod markets;
+pub mod monitoring;
 pub mod orders;
 pub mod sessions;
 

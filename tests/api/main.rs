@@ -9,6 +9,7 @@ mod audit;
 mod events;
 mod funds;
 mod http_protocol;
+mod kyc;
 mod limits;
 mod orders;
 mod process;

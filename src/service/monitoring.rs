@@ -1,0 +1,268 @@
+//! Transaction monitoring: every deposit and withdrawal is recorded with its USD value
+//! and run through the rules of `domain::monitoring` in the same transaction; hits
+//! become alerts in the COMPLIANCE_OFFICER queue, with their evidence, and add to the
+//! user's risk score.
+
+use chrono::{Duration, Utc};
+use rust_decimal::Decimal;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
+
+use super::audit::{self, AuditEntry};
+use crate::auth::Viewer;
+use crate::domain::monitoring::{self as rules, Direction, Rules, Transfer};
+use crate::error::ApiError;
+use crate::state::AppState;
+use entity::{compliance_alerts, journal_entries, monitored_transfers, Amount, Role};
+
+/// Runs the rules on a deposit just posted to the ledger, inside its transaction.
+pub async fn on_deposit(
+    txn: &DatabaseTransaction,
+    rules: &Rules,
+    entry: &journal_entries::Model,
+) -> Result<(), ApiError> {
+    let Some(user_id) = entry.user_id else {
+        return Ok(());
+    };
+    let usd = super::kyc::usd_value(txn, &entry.asset, entry.amount.0).await?;
+    observe(
+        txn,
+        rules,
+        user_id,
+        Direction::Deposit,
+        &entry.asset,
+        entry.amount.0,
+        usd,
+        "ledger_entry",
+        &entry.id.to_string(),
+    )
+    .await
+}
+
+/// Runs the rules on a withdrawal just requested, inside its transaction: call it after
+/// the funds are held. `usd_amount` is its USD value (see `kyc::usd_value`).
+pub async fn on_withdrawal(
+    txn: &DatabaseTransaction,
+    rules: &Rules,
+    user_id: Uuid,
+    withdrawal_id: Uuid,
+    asset: &str,
+    amount: Decimal,
+    usd_amount: Option<Decimal>,
+) -> Result<(), ApiError> {
+    observe(
+        txn,
+        rules,
+        user_id,
+        Direction::Withdrawal,
+        asset,
+        amount,
+        usd_amount,
+        "withdrawal",
+        &withdrawal_id.to_string(),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn observe(
+    txn: &DatabaseTransaction,
+    rules: &Rules,
+    user_id: Uuid,
+    direction: Direction,
+    asset: &str,
+    amount: Decimal,
+    usd: Option<Decimal>,
+    subject_type: &str,
+    subject_id: &str,
+) -> Result<(), ApiError> {
+    let now = Utc::now();
+    let lookback = rules.rapid_window.max(rules.structuring_window);
+    let history: Vec<Transfer> = monitored_transfers::Entity::find()
+        .filter(monitored_transfers::Column::UserId.eq(user_id))
+        .filter(monitored_transfers::Column::CreatedAt.gte(now - lookback))
+        .order_by_desc(monitored_transfers::Column::CreatedAt)
+        // Enough for every rule; a flood beyond this is already alerting.
+        .limit(1000)
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|t| Transfer {
+            id: t.subject_id,
+            direction: Direction::from_column(&t.direction),
+            asset: t.asset,
+            amount: t.amount.0,
+            usd: t.usd_value.map(|u| u.0),
+            at: t.created_at,
+        })
+        .collect();
+    let current = Transfer {
+        id: subject_id.to_owned(),
+        direction,
+        asset: asset.to_owned(),
+        amount,
+        usd,
+        at: now,
+    };
+    monitored_transfers::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user_id),
+        direction: Set(direction.as_str().to_owned()),
+        asset: Set(asset.to_owned()),
+        amount: Set(Amount(amount)),
+        usd_value: Set(usd.map(Amount)),
+        subject_id: Set(subject_id.to_owned()),
+        created_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    for hit in rules::evaluate(rules, &current, &history) {
+        let id = Uuid::now_v7();
+        compliance_alerts::ActiveModel {
+            id: Set(id),
+            user_id: Set(user_id),
+            rule: Set(hit.rule.as_str().to_owned()),
+            score: Set(hit.rule.score() as i32),
+            evidence: Set(hit.evidence.to_string()),
+            status: Set(OPEN.to_owned()),
+            subject_type: Set(subject_type.to_owned()),
+            subject_id: Set(subject_id.to_owned()),
+            resolved_by: Set(None),
+            resolution_note: Set(None),
+            created_at: Set(now),
+            resolved_at: Set(None),
+        }
+        .insert(txn)
+        .await?;
+        audit::record(
+            txn,
+            AuditEntry::new("compliance_alert.raised", "compliance_alert", id)
+                .owner(user_id)
+                .details(serde_json::json!({
+                    "rule": hit.rule.as_str(),
+                    "subjectType": subject_type,
+                    "subjectId": subject_id,
+                })),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub const OPEN: &str = "OPEN";
+pub const DISMISSED: &str = "DISMISSED";
+pub const ESCALATED: &str = "ESCALATED";
+
+fn require_officer(viewer: &Viewer) -> Result<(), ApiError> {
+    if viewer.has_role(Role::ComplianceOfficer) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "this needs the COMPLIANCE_OFFICER role".into(),
+        ))
+    }
+}
+
+/// Alerts with `status` (default OPEN), optionally one user's, oldest first, strictly
+/// after `after_id`. COMPLIANCE_OFFICER only.
+pub async fn alerts(
+    state: &AppState,
+    viewer: &Viewer,
+    status: Option<&str>,
+    user_id: Option<Uuid>,
+    after_id: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<compliance_alerts::Model>, ApiError> {
+    require_officer(viewer)?;
+    let mut query = compliance_alerts::Entity::find()
+        .filter(compliance_alerts::Column::Status.eq(status.unwrap_or(OPEN)));
+    if let Some(user_id) = user_id {
+        query = query.filter(compliance_alerts::Column::UserId.eq(user_id));
+    }
+    if let Some(after) = after_id {
+        query = query.filter(compliance_alerts::Column::Id.gt(after));
+    }
+    Ok(query
+        .order_by_asc(compliance_alerts::Column::Id)
+        .limit(limit)
+        .all(state.db.conn())
+        .await?)
+}
+
+/// An officer closes an open alert as DISMISSED (a false positive, no longer counted in
+/// the risk score) or ESCALATED (kept in the score, for a report).
+pub async fn resolve_alert(
+    state: &AppState,
+    viewer: &Viewer,
+    id: Uuid,
+    status: &'static str,
+    note: String,
+) -> Result<compliance_alerts::Model, ApiError> {
+    require_officer(viewer)?;
+    let note = note.trim().to_owned();
+    if note.is_empty() || note.chars().count() > 2000 {
+        return Err(ApiError::bad_input("note", "must be 1 to 2000 characters"));
+    }
+    let officer = viewer.user_id();
+    state
+        .db
+        .write(|txn| {
+            let note = note.clone();
+            Box::pin(async move {
+                let alert = compliance_alerts::Entity::find_by_id(id)
+                    .one(txn)
+                    .await?
+                    .ok_or(ApiError::NotFound("alert"))?;
+                if alert.status != OPEN {
+                    return Err(ApiError::Conflict(format!(
+                        "the alert is already {}",
+                        alert.status
+                    )));
+                }
+                let user_id = alert.user_id;
+                let mut active: compliance_alerts::ActiveModel = alert.into();
+                active.status = Set(status.to_owned());
+                active.resolved_by = Set(Some(officer));
+                active.resolution_note = Set(Some(note));
+                active.resolved_at = Set(Some(Utc::now()));
+                let updated = active.update(txn).await?;
+                audit::record(
+                    txn,
+                    AuditEntry::new(
+                        if status == DISMISSED {
+                            "compliance_alert.dismissed"
+                        } else {
+                            "compliance_alert.escalated"
+                        },
+                        "compliance_alert",
+                        id,
+                    )
+                    .actor(officer)
+                    .owner(user_id)
+                    .details(serde_json::json!({ "rule": updated.rule })),
+                )
+                .await?;
+                Ok(updated)
+            })
+        })
+        .await
+}
+
+/// A user's risk score (0..100): open and escalated alerts of the last 90 days.
+pub async fn risk_score<C: ConnectionTrait>(conn: &C, user_id: Uuid) -> Result<u32, ApiError> {
+    let now = Utc::now();
+    let alerts = compliance_alerts::Entity::find()
+        .filter(compliance_alerts::Column::UserId.eq(user_id))
+        .filter(compliance_alerts::Column::Status.ne(DISMISSED))
+        .filter(compliance_alerts::Column::CreatedAt.gte(now - Duration::days(90)))
+        .all(conn)
+        .await?;
+    let scored: Vec<(u32, chrono::DateTime<Utc>)> = alerts
+        .iter()
+        .map(|a| (a.score.max(0) as u32, a.created_at))
+        .collect();
+    Ok(rules::risk_score(&scored, now))
+}
