@@ -266,3 +266,172 @@ pub async fn risk_score<C: ConnectionTrait>(conn: &C, user_id: Uuid) -> Result<u
         .collect();
     Ok(rules::risk_score(&scored, now))
 }
+
+/// The hooks the withdrawal flow calls, on a real (SQLite) database: the tier's daily
+/// withdrawal limit through `kyc::check_withdrawal`, and the rapid in-and-out rule
+/// through `on_withdrawal`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::db::Db;
+    use crate::metrics::Metrics;
+    use crate::service::kyc;
+    use entity::users;
+    use sea_orm::TransactionTrait;
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str_exact(s).unwrap_or_default()
+    }
+
+    async fn database() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Db::connect(&url, 2, &Metrics::new())
+            .await
+            .expect("connects");
+        db.migrate().await.expect("migrates");
+        (dir, db)
+    }
+
+    async fn user(db: &Db, tier: &str) -> Uuid {
+        let now = Utc::now();
+        let id = Uuid::now_v7();
+        users::ActiveModel {
+            id: Set(id),
+            email: Set(format!("{id}@example.com")),
+            display_name: Set("T".into()),
+            password_hash: Set("x".into()),
+            roles: Set(String::new()),
+            two_factor_enabled: Set(false),
+            kyc_tier: Set(tier.into()),
+            anti_phishing_code: Set(None),
+            password_changed_at: Set(now),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(db.conn())
+        .await
+        .expect("user");
+        id
+    }
+
+    async fn deposit_entry(db: &Db, user_id: Uuid, usd: &str) -> journal_entries::Model {
+        journal_entries::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            kind: Set(crate::service::funds::DEPOSIT.into()),
+            reference: Set(Some(Uuid::new_v4().to_string())),
+            user_id: Set(Some(user_id)),
+            asset: Set("USD".into()),
+            amount: Set(Amount(dec(usd))),
+            description: Set("test".into()),
+            created_at: Set(Utc::now()),
+        }
+        .insert(db.conn())
+        .await
+        .expect("entry")
+    }
+
+    #[tokio::test]
+    async fn each_tier_is_held_to_its_daily_withdrawal_limit() {
+        let (_dir, db) = database().await;
+        let config = Config::from_vars(Default::default()).expect("config");
+        let limits = &config.kyc.tier_limits;
+        for tier in crate::domain::kyc::Tier::ALL {
+            let user_id = user(&db, tier.as_str()).await;
+            let txn = db.conn().begin().await.expect("txn");
+            match limits.for_tier(tier).daily_withdrawal_usd {
+                Some(limit) => {
+                    kyc::check_withdrawal(&txn, &config.kyc, user_id, limit)
+                        .await
+                        .expect("up to the limit");
+                    let over =
+                        kyc::check_withdrawal(&txn, &config.kyc, user_id, limit + dec("0.01"))
+                            .await
+                            .expect_err("over the limit");
+                    assert!(matches!(over, ApiError::Forbidden(_)), "{tier}: {over:?}");
+                }
+                None => kyc::check_withdrawal(&txn, &config.kyc, user_id, dec("1e15"))
+                    .await
+                    .expect("unlimited"),
+            }
+        }
+        // UNVERIFIED may not withdraw at all by default.
+        let user_id = user(&db, "UNVERIFIED").await;
+        let txn = db.conn().begin().await.expect("txn");
+        let refused = kyc::check_withdrawal(&txn, &config.kyc, user_id, dec("0.01")).await;
+        assert!(matches!(refused, Err(ApiError::Forbidden(m)) if m.contains("UNVERIFIED")));
+    }
+
+    #[tokio::test]
+    async fn deposits_count_against_the_daily_deposit_limit() {
+        let (_dir, db) = database().await;
+        let config = Config::from_vars(Default::default()).expect("config");
+        let user_id = user(&db, "BASIC").await;
+        deposit_entry(&db, user_id, "19000").await;
+        assert_eq!(
+            kyc::deposits_used_today(db.conn(), user_id)
+                .await
+                .expect("sum"),
+            dec("19000")
+        );
+        let txn = db.conn().begin().await.expect("txn");
+        kyc::check_deposit(&txn, &config.kyc, user_id, dec("1000"))
+            .await
+            .expect("exactly the BASIC limit");
+        let over = kyc::check_deposit(&txn, &config.kyc, user_id, dec("1000.01")).await;
+        assert!(matches!(over, Err(ApiError::Forbidden(m)) if m.contains("1000 USD remains")));
+    }
+
+    #[tokio::test]
+    async fn withdrawing_a_fresh_deposit_raises_a_rapid_in_out_alert() {
+        let (_dir, db) = database().await;
+        let rules = Rules::default();
+        let user_id = user(&db, "BASIC").await;
+        let entry = deposit_entry(&db, user_id, "1000").await;
+        let txn = db.conn().begin().await.expect("txn");
+        on_deposit(&txn, &rules, &entry).await.expect("monitored");
+        let withdrawal = Uuid::now_v7();
+        on_withdrawal(
+            &txn,
+            &rules,
+            user_id,
+            withdrawal,
+            "USD",
+            dec("900"),
+            Some(dec("900")),
+        )
+        .await
+        .expect("monitored");
+        let alerts = compliance_alerts::Entity::find()
+            .filter(compliance_alerts::Column::UserId.eq(user_id))
+            .all(&txn)
+            .await
+            .expect("alerts");
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].rule, "RAPID_IN_OUT");
+        assert_eq!(alerts[0].subject_id, withdrawal.to_string());
+        assert!(alerts[0].evidence.contains(&entry.id.to_string()));
+        assert_eq!(risk_score(&txn, user_id).await.expect("score"), 35);
+        // A small withdrawal afterwards does not fire again on its own.
+        let small = on_withdrawal(
+            &txn,
+            &rules,
+            user_id,
+            Uuid::now_v7(),
+            "USD",
+            dec("10"),
+            Some(dec("10")),
+        )
+        .await;
+        assert!(small.is_ok());
+        let count = compliance_alerts::Entity::find()
+            .filter(compliance_alerts::Column::UserId.eq(user_id))
+            .all(&txn)
+            .await
+            .expect("alerts")
+            .len();
+        assert_eq!(count, 1);
+        txn.commit().await.expect("commit");
+    }
+}
