@@ -15,7 +15,8 @@ pub struct Model {
     pub country: String,
     /// Base64 of nonce and AES-256-GCM ciphertext of the personal data JSON.
     pub personal_data: String,
-    /// JSON list of the sanctions/PEP list entries the applicant's name matched.
+    /// The sanctions/PEP list entries the applicant's name matched: JSON, sealed like
+    /// `personal_data` (a matched entry's name is usually the applicant's).
     pub screening_hits: String,
     /// When the newest decision took effect: older provider events never override it.
     pub last_decision_at: Option<DateTimeUtc>,

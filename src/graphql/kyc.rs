@@ -249,17 +249,21 @@ impl KycApplication {
     }
 
     /// Sanctions and PEP list entries the applicant's name matched; a match holds the
-    /// application for review. Empty when none.
-    async fn screening_hits(&self) -> Vec<KycScreeningHit> {
-        self.0
-            .screening_hits()
+    /// application for review. Empty when none; `INTERNAL` if the encryption key changed.
+    async fn screening_hits(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<KycScreeningHit>> {
+        Ok(self
+            .0
+            .screening_hits(&ctx.state().config.kyc)?
             .into_iter()
             .map(|h| KycScreeningHit {
                 name: h.name,
                 list: h.list,
                 score: h.score,
             })
-            .collect()
+            .collect())
     }
 
     /// The documents uploaded, in upload order.

@@ -75,8 +75,11 @@ impl Application {
         Status::from_column(&self.row.status)
     }
 
-    pub fn screening_hits(&self) -> Vec<ScreeningHit> {
-        serde_json::from_str(&self.row.screening_hits).unwrap_or_default()
+    /// The list entries matched, decrypted: a matched entry's name is usually the
+    /// applicant's own, so it is stored encrypted like the rest of their data.
+    pub fn screening_hits(&self, config: &KycConfig) -> Result<Vec<ScreeningHit>, ApiError> {
+        let plain = open(config.encryption_key.expose(), &self.row.screening_hits)?;
+        serde_json::from_slice(&plain).map_err(ApiError::internal)
     }
 }
 
@@ -471,7 +474,10 @@ pub async fn submit(
         config.encryption_key.expose(),
         &serde_json::to_vec(&personal).map_err(ApiError::internal)?,
     )?;
-    let hits_json = serde_json::to_string(&hits).map_err(ApiError::internal)?;
+    let hits_json = seal(
+        config.encryption_key.expose(),
+        &serde_json::to_vec(&hits).map_err(ApiError::internal)?,
+    )?;
     let docs: Vec<(String, &'static str, i64)> = documents
         .iter()
         .map(|d| (d.sha256.clone(), d.kind.mime(), d.bytes.len() as i64))
