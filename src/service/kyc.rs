@@ -494,6 +494,18 @@ pub async fn submit(
             );
             let (hit_count, doc_count) = (hits.len(), docs.len());
             Box::pin(async move {
+                // Under the user's row lock, so two submissions racing each other
+                // cannot both find no open application.
+                let mut user = users::Entity::find_by_id(user_id);
+                if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+                    user = user.lock_exclusive();
+                }
+                user.one(txn).await?.ok_or(ApiError::NotFound("user"))?;
+                if open_application(txn, user_id).await?.is_some() {
+                    return Err(ApiError::Conflict(
+                        "an application is already under way; wait for its decision".into(),
+                    ));
+                }
                 let now = Utc::now();
                 kyc_applications::ActiveModel {
                     id: Set(id),
