@@ -1124,6 +1124,16 @@ fn tradegraph_vars(database_url: &str) -> HashMap<String, String> {
         ("BIND_ADDR", "127.0.0.1:0"),
         ("DATABASE_URL", database_url),
         ("JWT_SECRET", JWT_SECRET),
+        // Production refuses to start without its own KYC key, webhook secret and list.
+        (
+            "KYC_ENCRYPTION_KEY",
+            "62656e63682d6b65792d62656e63682d6b65792d62656e63682d6b65792d2121",
+        ),
+        ("KYC_WEBHOOK_SECRET", "bench-kyc-webhook-secret-0123456789"),
+        (
+            "SANCTIONS_LIST_PATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/sanctions_sample.csv"),
+        ),
         ("LOG_FORMAT", "json"),
         // All load comes from one IP and a few users, which the default limit (300 a
         // minute per user or IP) would refuse almost entirely. A limit this high is

@@ -103,6 +103,48 @@ pub struct ApiKeySettings {
     pub max_per_user: u64,
 }
 
+/// A 256-bit key that never shows up in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Key256([u8; 32]);
+
+impl Key256 {
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key256(***)")
+    }
+}
+
+/// KYC, screening and transaction monitoring.
+#[derive(Clone, Debug)]
+pub struct KycConfig {
+    pub tier_limits: crate::domain::kyc::TierLimitTable,
+    /// Encrypts applicants' personal data at rest (AES-256-GCM).
+    pub encryption_key: Key256,
+    /// True when no `KYC_ENCRYPTION_KEY` was given and the development key is in use.
+    pub encryption_key_is_development: bool,
+    pub webhook_secret: Secret,
+    pub webhook_tolerance: Duration,
+    pub upload_dir: std::path::PathBuf,
+    pub max_upload_bytes: usize,
+    pub max_upload_files: usize,
+    pub sanctions_list_path: std::path::PathBuf,
+    /// Jaro-Winkler score (0..1) at or above which a name matches a list entry.
+    pub match_threshold: f64,
+    /// ISO 3166-1 alpha-2 codes that cannot pass BASIC.
+    pub blocked_countries: Vec<String>,
+    pub monitoring: crate::domain::monitoring::Rules,
+}
+
+/// Used only outside production, so stored development data stays readable across
+/// restarts; production refuses to start without its own key.
+const DEVELOPMENT_KYC_KEY: &str = "tradegraph development KYC key: never use in production";
+const DEVELOPMENT_WEBHOOK_SECRET: &str = "tradegraph-development-kyc-webhook-secret";
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub bind_addr: SocketAddr,
@@ -148,6 +190,8 @@ pub struct Config {
     /// The content compliance rules file; `None`: `config/compliance_rules.toml` when it
     /// exists, else the copy built into the binary.
     pub compliance_rules_path: Option<std::path::PathBuf>,
+    /// KYC tiers and limits, applications, the provider webhook, screening, monitoring.
+    pub kyc: KycConfig,
 }
 
 /// Second factors, withdrawals, e-mail and password resets.
@@ -168,9 +212,6 @@ pub struct SecurityConfig {
     pub second_factor_refill: Duration,
     pub withdrawal_address_cooling_off: Duration,
     pub withdrawal_lock_after_security_change: Duration,
-    /// Daily (rolling 24 h) withdrawal limit in USD per KYC tier; a tier not listed, or
-    /// listed at 0, may not withdraw.
-    pub withdrawal_daily_limits_usd: std::collections::BTreeMap<String, rust_decimal::Decimal>,
     /// Where e-mail goes (`smtp://`, `smtps://`); without it e-mails are only logged.
     pub smtp_url: Option<Secret>,
     pub email_from: String,
@@ -209,12 +250,6 @@ impl SecurityConfig {
                 .seconds("WITHDRAWAL_ADDRESS_COOLING_OFF_SECS", 48 * 3600)?,
             withdrawal_lock_after_security_change: env
                 .seconds("WITHDRAWAL_LOCK_AFTER_SECURITY_CHANGE_SECS", 24 * 3600)?,
-            withdrawal_daily_limits_usd: crate::domain::withdrawal_rules::parse_daily_limits(
-                &env.get("WITHDRAWAL_DAILY_LIMITS_USD").unwrap_or_else(|| {
-                    "UNVERIFIED:0,BASIC:2000,INTERMEDIATE:50000,ADVANCED:1000000".to_owned()
-                }),
-            )
-            .map_err(|e| anyhow!("WITHDRAWAL_DAILY_LIMITS_USD is not valid: {e}"))?,
             smtp_url: env
                 .get("SMTP_URL")
                 .filter(|url| !url.trim().is_empty())
@@ -309,6 +344,7 @@ impl Config {
             )),
         };
         let security = SecurityConfig::from_env(&env, &jwt_secret)?;
+        let kyc = kyc_config(&env, app_env)?;
 
         Ok(Config {
             bind_addr: env.parse("BIND_ADDR", "127.0.0.1:8000")?,
@@ -371,6 +407,7 @@ impl Config {
             demo_bot_interval: std::time::Duration::from_millis(
                 env.parse("DEMO_BOT_INTERVAL_MS", "1000")?,
             ),
+            kyc,
             seed_demo_data: env.parse(
                 "SEED_DEMO_DATA",
                 if app_env == AppEnv::Development {
@@ -410,6 +447,112 @@ impl Config {
     pub fn is_production(&self) -> bool {
         self.app_env == AppEnv::Production
     }
+}
+
+fn kyc_config(env: &Env, app_env: AppEnv) -> anyhow::Result<KycConfig> {
+    use sha2::Digest;
+    let production = app_env == AppEnv::Production;
+    let (encryption_key, encryption_key_is_development) = match env.get("KYC_ENCRYPTION_KEY") {
+        Some(hex_key) => {
+            let bytes = hex::decode(hex_key.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| anyhow!("KYC_ENCRYPTION_KEY must be 64 hex digits (32 bytes)"))?;
+            (Key256(bytes), false)
+        }
+        None if production => bail!(
+            "KYC_ENCRYPTION_KEY is required when APP_ENV=production: 64 hex digits \
+             (e.g. `openssl rand -hex 32`), the same on every replica, kept safe: without it \
+             stored personal data cannot be read"
+        ),
+        None => (
+            Key256(sha2::Sha256::digest(DEVELOPMENT_KYC_KEY.as_bytes()).into()),
+            true,
+        ),
+    };
+    let webhook_secret = match env.get("KYC_WEBHOOK_SECRET") {
+        Some(secret) if secret.len() < 16 => {
+            bail!("KYC_WEBHOOK_SECRET must be at least 16 characters long")
+        }
+        Some(secret) => Secret::new(secret),
+        None if production => {
+            bail!("KYC_WEBHOOK_SECRET is required when APP_ENV=production (from the KYC provider)")
+        }
+        None => Secret::new(DEVELOPMENT_WEBHOOK_SECRET),
+    };
+    let sanctions_list_path = match env.get("SANCTIONS_LIST_PATH") {
+        Some(path) => std::path::PathBuf::from(path),
+        None if production => bail!(
+            "SANCTIONS_LIST_PATH is required when APP_ENV=production: the shipped list is a \
+             sample of invented names"
+        ),
+        None => std::path::PathBuf::from("config/sanctions_sample.csv"),
+    };
+    if production && !sanctions_list_path.is_file() {
+        bail!("SANCTIONS_LIST_PATH does not name a readable file");
+    }
+    let match_threshold: f64 = env.parse("SANCTIONS_MATCH_THRESHOLD", "0.93")?;
+    if !(0.5..=1.0).contains(&match_threshold) {
+        bail!("SANCTIONS_MATCH_THRESHOLD must be between 0.5 and 1");
+    }
+    let mut blocked_countries = Vec::new();
+    for code in env
+        .get("KYC_BLOCKED_COUNTRIES")
+        .unwrap_or_else(|| "KP,IR".to_owned())
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
+        blocked_countries.push(crate::domain::kyc::country_code(code).ok_or_else(|| {
+            anyhow!("KYC_BLOCKED_COUNTRIES: `{code}` is not a two-letter country code")
+        })?);
+    }
+    let decimal = |name: &str, default: &str| -> anyhow::Result<rust_decimal::Decimal> {
+        let raw = env.get(name).unwrap_or_else(|| default.to_owned());
+        rust_decimal::Decimal::from_str_exact(raw.trim())
+            .ok()
+            .filter(|d| d.is_sign_positive() && !d.is_zero())
+            .ok_or_else(|| anyhow!("{name}=`{raw}` must be a positive decimal"))
+    };
+    let monitoring = crate::domain::monitoring::Rules {
+        large_usd: decimal("MONITOR_LARGE_USD", "10000")?,
+        rapid_window: chrono::Duration::hours(env.parse("MONITOR_RAPID_WINDOW_HOURS", "24")?),
+        rapid_fraction: decimal("MONITOR_RAPID_FRACTION", "0.8")?,
+        structuring_band: decimal("MONITOR_STRUCTURING_BAND", "0.1")?,
+        structuring_count: env.parse("MONITOR_STRUCTURING_COUNT", "3")?,
+        structuring_window: chrono::Duration::days(
+            env.parse("MONITOR_STRUCTURING_WINDOW_DAYS", "7")?,
+        ),
+    };
+    if monitoring.structuring_band >= rust_decimal::Decimal::ONE || monitoring.structuring_count < 2
+    {
+        bail!("MONITOR_STRUCTURING_BAND must be below 1 and MONITOR_STRUCTURING_COUNT at least 2");
+    }
+    let config = KycConfig {
+        tier_limits: crate::domain::kyc::TierLimitTable::parse(
+            &env.get("KYC_TIER_LIMITS")
+                .unwrap_or_else(|| crate::domain::kyc::DEFAULT_TIER_LIMITS.to_owned()),
+        )
+        .map_err(|e| anyhow!("KYC_TIER_LIMITS is not valid: {e}"))?,
+        encryption_key,
+        encryption_key_is_development,
+        webhook_secret,
+        webhook_tolerance: env.seconds("KYC_WEBHOOK_TOLERANCE_SECS", 300)?,
+        upload_dir: std::path::PathBuf::from(
+            env.get("KYC_UPLOAD_DIR")
+                .unwrap_or_else(|| "data/kyc-documents".to_owned()),
+        ),
+        max_upload_bytes: env.parse("KYC_MAX_UPLOAD_BYTES", "5242880")?,
+        max_upload_files: env.parse("KYC_MAX_UPLOAD_FILES", "5")?,
+        sanctions_list_path,
+        match_threshold,
+        blocked_countries,
+        monitoring,
+    };
+    if config.max_upload_bytes == 0 || config.max_upload_files == 0 {
+        bail!("KYC_MAX_UPLOAD_BYTES and KYC_MAX_UPLOAD_FILES must be greater than zero");
+    }
+    Ok(config)
 }
 
 struct Env(HashMap<String, String>);
@@ -468,7 +611,14 @@ mod tests {
     #[test]
     fn production_hides_introspection_unless_enabled() {
         let secret = "x".repeat(40);
-        let base = [("APP_ENV", "production"), ("JWT_SECRET", secret.as_str())];
+        let key = "ab".repeat(32);
+        let base = [
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", secret.as_str()),
+            ("KYC_ENCRYPTION_KEY", key.as_str()),
+            ("KYC_WEBHOOK_SECRET", secret.as_str()),
+            ("SANCTIONS_LIST_PATH", "config/sanctions_sample.csv"),
+        ];
         let config = Config::from_vars(vars(&base)).expect("valid");
         assert!(!config.enable_introspection);
         assert_eq!(config.log_format, LogFormat::Json);
@@ -490,6 +640,47 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("DATABASE_URL", "mysql://x"),
             ("JWT_SECRET", "short"),
+        ] {
+            let err = Config::from_vars(vars(&[(name, value)])).expect_err("must fail");
+            assert!(format!("{err:#}").contains(name), "{name}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn production_requires_kyc_secrets() {
+        let secret = "x".repeat(40);
+        let key = "ab".repeat(32);
+        let full = [
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", secret.as_str()),
+            ("KYC_ENCRYPTION_KEY", key.as_str()),
+            ("KYC_WEBHOOK_SECRET", secret.as_str()),
+            ("SANCTIONS_LIST_PATH", "config/sanctions_sample.csv"),
+        ];
+        let config = Config::from_vars(vars(&full)).expect("valid");
+        assert!(!config.kyc.encryption_key_is_development);
+        for missing in [
+            "KYC_ENCRYPTION_KEY",
+            "KYC_WEBHOOK_SECRET",
+            "SANCTIONS_LIST_PATH",
+        ] {
+            let without: Vec<_> = full
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let err = Config::from_vars(vars(&without)).expect_err("must fail");
+            assert!(err.to_string().contains(missing), "{err}");
+        }
+        let dev = Config::from_vars(vars(&[])).expect("valid");
+        assert!(dev.kyc.encryption_key_is_development);
+        for (name, value) in [
+            ("KYC_ENCRYPTION_KEY", "abcd"),
+            ("KYC_TIER_LIMITS", "BASIC:trade:1:1"),
+            ("KYC_BLOCKED_COUNTRIES", "North Korea"),
+            ("SANCTIONS_MATCH_THRESHOLD", "2"),
+            ("MONITOR_LARGE_USD", "-5"),
+            ("KYC_WEBHOOK_SECRET", "short"),
         ] {
             let err = Config::from_vars(vars(&[(name, value)])).expect_err("must fail");
             assert!(format!("{err:#}").contains(name), "{name}: {err:#}");

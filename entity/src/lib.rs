@@ -15,6 +15,8 @@ pub mod assets;
 pub mod audit_chains;
 /// The append-only, hash-chained audit log.
 pub mod audit_events;
+/// Transaction-monitoring alerts queued for compliance officers.
+pub mod compliance_alerts;
 /// Automated compliance checks of content versions.
 pub mod content_checks;
 /// Immutable versions of advisor content.
@@ -25,10 +27,20 @@ pub mod contents;
 pub mod fills;
 /// Journal entries of the double-entry ledger.
 pub mod journal_entries;
+/// KYC applications (personal data encrypted).
+pub mod kyc_applications;
+/// The decision history of KYC applications.
+pub mod kyc_decisions;
+/// Documents uploaded with KYC applications.
+pub mod kyc_documents;
+/// KYC provider webhook events already processed.
+pub mod kyc_webhook_events;
 /// Ledger accounts: balances per owner, asset and kind.
 pub mod ledger_accounts;
 /// Markets (trading pairs).
 pub mod markets;
+/// Deposits and withdrawals as transaction monitoring saw them.
+pub mod monitored_transfers;
 /// Order events, numbered per user for resumable subscriptions.
 pub mod order_events;
 /// Orders.

@@ -12,6 +12,7 @@ mod m20261122_000030_api_keys;
 mod m20261122_000031_account_privacy_and_tiers;
 mod m20261122_000035_security;
 mod m20261122_000040_content;
+mod m20261122_000050_kyc;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000031_account_privacy_and_tiers::Migration),
             Box::new(m20261122_000035_security::Migration),
             Box::new(m20261122_000040_content::Migration),
+            Box::new(m20261122_000050_kyc::Migration),
         ]
     }
 }

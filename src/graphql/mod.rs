@@ -9,6 +9,7 @@ pub mod content;
 pub mod context;
 pub mod funds;
 pub mod guardrails;
+pub mod kyc;
 pub mod markets;
 pub mod orders;
 pub mod pagination;
@@ -38,6 +39,7 @@ pub struct Query(
     second_factors::SecondFactorQuery,
     withdrawals::WithdrawalQuery,
     content::ContentQuery,
+    kyc::KycQuery,
 );
 
 /// Every mutation field.
@@ -53,6 +55,7 @@ pub struct Mutation(
     second_factors::SecondFactorMutation,
     withdrawals::WithdrawalMutation,
     content::ContentMutation,
+    kyc::KycMutation,
 );
 
 /// Every subscription field.

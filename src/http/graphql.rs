@@ -3,7 +3,8 @@
 //! The handler is our own rather than the library's so that every rule of the spec and
 //! of API.md holds: content negotiation between `application/graphql-response+json`
 //! and `application/json`; 4xx for request errors; 405 for a mutation over GET; 415 for
-//! a POST that is not JSON (which also stops cross-site form posts); capped batches and
+//! a POST that is neither JSON nor a multipart upload carrying a preflight header (which
+//! also stops cross-site form posts, see `multipart`); capped batches and
 //! body size; a timeout; and credentials checked before anything executes.
 
 use std::net::SocketAddr;
@@ -90,7 +91,11 @@ fn json_response<T: serde::Serialize>(status: StatusCode, media: MediaType, body
     }
 }
 
-fn bad_request(media: MediaType, field: Option<&str>, message: impl Into<String>) -> Response {
+pub(super) fn bad_request(
+    media: MediaType,
+    field: Option<&str>,
+    message: impl Into<String>,
+) -> Response {
     let error = ApiError::BadInput {
         field: field.map(str::to_owned),
         message: message.into(),
@@ -109,6 +114,9 @@ pub async fn post(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
+    if super::multipart::is_multipart(&headers) {
+        return super::multipart::post(state, peer, headers, body, media).await;
+    }
     if !is_json_content_type(&headers) {
         let error = ApiError::bad_input(
             "Content-Type",
@@ -322,7 +330,7 @@ fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn execute(
+pub(super) async fn execute(
     state: &HttpState,
     headers: &HeaderMap,
     peer: SocketAddr,

@@ -5,7 +5,9 @@
 pub mod client;
 pub mod graphql;
 pub mod health;
+pub mod multipart;
 pub mod playground;
+pub mod webhooks;
 pub mod ws;
 
 use std::time::Instant;
@@ -45,6 +47,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/webhooks/kyc", axum::routing::post(webhooks::kyc))
         .merge(playground::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -146,6 +149,10 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-api-key"),
             HeaderName::from_static("x-timestamp"),
             HeaderName::from_static("x-signature"),
+            // CSRF guards of multipart uploads (see `multipart`).
+            HeaderName::from_static("graphql-preflight"),
+            HeaderName::from_static("apollo-require-preflight"),
+            HeaderName::from_static("x-requested-with"),
             REQUEST_ID.clone(),
         ])
         .expose_headers([

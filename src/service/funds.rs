@@ -88,6 +88,7 @@ pub async fn credit(
         .db
         .write(|txn| {
             let (reference, asset) = (reference.clone(), asset.symbol.clone());
+            let monitoring_rules = state.config.kyc.monitoring.clone();
             Box::pin(async move {
                 if let Some(existing) = ledger::find_by_reference(txn, DEPOSIT, &reference).await? {
                     return Ok(Err(existing));
@@ -114,6 +115,11 @@ pub async fn credit(
                     },
                 )
                 .await?;
+                // Transaction monitoring: alerts commit (or roll back) with the deposit.
+                // The system's own play-money deposits (the demo bot) are not monitored.
+                if actor.is_some() {
+                    super::monitoring::on_deposit(txn, &monitoring_rules, &entry).await?;
+                }
                 let mut audit_entry = AuditEntry::new("deposit.credited", "ledger_entry", entry.id)
                     .owner(user_id)
                     .details(serde_json::json!({

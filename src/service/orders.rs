@@ -111,6 +111,8 @@ pub struct Placed {
 /// order and changes nothing.
 #[tracing::instrument(skip_all, fields(market = %input.market))]
 pub async fn place(state: &AppState, viewer: &Viewer, input: NewOrder) -> Result<Placed, ApiError> {
+    // KYC: the viewer's tier must allow trading (configuration, `KYC_TIER_LIMITS`).
+    super::kyc::check_can_trade(&state.config, viewer)?;
     let user_id = viewer.user_id();
     if let Some(client_order_id) = &input.client_order_id {
         let client_order_id = client_order_id.trim();

@@ -206,7 +206,21 @@ async fn usd_value<C: ConnectionTrait>(
 
 /// USD withdrawn or on the way out in the last 24 hours. Summed here, in exact
 /// decimals, because SQLite would sum the text columns as floats.
-async fn used_today<C: ConnectionTrait>(conn: &C, user_id: Uuid) -> Result<Decimal, ApiError> {
+/// Each tier's withdrawal limit from the KYC tier table; unlimited tiers get the
+/// largest decimal.
+fn daily_limits(
+    table: &crate::domain::kyc::TierLimitTable,
+) -> std::collections::BTreeMap<String, Decimal> {
+    crate::domain::kyc::Tier::ALL
+        .into_iter()
+        .map(|tier| {
+            let limit = table.for_tier(tier).daily_withdrawal_usd;
+            (tier.as_str().to_owned(), limit.unwrap_or(Decimal::MAX))
+        })
+        .collect()
+}
+
+pub async fn used_today<C: ConnectionTrait>(conn: &C, user_id: Uuid) -> Result<Decimal, ApiError> {
     let since = Utc::now() - chrono::Duration::hours(24);
     let rows = withdrawals::Entity::find()
         .filter(withdrawals::Column::UserId.eq(user_id))
@@ -331,8 +345,9 @@ pub async fn request(
                 }
                 let value = usd_value(txn, &asset, amount).await?;
                 let used = used_today(txn, user.id).await?;
-                let limits = &state.config.security.withdrawal_daily_limits_usd;
-                match rules::check_daily_limit(limits, &user.kyc_tier, used, value) {
+                // The KYC tier table (`KYC_TIER_LIMITS`) sets each tier's limit.
+                let limits = daily_limits(&state.config.kyc.tier_limits);
+                match rules::check_daily_limit(&limits, &user.kyc_tier, used, value) {
                     Ok(()) => {}
                     Err(LimitRefusal::NotAllowed) => {
                         return Err(ApiError::Forbidden(format!(
@@ -368,6 +383,17 @@ pub async fn request(
                 .insert(txn)
                 .await?;
                 move_funds(txn, &withdrawal, kind::HOLD).await?;
+                // Transaction monitoring sees every withdrawal request, in its transaction.
+                super::monitoring::on_withdrawal(
+                    txn,
+                    &state.config.kyc.monitoring,
+                    user.id,
+                    withdrawal.id,
+                    &asset,
+                    amount,
+                    Some(value),
+                )
+                .await?;
                 audit::record(
                     txn,
                     AuditEntry::new("withdrawal.requested", "withdrawal", withdrawal.id)

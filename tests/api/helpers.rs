@@ -14,6 +14,7 @@ use tradegraph::{App, Config};
 
 pub const PASSWORD: &str = "correct horse battery staple 42";
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const KYC_WEBHOOK_SECRET: &str = "test-kyc-webhook-secret-0123456789";
 
 /// Which database a test runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +147,16 @@ pub fn base_vars(database_url: &str) -> HashMap<String, String> {
         ("JWT_SECRET", JWT_SECRET),
         ("DATABASE_MAX_CONNECTIONS", "8"),
         ("SHUTDOWN_TIMEOUT_SECS", "5"),
+        // Production refuses to start without these; development has defaults.
+        (
+            "KYC_ENCRYPTION_KEY",
+            "6b79632d746573742d6b65792d6b79632d746573742d6b65792d6b79632d2121",
+        ),
+        ("KYC_WEBHOOK_SECRET", KYC_WEBHOOK_SECRET),
+        (
+            "SANCTIONS_LIST_PATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/sanctions_sample.csv"),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

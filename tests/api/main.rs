@@ -13,6 +13,7 @@ mod demo;
 mod events;
 mod funds;
 mod http_protocol;
+mod kyc;
 mod limits;
 mod mail;
 mod orders;

@@ -72,7 +72,7 @@ async fn withdrawals_hold_return_and_complete_funds(backend: Backend) {
         backend,
         &[
             ("WITHDRAWAL_ADDRESS_COOLING_OFF_SECS", "0"),
-            ("WITHDRAWAL_DAILY_LIMITS_USD", "UNVERIFIED:10000"),
+            ("KYC_TIER_LIMITS", "UNVERIFIED:trade:10000:unlimited,BASIC:trade:10000:unlimited,INTERMEDIATE:trade:50000:unlimited,ADVANCED:trade:1000000:unlimited"),
         ],
     )
     .await
@@ -323,7 +323,7 @@ async fn withdrawal_defences_refuse_attacks(backend: Backend) {
         backend,
         &[
             ("WITHDRAWAL_ADDRESS_COOLING_OFF_SECS", "0"),
-            ("WITHDRAWAL_DAILY_LIMITS_USD", "UNVERIFIED:1000"),
+            ("KYC_TIER_LIMITS", "UNVERIFIED:trade:1000:unlimited,BASIC:trade:2000:unlimited,INTERMEDIATE:trade:50000:unlimited,ADVANCED:trade:1000000:unlimited"),
         ],
     )
     .await
@@ -434,7 +434,7 @@ async fn concurrent_withdrawals_never_pass_the_daily_limit(backend: Backend) {
         backend,
         &[
             ("WITHDRAWAL_ADDRESS_COOLING_OFF_SECS", "0"),
-            ("WITHDRAWAL_DAILY_LIMITS_USD", "UNVERIFIED:1000"),
+            ("KYC_TIER_LIMITS", "UNVERIFIED:trade:1000:unlimited,BASIC:trade:2000:unlimited,INTERMEDIATE:trade:50000:unlimited,ADVANCED:trade:1000000:unlimited"),
             ("RATE_LIMIT_PER_MINUTE", "0"),
         ],
     )
