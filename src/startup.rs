@@ -85,6 +85,7 @@ impl App {
             metrics,
             redis,
             events,
+            tickers: Default::default(),
             login_throttle,
             shutdown: shutdown_rx,
         };

@@ -19,6 +19,8 @@ pub struct AppState {
     pub redis: Option<RedisLink>,
     /// Delivers committed events to subscribers, across replicas with Redis.
     pub events: crate::events::EventBus,
+    /// Live market tickers shared by all subscribers of this process.
+    pub tickers: Arc<crate::service::live::TickerBoard>,
     pub login_throttle: Arc<LoginThrottles>,
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Flips to `true` when shutdown begins, so long-lived connections can close cleanly.

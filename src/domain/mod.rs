@@ -2,6 +2,7 @@
 //! double-entry bookkeeping, order validation and the matching planner.
 
 pub mod account_rules;
+pub mod alert_book;
 pub mod fees;
 pub mod ledger;
 pub mod matching;

@@ -2,9 +2,11 @@
 //! Resolvers hold no SQL and no business rules; they call `service`.
 
 pub mod accounts;
+pub mod alerts;
 pub mod context;
 pub mod funds;
 pub mod guardrails;
+pub mod live;
 pub mod markets;
 pub mod orders;
 pub mod pagination;
@@ -24,6 +26,7 @@ pub struct Query(
     markets::MarketQuery,
     funds::FundsQuery,
     orders::OrderQuery,
+    alerts::AlertQuery,
 );
 
 /// Every mutation field.
@@ -33,11 +36,12 @@ pub struct Mutation(
     markets::MarketMutation,
     funds::FundsMutation,
     orders::OrderMutation,
+    alerts::AlertMutation,
 );
 
 /// Every subscription field.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(system::SystemSubscription);
+pub struct Subscription(system::SystemSubscription, live::LiveSubscription);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 

@@ -2,9 +2,11 @@
 //! need the database. Resolvers call these and nothing below them.
 
 pub mod accounts;
+pub mod alerts;
 pub mod auth;
 pub mod funds;
 pub mod ledger;
+pub mod live;
 pub mod market_data;
 pub mod markets;
 pub mod orders;

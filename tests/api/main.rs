@@ -9,6 +9,7 @@ mod events;
 mod funds;
 mod http_protocol;
 mod limits;
+mod live;
 mod orders;
 mod process;
 mod schema_files;
