@@ -95,7 +95,14 @@ async fn echo_server() -> anyhow::Result<()> {
     }
     let app = axum::Router::new().route(
         "/graphql",
-        axum::routing::get(|upgrade: WebSocketUpgrade| async move { upgrade.on_upgrade(echo) }),
+        axum::routing::get(|upgrade: WebSocketUpgrade| async move {
+            // The same buffer sizes as tradegraph's WebSocket, for a like-for-like floor.
+            upgrade
+                .protocols(["graphql-transport-ws"])
+                .read_buffer_size(4 * 1024)
+                .write_buffer_size(0)
+                .on_upgrade(echo)
+        }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("PORT {}", listener.local_addr()?.port());

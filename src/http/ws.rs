@@ -36,6 +36,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(25);
 /// Messages waiting for a slow client before its subscriptions wait too (and then
 /// fall behind on the bus, which they handle without blocking anyone else).
 const OUTBOX_CAPACITY: usize = 256;
+/// Initial read buffer of a WebSocket.
+const WS_BUFFER: usize = 4 * 1024;
 /// A client that accepts nothing for this long is cut off, so it cannot pin memory.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -56,7 +58,12 @@ pub fn upgrade(
     let requested_any = upgrade.requested_protocols().next().is_some();
     let upgrade = upgrade
         .protocols([TRANSPORT_WS, LEGACY_WS])
-        .max_message_size(state.app.config.limits.max_body_bytes);
+        .max_message_size(state.app.config.limits.max_body_bytes)
+        // The library's defaults (128 KiB each way, allocated per connection) would
+        // make ten thousand idle dashboards cost gigabytes; GraphQL messages are small,
+        // and the buffers still grow for the occasional big one.
+        .read_buffer_size(WS_BUFFER)
+        .write_buffer_size(0);
     let protocol = match upgrade.selected_protocol().and_then(|p| p.to_str().ok()) {
         Some(LEGACY_WS) => Some(Protocol::Legacy),
         Some(_) => Some(Protocol::TransportWs),
