@@ -100,6 +100,7 @@ impl App {
             metrics,
             redis,
             events,
+            tickers: Default::default(),
             login_throttle,
             shutdown: shutdown_rx,
             live_sockets: Default::default(),

@@ -19,6 +19,8 @@ pub struct AppState {
     pub redis: Option<RedisLink>,
     /// Delivers committed events to subscribers, across replicas with Redis.
     pub events: crate::events::EventBus,
+    /// Live market tickers shared by all subscribers of this process.
+    pub tickers: Arc<crate::service::live::TickerBoard>,
     pub login_throttle: Arc<LoginThrottles>,
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Signatures of signed API-key requests already seen, across replicas with Redis.

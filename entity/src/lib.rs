@@ -41,12 +41,16 @@ pub mod ledger_accounts;
 pub mod markets;
 /// Deposits and withdrawals as transaction monitoring saw them.
 pub mod monitored_transfers;
+/// Notifications shown to users (price alerts that fired, ...).
+pub mod notifications;
 /// Order events, numbered per user for resumable subscriptions.
 pub mod order_events;
 /// Orders.
 pub mod orders;
 /// Postings: the legs of journal entries.
 pub mod postings;
+/// Price alerts: thresholds per market that notify their owner when crossed.
+pub mod price_alerts;
 /// Refresh tokens: one row per token ever issued, so a replayed one can be recognised.
 pub mod refresh_tokens;
 /// Roles a user can hold, and the set stored on the user row.

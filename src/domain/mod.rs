@@ -4,6 +4,7 @@
 //! and limits, sanctions screening and transaction-monitoring rules.
 
 pub mod account_rules;
+pub mod alert_book;
 pub mod audit;
 pub mod compliance_rules;
 pub mod content_workflow;

@@ -10,14 +10,19 @@
 //! Live delivery is best effort; what must not be missed (a user's order events) is
 //! also stored with a gap-free per-user sequence, so a subscriber can replay it.
 
+pub mod fanout;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
+
+pub use fanout::{Delivery, Feed, Topic};
 
 /// Events buffered per subscriber before a slow one starts losing the oldest.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -58,6 +63,42 @@ pub enum Event {
         version: i32,
         at: DateTime<Utc>,
     },
+    /// One of a user's price alerts fired (its notification is stored).
+    #[serde(rename_all = "camelCase")]
+    PriceAlertTriggered {
+        user_id: Uuid,
+        alert_id: Uuid,
+        notification_id: Uuid,
+        market: String,
+        price: rust_decimal::Decimal,
+        triggered_at: DateTime<Utc>,
+    },
+    /// Sessions of a user were revoked: `session_id`, or when it is `None` every
+    /// session except `except`. Their open connections close.
+    #[serde(rename_all = "camelCase")]
+    SessionsRevoked {
+        user_id: Uuid,
+        session_id: Option<Uuid>,
+        except: Option<Uuid>,
+    },
+}
+
+impl Event {
+    /// Whether this revocation ends `session_id`.
+    pub fn revokes(&self, session_id: Uuid) -> bool {
+        match self {
+            Event::SessionsRevoked {
+                session_id: Some(revoked),
+                ..
+            } => *revoked == session_id,
+            Event::SessionsRevoked {
+                session_id: None,
+                except,
+                ..
+            } => *except != Some(session_id),
+            _ => false,
+        }
+    }
 }
 
 /// Gathers the events of one transaction attempt.
@@ -94,29 +135,40 @@ struct Envelope {
     events: Vec<Event>,
 }
 
+/// Envelopes waiting for Redis. Beyond this, cross-replica delivery drops the oldest
+/// work rather than letting a Redis outage grow memory or slow requests down.
+const REDIS_QUEUE: usize = 8192;
+
 /// The bus. Cheap to clone.
 #[derive(Clone)]
 pub struct EventBus {
     local: broadcast::Sender<Arc<Event>>,
+    fanout: Arc<fanout::Fanout>,
     redis: Option<RedisSide>,
 }
 
 #[derive(Clone)]
 struct RedisSide {
-    connection: redis::aio::ConnectionManager,
-    channel: String,
+    outgoing: mpsc::Sender<Envelope>,
     origin: Uuid,
+    /// Whether the relay holds its Redis subscription right now.
+    subscribed: Arc<AtomicBool>,
 }
 
 impl EventBus {
     /// A bus for this process only.
     pub fn in_process() -> Self {
         let (local, _) = broadcast::channel(CHANNEL_CAPACITY);
-        EventBus { local, redis: None }
+        EventBus {
+            local,
+            fanout: Arc::new(fanout::Fanout::default()),
+            redis: None,
+        }
     }
 
     /// A bus shared with other processes through Redis `channel`. Starts the relay
-    /// task, which stops when `shutdown` turns true.
+    /// task (one Redis subscription for the whole process) and the publisher task,
+    /// which stop when `shutdown` turns true.
     pub fn with_redis(
         client: redis::Client,
         connection: redis::aio::ConnectionManager,
@@ -125,52 +177,118 @@ impl EventBus {
     ) -> Self {
         let mut bus = EventBus::in_process();
         let origin = Uuid::new_v4();
+        let subscribed = Arc::new(AtomicBool::new(false));
         tokio::spawn(relay(
             client,
             channel.clone(),
             origin,
-            bus.local.clone(),
+            bus.clone(),
+            subscribed.clone(),
             shutdown,
         ));
+        let (outgoing, queue) = mpsc::channel(REDIS_QUEUE);
+        tokio::spawn(publisher(connection, channel, queue));
         bus.redis = Some(RedisSide {
-            connection,
-            channel,
+            outgoing,
             origin,
+            subscribed,
         });
         bus
     }
 
+    /// Every event this process delivers, for observers that want them all (tests,
+    /// diagnostics). A receiver that falls behind loses the oldest.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.local.subscribe()
     }
 
+    /// Subscribes to one topic with a buffer of `capacity` events.
+    pub fn feed(&self, topic: Topic, capacity: usize) -> Feed {
+        self.fanout.subscribe(topic, capacity)
+    }
+
+    /// Subscribers of one topic in this process right now.
+    pub fn subscribers_of(&self, topic: &Topic) -> usize {
+        self.fanout.subscribers_of(topic)
+    }
+
+    /// Subscribers now, and deliveries dropped for full buffers since start.
+    pub fn fanout_stats(&self) -> (usize, u64) {
+        (self.fanout.subscribers(), self.fanout.dropped())
+    }
+
+    /// Whether events from other replicas are arriving: `None` without Redis.
+    pub fn relay_subscribed(&self) -> Option<bool> {
+        self.redis
+            .as_ref()
+            .map(|r| r.subscribed.load(Ordering::Acquire))
+    }
+
+    /// Delivers to this process's subscribers.
+    fn deliver_locally(&self, event: Arc<Event>) {
+        self.fanout.dispatch(&event);
+        // No receiver is not an error: nobody is listening right now.
+        let _ = self.local.send(event);
+    }
+
     /// Delivers committed events: locally at once, and to other processes through
-    /// Redis when configured. Never fails: a Redis error is logged and local delivery
-    /// stands.
+    /// Redis when configured. Never fails and never waits on Redis: envelopes go to a
+    /// publisher task, so a slow or absent Redis cannot slow a request down.
     pub async fn publish(&self, events: Vec<Event>) {
         if events.is_empty() {
             return;
         }
         for event in &events {
-            // No receiver is not an error: nobody is listening right now.
-            let _ = self.local.send(Arc::new(event.clone()));
+            self.deliver_locally(Arc::new(event.clone()));
         }
         let Some(redis) = &self.redis else { return };
         let envelope = Envelope {
             origin: redis.origin,
             events,
         };
+        if redis.outgoing.try_send(envelope).is_err() {
+            tracing::warn!("Redis publish queue full; these events reach this replica only");
+        }
+    }
+}
+
+/// How long the publisher skips Redis after a failure, so an outage costs one timeout
+/// per pause rather than one per event.
+const PUBLISH_PAUSE: Duration = Duration::from_millis(500);
+
+/// Publishes envelopes to Redis in order. While Redis is unreachable, envelopes are
+/// dropped (other replicas' subscribers to order updates catch up from the database
+/// when the next event shows them a gap).
+async fn publisher(
+    mut connection: redis::aio::ConnectionManager,
+    channel: String,
+    mut queue: mpsc::Receiver<Envelope>,
+) {
+    let mut paused_until: Option<tokio::time::Instant> = None;
+    while let Some(envelope) = queue.recv().await {
+        if paused_until.is_some_and(|until| tokio::time::Instant::now() < until) {
+            continue;
+        }
         let Ok(payload) = serde_json::to_string(&envelope) else {
-            return;
+            continue;
         };
-        let mut connection = redis.connection.clone();
         let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(&redis.channel)
+            .arg(&channel)
             .arg(payload)
             .query_async(&mut connection)
             .await;
-        if let Err(error) = sent {
-            tracing::warn!(%error, "could not publish events to Redis; local delivery only");
+        match sent {
+            Ok(_) => {
+                if paused_until.take().is_some() {
+                    tracing::info!("publishing events to Redis again");
+                }
+            }
+            Err(error) => {
+                if paused_until.is_none() {
+                    tracing::warn!(%error, "could not publish events to Redis; local delivery only");
+                }
+                paused_until = Some(tokio::time::Instant::now() + PUBLISH_PAUSE);
+            }
         }
     }
 }
@@ -181,7 +299,8 @@ async fn relay(
     client: redis::Client,
     channel: String,
     origin: Uuid,
-    local: broadcast::Sender<Arc<Event>>,
+    bus: EventBus,
+    subscribed: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(200);
@@ -193,6 +312,7 @@ async fn relay(
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     tracing::info!("event relay subscribed to Redis");
+                    subscribed.store(true, Ordering::Release);
                     backoff = Duration::from_millis(200);
                     let mut messages = pubsub.on_message();
                     loop {
@@ -203,7 +323,7 @@ async fn relay(
                                 match serde_json::from_str::<Envelope>(&payload) {
                                     Ok(envelope) if envelope.origin != origin => {
                                         for event in envelope.events {
-                                            let _ = local.send(Arc::new(event));
+                                            bus.deliver_locally(Arc::new(event));
                                         }
                                     }
                                     Ok(_) => {}
@@ -213,6 +333,7 @@ async fn relay(
                             _ = shutdown.changed() => return,
                         }
                     }
+                    subscribed.store(false, Ordering::Release);
                     tracing::warn!("event relay lost its Redis subscription; reconnecting");
                 }
                 Err(error) => tracing::warn!(%error, "event relay cannot subscribe"),

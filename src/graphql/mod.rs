@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod content;
@@ -10,6 +11,7 @@ pub mod context;
 pub mod funds;
 pub mod guardrails;
 pub mod kyc;
+pub mod live;
 pub mod markets;
 pub mod orders;
 pub mod pagination;
@@ -40,6 +42,7 @@ pub struct Query(
     withdrawals::WithdrawalQuery,
     content::ContentQuery,
     kyc::KycQuery,
+    alerts::AlertQuery,
 );
 
 /// Every mutation field.
@@ -56,11 +59,16 @@ pub struct Mutation(
     withdrawals::WithdrawalMutation,
     content::ContentMutation,
     kyc::KycMutation,
+    alerts::AlertMutation,
 );
 
 /// Every subscription field.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(system::SystemSubscription, content::ContentSubscription);
+pub struct Subscription(
+    system::SystemSubscription,
+    content::ContentSubscription,
+    live::LiveSubscription,
+);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 

@@ -37,6 +37,13 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
             }
         },
     };
+    // Whether other replicas' events are arriving: reported, not a readiness condition
+    // of its own (the relay resubscribes by itself once Redis answers again).
+    let relay = match app.events.relay_subscribed() {
+        None => "not_configured",
+        Some(true) => "subscribed",
+        Some(false) => "reconnecting",
+    };
     let ready = database == "ok" && matches!(redis, "ok" | "not_configured");
     let status = if ready {
         StatusCode::OK
@@ -45,7 +52,7 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
     };
     let body = json!({
         "status": if ready { "ready" } else { "unavailable" },
-        "checks": {"database": database, "redis": redis},
+        "checks": {"database": database, "redis": redis, "eventRelay": relay},
     });
     (status, Json(body)).into_response()
 }

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use super::graphql::{is_request_error, nesting_depth};
 use super::{client, HttpState};
 use crate::error::ApiError;
+use crate::events::{Delivery, Feed, Topic};
 use crate::graphql::context::RequestContext;
 use crate::metrics::Metrics;
 use crate::service::ClientInfo;
@@ -32,8 +33,13 @@ const LEGACY_WS: &str = "graphql-ws";
 /// How often the server checks the peer is alive with a WebSocket ping (and, for the
 /// legacy protocol, sends its `ka` keep-alive), so idle proxies do not cut the line.
 const KEEP_ALIVE: Duration = Duration::from_secs(25);
-/// Messages waiting for a slow client before its subscriptions wait too.
+/// Messages waiting for a slow client before its subscriptions wait too (and then
+/// fall behind on the bus, which they handle without blocking anyone else).
 const OUTBOX_CAPACITY: usize = 256;
+/// Initial read buffer of a WebSocket.
+const WS_BUFFER: usize = 4 * 1024;
+/// A client that accepts nothing for this long is cut off, so it cannot pin memory.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Protocol {
@@ -53,7 +59,12 @@ pub fn upgrade(
     let requested_any = upgrade.requested_protocols().next().is_some();
     let upgrade = upgrade
         .protocols([TRANSPORT_WS, LEGACY_WS])
-        .max_message_size(state.app.config.limits.max_body_bytes);
+        .max_message_size(state.app.config.limits.max_body_bytes)
+        // The library's defaults (128 KiB each way, allocated per connection) would
+        // make ten thousand idle dashboards cost gigabytes; GraphQL messages are small,
+        // and the buffers still grow for the occasional big one.
+        .read_buffer_size(WS_BUFFER)
+        .write_buffer_size(0);
     let protocol = match upgrade.selected_protocol().and_then(|p| p.to_str().ok()) {
         Some(LEGACY_WS) => Some(Protocol::Legacy),
         Some(_) => Some(Protocol::TransportWs),
@@ -115,6 +126,8 @@ struct Connection {
     operations: HashMap<String, JoinHandle<()>>,
     outbox_tx: mpsc::Sender<Outgoing>,
     outbox_rx: mpsc::Receiver<Outgoing>,
+    /// Revocations of the signed-in user's sessions, to close when ours ends.
+    revocations: Option<Feed>,
 }
 
 impl Connection {
@@ -130,6 +143,7 @@ impl Connection {
             operations: HashMap::new(),
             outbox_tx,
             outbox_rx,
+            revocations: None,
         }
     }
 
@@ -168,8 +182,15 @@ impl Connection {
                             continue;
                         }
                     };
-                    if sink.send(message).await.is_err() {
-                        break None;
+                    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+                        Ok(Ok(())) => {}
+                        // Gone, or not reading: nothing more can be sent.
+                        Ok(Err(_)) | Err(_) => break None,
+                    }
+                }
+                Some(delivery) = next_revocation(&mut self.revocations) => {
+                    if self.session_ended(delivery).await {
+                        break Some((4403, "Forbidden: the session was revoked".into()));
                     }
                 }
                 _ = &mut init_deadline, if !self.init_received => {
@@ -255,6 +276,10 @@ impl Connection {
                 return Step::Close(4403, "Forbidden".into());
             }
         };
+        if let Some(viewer) = viewer.as_ref().filter(|v| !v.session_id.is_nil()) {
+            let topic = Topic::Sessions(viewer.user_id());
+            self.revocations = Some(self.state.app.events.feed(topic, 8));
+        }
         self.context = Some(RequestContext {
             viewer,
             client: self.client.clone(),
@@ -335,6 +360,25 @@ impl Connection {
         });
         self.operations.insert(id, task);
         Step::Continue
+    }
+
+    /// Whether a revocation (or a lost one: then the database decides) ended the
+    /// connection's session.
+    async fn session_ended(&self, delivery: Delivery) -> bool {
+        let Some(session_id) = self
+            .context
+            .as_ref()
+            .and_then(|c| c.viewer.as_ref())
+            .map(|v| v.session_id)
+        else {
+            return false;
+        };
+        match delivery {
+            Delivery::Event(event) => event.revokes(session_id),
+            Delivery::Lagged => !crate::service::live::session_active(&self.state.app, session_id)
+                .await
+                .unwrap_or(true),
+        }
     }
 
     async fn send(&self, message: Message) {
@@ -446,6 +490,14 @@ async fn authenticate(
             .map(Some);
     }
     Ok(None)
+}
+
+/// The next revocation, or never for a connection without a session.
+async fn next_revocation(feed: &mut Option<Feed>) -> Option<Delivery> {
+    match feed {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn truncate(value: &str) -> String {

@@ -202,7 +202,9 @@ pub async fn change_password(
                 Ok(true)
             })
         })
-        .await
+        .await?;
+    super::live::sessions_revoked(state, user_id, None, Some(keep)).await;
+    Ok(true)
 }
 
 /// Sets the phrase shown in every e-mail tradegraph sends, so users can tell real

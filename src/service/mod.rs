@@ -2,6 +2,7 @@
 //! need the database. Resolvers call these and nothing below them.
 
 pub mod accounts;
+pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod email;
 pub mod funds;
 pub mod kyc;
 pub mod ledger;
+pub mod live;
 pub mod market_data;
 pub mod markets;
 pub mod monitoring;

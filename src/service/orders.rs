@@ -1106,6 +1106,10 @@ async fn apply_plan(
             .exec(txn)
             .await?;
     }
+    // Price alerts: the one hook into `service::alerts`. Here the trades are written
+    // and the market lock is held, so each crossing fires each alert exactly once;
+    // `market.last_price` is still the price before these trades.
+    super::alerts::on_trades(txn, events, market, plan.fills.iter().map(|f| f.price)).await?;
     events.book_changed(&market.symbol);
     Ok(taker_fills)
 }

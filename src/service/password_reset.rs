@@ -151,5 +151,8 @@ pub async fn reset(state: &AppState, token: &str, new_password: String) -> Resul
                 Ok(true)
             })
         })
-        .await
+        .await?;
+    // Every session ended: their open sockets close on every replica.
+    super::live::sessions_revoked(state, stored.user_id, None, None).await;
+    Ok(true)
 }

@@ -245,7 +245,10 @@ pub async fn delete_account(
                 Ok(true)
             })
         })
-        .await
+        .await?;
+    // Its open sockets close on every replica.
+    super::live::sessions_revoked(state, user_id, None, None).await;
+    Ok(true)
 }
 
 /// Deletes the rows that only describe the person: their sessions (devices, IPs; the

@@ -83,7 +83,7 @@ async fn issue_refresh_token(
 enum Refreshed {
     Tokens(Box<AuthTokens>),
     Refused,
-    Replayed,
+    Replayed { user_id: Uuid, session_id: Uuid },
 }
 
 /// Exchanges a refresh token for a new pair. The old token is spent; presenting it again
@@ -127,7 +127,10 @@ pub async fn refresh(
                     .await?;
                 if spent.rows_affected == 0 {
                     revoke_in(txn, session.id, reason::REFRESH_REUSE, now).await?;
-                    return Ok(Refreshed::Replayed);
+                    return Ok(Refreshed::Replayed {
+                        user_id: session.user_id,
+                        session_id: session.id,
+                    });
                 }
                 let refresh_token = issue_refresh_token(txn, session.id, now).await?;
                 sessions::Entity::update_many()
@@ -155,8 +158,12 @@ pub async fn refresh(
         Refreshed::Refused => Err(ApiError::Unauthenticated(
             "invalid or expired refresh token".into(),
         )),
-        Refreshed::Replayed => {
+        Refreshed::Replayed {
+            user_id,
+            session_id,
+        } => {
             tracing::warn!("refresh token reused; session revoked");
+            super::live::sessions_revoked(state, user_id, Some(session_id), None).await;
             Err(ApiError::Unauthenticated(
                 "refresh token already used; the session has been revoked".into(),
             ))
@@ -201,7 +208,7 @@ pub async fn revoke_all_except<C: ConnectionTrait>(
 /// Ends the viewer's current session.
 pub async fn logout(state: &AppState, viewer: &Viewer) -> Result<bool, ApiError> {
     let (session_id, user_id) = (viewer.session_id, viewer.user_id());
-    state
+    let revoked = state
         .db
         .write(|txn| {
             Box::pin(async move {
@@ -218,7 +225,10 @@ pub async fn logout(state: &AppState, viewer: &Viewer) -> Result<bool, ApiError>
                 Ok(revoked > 0)
             })
         })
-        .await
+        .await?;
+    // Open sockets of this session close, on every replica.
+    super::live::sessions_revoked(state, user_id, Some(session_id), None).await;
+    Ok(revoked)
 }
 
 /// The viewer's sessions that can still be used, newest first.
@@ -249,6 +259,7 @@ pub async fn revoke(state: &AppState, viewer: &Viewer, id: Uuid) -> Result<bool,
     if result.rows_affected == 0 {
         return Err(ApiError::NotFound("session"));
     }
+    super::live::sessions_revoked(state, viewer.user_id(), Some(id), None).await;
     Ok(true)
 }
 

@@ -108,6 +108,7 @@ struct Victim {
     address_id: String,
     passkey_id: String,
     content_id: String,
+    alert_id: String,
 }
 
 enum Expect {
@@ -118,6 +119,8 @@ enum Expect {
     Forbidden,
     /// A filter by another user's id: an empty connection, never their rows.
     Empty,
+    /// A bulk change given another user's ids: nothing changed (a count of 0).
+    Zero,
 }
 
 /// How B attacks each id-taking field: the document and its variables.
@@ -279,6 +282,16 @@ fn attack(field: &str, a: &Victim) -> Option<(Expect, &'static str, Value)> {
             "query($id: ID!) { userRiskScore(userId: $id) }",
             json!({"id": a.auth.user_id}),
         ),
+        "Mutation.deletePriceAlert" => (
+            NotFound,
+            "mutation($id: ID!) { deletePriceAlert(id: $id) }",
+            json!({"id": a.alert_id}),
+        ),
+        "Mutation.markNotificationsRead" => (
+            Zero,
+            "mutation($id: ID!) { markNotificationsRead(ids: [$id]) }",
+            json!({"id": a.alert_id}),
+        ),
         "Query.auditLog" => (
             Forbidden,
             "query($id: ID!) { auditLog(filter: {actorId: $id}) { edges { node { id } } } }",
@@ -381,7 +394,19 @@ async fn every_object_id_field_refuses_other_users(backend: Backend) {
         .as_str()
         .unwrap_or_else(|| panic!("{created}"))
         .to_owned();
+    let alert = app
+        .gql(
+            "mutation { createPriceAlert(input: {market: \"BTC-USD\", condition: ABOVE, price: \"1000000\"}) { id } }",
+            json!({}),
+            Some(&a.access),
+        )
+        .await;
+    let alert_id = alert["data"]["createPriceAlert"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{alert}"))
+        .to_owned();
     let victim = Victim {
+        alert_id,
         content_id,
         auth: a.clone(),
         order_id,
@@ -413,6 +438,12 @@ async fn every_object_id_field_refuses_other_users(backend: Backend) {
         match expect {
             Expect::NotFound => assert_eq!(code(&body), "NOT_FOUND", "{field}: {body}"),
             Expect::Forbidden => assert_eq!(code(&body), "FORBIDDEN", "{field}: {body}"),
+            Expect::Zero => {
+                let count = body["data"]
+                    .as_object()
+                    .and_then(|d| d.values().next().cloned());
+                assert_eq!(count, Some(json!(0)), "{field}: {body}");
+            }
             Expect::Empty => {
                 let connection = body["data"]
                     .as_object()
@@ -475,6 +506,14 @@ async fn every_object_id_field_refuses_other_users(backend: Backend) {
         "{content}"
     );
     assert_eq!(content["data"]["content"]["status"], "DRAFT", "{content}");
+    let alerts = app
+        .gql("{ priceAlerts { id } }", json!({}), Some(&a.access))
+        .await;
+    assert_eq!(
+        alerts["data"]["priceAlerts"][0]["id"],
+        victim.alert_id.as_str(),
+        "{alerts}"
+    );
 }
 
 both_backends!(no_state_changes_over_get_or_a_simple_form_post);

@@ -15,6 +15,7 @@ mod funds;
 mod http_protocol;
 mod kyc;
 mod limits;
+mod live;
 mod mail;
 mod orders;
 mod passkeys;

@@ -1,0 +1,757 @@
+//! Live data over WebSocket: private order updates and fills (each user sees only
+//! theirs), resumable without loss or repeats, tickers, price alerts and their
+//! notifications, and sockets of revoked sessions closing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tradegraph::events::Topic;
+
+use crate::both_backends;
+use crate::helpers::{code, email, Auth, Backend, Frame, TestApp, Ws, PASSWORD};
+
+both_backends!(
+    each_user_receives_only_their_own_order_updates_and_fills,
+    a_client_that_reconnects_with_after_sequence_misses_nothing,
+    tickers_push_the_latest_trade,
+    price_alerts_fire_once_per_crossing_and_become_notifications,
+    sockets_of_revoked_sessions_close,
+);
+
+const UPDATES: &str = "subscription($m: String, $after: Int) { orderUpdates(market: $m, afterSequence: $after) { sequence kind order { id side status } fill { price quantity } } }";
+const FILLS: &str = "subscription($after: Int) { fills(afterSequence: $after) { side price quantity order { id } } }";
+
+pub async fn fund(app: &TestApp, admin: &Auth, user: &Auth, asset: &str, amount: &str) {
+    let body = app
+        .gql(
+            "mutation($i: CreditDepositInput!) { creditDeposit(input: $i) { id } }",
+            json!({"i": {"userId": user.user_id, "asset": asset, "amount": amount, "reference": uuid::Uuid::new_v4().to_string()}}),
+            Some(&admin.access),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+}
+
+/// Places a limit order on ETH-USD; returns its id.
+pub async fn place(app: &TestApp, user: &Auth, side: &str, price: &str, quantity: &str) -> String {
+    let body = app
+        .gql(
+            "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { id status } }",
+            json!({"i": {"market": "ETH-USD", "side": side, "type": "LIMIT", "price": price, "quantity": quantity}}),
+            Some(&user.access),
+        )
+        .await;
+    body["data"]["placeOrder"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("order placed: {body}"))
+        .to_owned()
+}
+
+/// A signed-in `graphql-transport-ws` connection.
+pub async fn connect(address: &str, user: Option<&Auth>) -> Ws {
+    let mut ws = TestApp::connect_websocket(address, "graphql-transport-ws").await;
+    let payload = match user {
+        Some(user) => json!({"authorization": format!("Bearer {}", user.access)}),
+        None => json!({}),
+    };
+    ws.init(payload).await;
+    ws
+}
+
+pub async fn subscribe(ws: &mut Ws, id: &str, query: &str, variables: Value) {
+    ws.send(
+        json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}}),
+    )
+    .await;
+}
+
+/// The next `next`/`data` payload's data for any subscription, skipping keep-alives.
+pub async fn next_data(ws: &mut Ws) -> (String, Value) {
+    loop {
+        let message = match ws.next_within(20).await {
+            Frame::Json(message) => message,
+            other => panic!("expected a message, got {other:?}"),
+        };
+        match message["type"].as_str() {
+            Some("next") | Some("data") => {
+                let payload = &message["payload"];
+                assert!(payload["errors"].is_null(), "{message}");
+                return (
+                    message["id"].as_str().unwrap_or_default().to_owned(),
+                    payload["data"].clone(),
+                );
+            }
+            Some("ka") => continue,
+            _ => panic!("unexpected message: {message}"),
+        }
+    }
+}
+
+/// The error code that refused a subscription, whether it came as an `error` message
+/// or as a `next` result with errors (a resolver refusing to start the stream).
+pub async fn refusal(ws: &mut Ws) -> String {
+    let message = ws.next_json().await;
+    let error = match message["type"].as_str() {
+        Some("error") => &message["payload"][0],
+        Some("next") => &message["payload"]["errors"][0],
+        _ => panic!("expected a refusal: {message}"),
+    };
+    error["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no code: {message}"))
+        .to_owned()
+}
+
+/// Reads until each subscription id has its count of messages; returns them per id.
+pub async fn collect(ws: &mut Ws, wanted: &[(&str, usize)]) -> HashMap<String, Vec<Value>> {
+    let mut got: HashMap<String, Vec<Value>> = HashMap::new();
+    while wanted
+        .iter()
+        .any(|(id, n)| got.get(*id).map_or(0, Vec::len) < *n)
+    {
+        let (id, data) = next_data(ws).await;
+        got.entry(id).or_default().push(data);
+    }
+    got
+}
+
+/// Waits until this server has `count` live subscribers of `topic`, so a test never
+/// acts before a live-only subscription is listening.
+pub async fn wait_for_subscribers(app: &TestApp, topic: Topic, count: usize) {
+    for _ in 0..200 {
+        if app.events.subscribers_of(&topic) >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no subscriber of {topic:?} appeared");
+}
+
+fn uid(user: &Auth) -> uuid::Uuid {
+    user.user_id.parse().expect("user id")
+}
+
+async fn traders(app: &TestApp, admin: &Auth) -> (Auth, Auth) {
+    let seller = app.register(&email("seller")).await;
+    let buyer = app.register(&email("buyer")).await;
+    fund(app, admin, &seller, "ETH", "100").await;
+    fund(app, admin, &buyer, "USD", "1000000").await;
+    (seller, buyer)
+}
+
+async fn each_user_receives_only_their_own_order_updates_and_fills(backend: Backend) {
+    let Some((app, admin)) = TestApp::spawn_with_admin(backend).await else {
+        return;
+    };
+    let (seller, buyer) = traders(&app, &admin).await;
+    let mut seller_ws = connect(&app.address, Some(&seller)).await;
+    subscribe(&mut seller_ws, "u", UPDATES, json!({"after": 0})).await;
+    subscribe(&mut seller_ws, "f", FILLS, json!({"after": 0})).await;
+    // The buyer speaks the legacy protocol.
+    let mut buyer_ws = app.websocket("graphql-ws").await;
+    buyer_ws
+        .init(json!({"authorization": format!("Bearer {}", buyer.access)}))
+        .await;
+    for (id, query) in [("u", UPDATES), ("f", FILLS)] {
+        buyer_ws
+            .send(json!({"id": id, "type": "start", "payload": {"query": query, "variables": {"after": 0}}}))
+            .await;
+    }
+
+    let sell = place(&app, &seller, "SELL", "2000", "1").await;
+    let buy = place(&app, &buyer, "BUY", "2000", "1").await;
+    // One more event for the buyer alone, then one for the seller: the seller's next
+    // update must be their own third, never the buyer's.
+    let resting = place(&app, &buyer, "BUY", "1500", "1").await;
+    let asking = place(&app, &seller, "SELL", "2500", "1").await;
+
+    for (ws, order, side, second) in [
+        (&mut seller_ws, &sell, "SELL", &asking),
+        (&mut buyer_ws, &buy, "BUY", &resting),
+    ] {
+        let got = collect(ws, &[("u", 3), ("f", 1)]).await;
+        let updates: Vec<(i64, &str, &str)> = got["u"]
+            .iter()
+            .map(|d| {
+                let u = &d["orderUpdates"];
+                (
+                    u["sequence"].as_i64().unwrap_or(-1),
+                    u["kind"].as_str().unwrap_or(""),
+                    u["order"]["id"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            updates,
+            vec![
+                (1, "CREATED", order.as_str()),
+                (2, "FILLED", order.as_str()),
+                (3, "CREATED", second.as_str())
+            ]
+        );
+        assert_eq!(got["u"][1]["orderUpdates"]["fill"]["price"], "2000");
+        let fill = &got["f"][0]["fills"];
+        assert_eq!(
+            (fill["side"].as_str(), fill["order"]["id"].as_str()),
+            (Some(side), Some(order.as_str()))
+        );
+    }
+
+    // Unauthenticated subscribers get UNAUTHENTICATED, not someone's orders.
+    let mut anonymous = connect(&app.address, None).await;
+    subscribe(&mut anonymous, "u", UPDATES, json!({})).await;
+    assert_eq!(refusal(&mut anonymous).await, "UNAUTHENTICATED");
+}
+
+async fn a_client_that_reconnects_with_after_sequence_misses_nothing(backend: Backend) {
+    let Some((app, admin)) = TestApp::spawn_with_admin(backend).await else {
+        return;
+    };
+    let (seller, buyer) = traders(&app, &admin).await;
+    const ROUNDS: usize = 15;
+    let mut first = connect(&app.address, Some(&buyer)).await;
+    subscribe(&mut first, "u", UPDATES, json!({"after": 0})).await;
+
+    // Orders keep filling while the client comes and goes: each round is the buyer's
+    // CREATED and FILLED.
+    let trading = {
+        let (address, seller, buyer) = (app.address.clone(), seller.clone(), buyer.clone());
+        let http = app.http.clone();
+        tokio::spawn(async move {
+            let place = |user: Auth, side: &'static str| {
+                let (http, address) = (http.clone(), address.clone());
+                async move {
+                    let body: Value = http
+                        .post(format!("http://{address}/graphql"))
+                        .bearer_auth(&user.access)
+                        .json(&json!({"query": "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { status } }",
+                            "variables": {"i": {"market": "ETH-USD", "side": side, "type": "LIMIT", "price": "2000", "quantity": "0.01"}}}))
+                        .send()
+                        .await
+                        .expect("sent")
+                        .json()
+                        .await
+                        .expect("json");
+                    assert!(body["errors"].is_null(), "{body}");
+                }
+            };
+            for _ in 0..ROUNDS {
+                place(seller.clone(), "SELL").await;
+                place(buyer.clone(), "BUY").await;
+            }
+        })
+    };
+
+    let mut sequences = Vec::new();
+    for _ in 0..5 {
+        let (_, data) = next_data(&mut first).await;
+        sequences.push(data["orderUpdates"]["sequence"].as_i64().expect("sequence"));
+    }
+    drop(first);
+    let last = *sequences.last().expect("some updates");
+    let mut second = connect(&app.address, Some(&buyer)).await;
+    subscribe(&mut second, "u", UPDATES, json!({"after": last})).await;
+    trading.await.expect("trading finished");
+    let marker = place(&app, &buyer, "BUY", "1000", "0.01").await;
+    loop {
+        let (_, data) = next_data(&mut second).await;
+        let update = &data["orderUpdates"];
+        sequences.push(update["sequence"].as_i64().expect("sequence"));
+        if update["order"]["id"] == marker.as_str() {
+            break;
+        }
+    }
+    let expected: Vec<i64> = (1..=(2 * ROUNDS as i64 + 1)).collect();
+    assert_eq!(sequences, expected, "every update once, in order");
+
+    // Replays can be filtered by market, and refuse a sequence from the future.
+    let mut third = connect(&app.address, Some(&buyer)).await;
+    subscribe(
+        &mut third,
+        "u",
+        UPDATES,
+        json!({"after": 30, "m": "BTC-USD"}),
+    )
+    .await;
+    subscribe(&mut third, "e", UPDATES, json!({"after": 30})).await;
+    let (id, data) = next_data(&mut third).await;
+    assert_eq!(id, "e", "no BTC-USD updates: {data}");
+    assert_eq!(data["orderUpdates"]["sequence"], 31);
+    subscribe(&mut third, "x", UPDATES, json!({"after": 999})).await;
+    assert_eq!(refusal(&mut third).await, "BAD_USER_INPUT");
+}
+
+async fn tickers_push_the_latest_trade(backend: Backend) {
+    let Some((app, admin)) = TestApp::spawn_with_admin(backend).await else {
+        return;
+    };
+    let (seller, buyer) = traders(&app, &admin).await;
+    place(&app, &seller, "SELL", "2000", "1").await;
+    place(&app, &buyer, "BUY", "2000", "1").await;
+
+    // Public: no credentials needed. The current value comes at once.
+    let mut ws = connect(&app.address, None).await;
+    let query =
+        "subscription { ticker(market: \"eth-usd\") { market lastPrice change24h volume24h at } }";
+    subscribe(&mut ws, "t", query, json!({})).await;
+    let (_, data) = next_data(&mut ws).await;
+    let ticker = &data["ticker"];
+    assert_eq!(ticker["market"], "ETH-USD");
+    assert_eq!(ticker["lastPrice"], "2000");
+    assert_eq!(ticker["volume24h"], "1");
+
+    place(&app, &seller, "SELL", "2200", "0.5").await;
+    place(&app, &buyer, "BUY", "2200", "0.5").await;
+    let (_, data) = next_data(&mut ws).await;
+    let ticker = &data["ticker"];
+    assert_eq!(ticker["lastPrice"], "2200");
+    assert_eq!(ticker["volume24h"], "1.5");
+    assert_eq!(ticker["change24h"], "0.1");
+
+    subscribe(
+        &mut ws,
+        "bad",
+        "subscription { ticker(market: \"NOPE-USD\") { market } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(refusal(&mut ws).await, "BAD_USER_INPUT");
+}
+
+async fn price_alerts_fire_once_per_crossing_and_become_notifications(backend: Backend) {
+    let Some((app, admin)) = TestApp::spawn_with_admin(backend).await else {
+        return;
+    };
+    let (seller, buyer) = traders(&app, &admin).await;
+    let watcher = app.register(&email("watcher")).await;
+    let other = app.register(&email("other")).await;
+    let create = "mutation($i: CreatePriceAlertInput!) { createPriceAlert(input: $i) { id market condition price recurring cooldownSeconds active } }";
+    let alert = |condition: &str, price: &str, recurring: bool| {
+        let mut input = json!({"market": "ETH-USD", "condition": condition, "price": price, "recurring": recurring});
+        if recurring {
+            input["cooldownSeconds"] = json!(0);
+        }
+        json!({"i": input})
+    };
+    let above = app
+        .gql(create, alert("ABOVE", "2100", false), Some(&watcher.access))
+        .await;
+    let above_id = above["data"]["createPriceAlert"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{above}"))
+        .to_owned();
+    assert_eq!(above["data"]["createPriceAlert"]["active"], true);
+    let below = app
+        .gql(create, alert("BELOW", "1900", true), Some(&watcher.access))
+        .await;
+    let below_id = below["data"]["createPriceAlert"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{below}"))
+        .to_owned();
+    // Alerts that never fire, and someone else's.
+    for price in ["5000", "6000", "7000"] {
+        app.gql(create, alert("ABOVE", price, false), Some(&watcher.access))
+            .await;
+    }
+    app.gql(create, alert("ABOVE", "2100", false), Some(&other.access))
+        .await;
+    let bad = app
+        .gql(create, json!({"i": {"market": "ETH-USD", "condition": "ABOVE", "price": "2100", "cooldownSeconds": 60}}), Some(&watcher.access))
+        .await;
+    assert_eq!(code(&bad), "BAD_USER_INPUT");
+    assert_eq!(
+        bad["errors"][0]["extensions"]["field"],
+        "input.cooldownSeconds"
+    );
+
+    let mut ws = connect(&app.address, Some(&watcher)).await;
+    subscribe(&mut ws, "a", "subscription { priceAlertTriggered { alert { id active } market price triggeredAt notificationId } }", json!({})).await;
+    wait_for_subscribers(&app, Topic::Alerts(uid(&watcher)), 1).await;
+
+    let trade = |price: &'static str| {
+        let (app, seller, buyer) = (&app, &seller, &buyer);
+        async move {
+            place(app, seller, "SELL", price, "0.1").await;
+            place(app, buyer, "BUY", price, "0.1").await;
+        }
+    };
+    trade("2000").await; // the first trade: a starting point, crosses nothing
+    trade("2150").await; // crosses ABOVE 2100 (twice: the watcher's and the other's)
+    trade("2200").await; // still above: nothing new
+    trade("2050").await; // back below 2100: the one-shot ABOVE stays quiet
+    trade("2120").await; // crosses 2100 again: the one-shot already fired
+    trade("1850").await; // crosses BELOW 1900
+    trade("1950").await;
+    trade("1800").await; // crosses BELOW 1900 again: recurring, no cool-down
+
+    let mut fired = Vec::new();
+    for _ in 0..3 {
+        let (_, data) = next_data(&mut ws).await;
+        fired.push(data["priceAlertTriggered"].clone());
+    }
+    let summary: Vec<(&str, &str)> = fired
+        .iter()
+        .map(|f| {
+            (
+                f["alert"]["id"].as_str().unwrap_or(""),
+                f["price"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (above_id.as_str(), "2150"),
+            (below_id.as_str(), "1850"),
+            (below_id.as_str(), "1800")
+        ]
+    );
+    assert_eq!(
+        fired[0]["alert"]["active"], false,
+        "a one-shot alert disarms"
+    );
+    assert_eq!(
+        fired[1]["alert"]["active"], true,
+        "a recurring alert stays armed"
+    );
+
+    let list = app
+        .gql(
+            "{ priceAlerts { id active triggerCount lastTriggeredAt } }",
+            json!({}),
+            Some(&watcher.access),
+        )
+        .await;
+    let alerts = list["data"]["priceAlerts"].as_array().expect("alerts");
+    assert_eq!(alerts.len(), 5);
+    let counts: HashMap<&str, i64> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap_or(""),
+                a["triggerCount"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(counts[above_id.as_str()], 1);
+    assert_eq!(counts[below_id.as_str()], 2);
+    assert_eq!(
+        counts.values().sum::<i64>(),
+        3,
+        "the far alerts never fired"
+    );
+
+    // Each firing is a notification; reading marks them.
+    let notifications = "query($u: Boolean, $first: Int, $after: String) { notifications(unreadOnly: $u, first: $first, after: $after) { edges { cursor node { id kind title price read alert { id } } } pageInfo { hasNextPage endCursor } } }";
+    let page = app
+        .gql(
+            notifications,
+            json!({"u": true, "first": 2}),
+            Some(&watcher.access),
+        )
+        .await;
+    let connection = &page["data"]["notifications"];
+    assert_eq!(connection["pageInfo"]["hasNextPage"], true, "{page}");
+    let newest = &connection["edges"][0]["node"];
+    assert_eq!(
+        (newest["kind"].as_str(), newest["price"].as_str()),
+        (Some("PRICE_ALERT"), Some("1800"))
+    );
+    assert_eq!(newest["alert"]["id"], below_id.as_str());
+    let rest = app
+        .gql(
+            notifications,
+            json!({"u": true, "after": connection["pageInfo"]["endCursor"]}),
+            Some(&watcher.access),
+        )
+        .await;
+    let rest = rest["data"]["notifications"]["edges"]
+        .as_array()
+        .expect("edges")
+        .clone();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0]["node"]["alert"]["id"], above_id.as_str());
+    let ids = vec![newest["id"].clone(), rest[0]["node"]["id"].clone()];
+    let mark = "mutation($ids: [ID!]!) { markNotificationsRead(ids: $ids) }";
+    // Someone else's ids change nothing.
+    let foreign = app
+        .gql(mark, json!({"ids": ids}), Some(&other.access))
+        .await;
+    assert_eq!(foreign["data"]["markNotificationsRead"], 0);
+    let marked = app
+        .gql(mark, json!({"ids": ids}), Some(&watcher.access))
+        .await;
+    assert_eq!(marked["data"]["markNotificationsRead"], 2);
+    let unread = app
+        .gql(notifications, json!({"u": true}), Some(&watcher.access))
+        .await;
+    assert_eq!(
+        unread["data"]["notifications"]["edges"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let all = app
+        .gql(notifications, json!({}), Some(&watcher.access))
+        .await;
+    assert_eq!(
+        all["data"]["notifications"]["edges"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+
+    // Deleting: one's own only.
+    let delete = "mutation($id: ID!) { deletePriceAlert(id: $id) }";
+    let theirs = app
+        .gql(delete, json!({"id": above_id}), Some(&other.access))
+        .await;
+    assert_eq!(code(&theirs), "NOT_FOUND");
+    let mine = app
+        .gql(delete, json!({"id": above_id}), Some(&watcher.access))
+        .await;
+    assert_eq!(mine["data"]["deletePriceAlert"], true);
+    let again = app
+        .gql(delete, json!({"id": above_id}), Some(&watcher.access))
+        .await;
+    assert_eq!(code(&again), "NOT_FOUND");
+}
+
+async fn sockets_of_revoked_sessions_close(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let address = email("sessions");
+    let first = app.register(&address).await;
+    let mut logins = Vec::new();
+    for _ in 0..2 {
+        let body = app.login(&address, PASSWORD).await;
+        logins.push(Auth::from_payload(&body["data"]["login"]).expect("signed in"));
+    }
+    let (second, third) = (logins[0].clone(), logins[1].clone());
+    let user = uid(&first);
+
+    // revokeSession from another session closes that session's socket only.
+    let mut revoked = connect(&app.address, Some(&first)).await;
+    let mut kept = connect(&app.address, Some(&second)).await;
+    wait_for_subscribers(&app, Topic::Sessions(user), 2).await;
+    let sessions = app
+        .gql(
+            "{ sessions { id current } }",
+            json!({}),
+            Some(&first.access),
+        )
+        .await;
+    let first_session = sessions["data"]["sessions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["current"] == true))
+        .and_then(|s| s["id"].as_str())
+        .expect("current session")
+        .to_owned();
+    let body = app
+        .gql(
+            "mutation($id: ID!) { revokeSession(id: $id) }",
+            json!({"id": first_session}),
+            Some(&second.access),
+        )
+        .await;
+    assert_eq!(body["data"]["revokeSession"], true, "{body}");
+    revoked.expect_close(4403).await;
+
+    // A password change closes every other session's sockets, not the changer's.
+    let mut other = connect(&app.address, Some(&third)).await;
+    wait_for_subscribers(&app, Topic::Sessions(user), 2).await;
+    let body = app
+        .gql(
+            "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }",
+            json!({"c": PASSWORD, "n": "an entirely new passphrase 9876"}),
+            Some(&second.access),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    other.expect_close(4403).await;
+    kept.send(json!({"type": "ping"})).await;
+    assert_eq!(kept.next_json().await["type"], "pong");
+
+    // Logging out closes the session's own sockets.
+    let body = app
+        .gql("mutation { logout }", json!({}), Some(&second.access))
+        .await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
+    kept.expect_close(4403).await;
+}
+
+/// A Redis server of the test's own, so the test can stop and restart it.
+struct RedisServer {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    fn start() -> Option<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut server = RedisServer { port, child: None };
+        server.restart()?;
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts `redis-server` on the same port; `None` when it is not installed.
+    fn restart(&mut self) -> Option<()> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Some(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn readyz(http: &reqwest::Client, address: &str) -> (u16, Value) {
+    let response = http
+        .get(format!("http://{address}/readyz"))
+        .send()
+        .await
+        .expect("readyz answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `/readyz` until `check` holds for it.
+async fn until_ready(http: &reqwest::Client, address: &str, check: impl Fn(u16, &Value) -> bool) {
+    for _ in 0..300 {
+        let (status, body) = readyz(http, address).await;
+        if check(status, &body) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("/readyz of {address} never reached the expected state");
+}
+
+/// The buyer's order update sequences a subscription has received, read until it has
+/// one beyond `beyond`.
+async fn read_until_beyond(ws: &mut Ws, sequences: &mut Vec<i64>, beyond: i64) {
+    while sequences.last().is_none_or(|last| *last <= beyond) {
+        let (_, data) = next_data(ws).await;
+        sequences.push(data["orderUpdates"]["sequence"].as_i64().expect("sequence"));
+    }
+}
+
+/// Two server processes on one PostgreSQL database and one Redis: order events of one
+/// reach subscribers of the other; while Redis is down each keeps serving and its own
+/// subscribers keep receiving; when Redis is back, delivery across replicas resumes by
+/// itself and the subscriber on the other replica catches up without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_cross_replicas_and_survive_a_redis_restart() {
+    let Some(mut redis) = RedisServer::start() else {
+        eprintln!("!!! SKIPPED: redis-server is not installed");
+        return;
+    };
+    let url = redis.url();
+    let channel = format!("tradegraph:test:{}", uuid::Uuid::new_v4());
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_EVENTS_CHANNEL", channel.as_str()),
+    ];
+    let Some((app, admin)) = TestApp::spawn_with_admin_and(Backend::Postgres, &vars).await else {
+        return;
+    };
+    let replica = crate::process::Server::start(&[
+        ("DATABASE_URL", app.database_url.as_str()),
+        ("JWT_SECRET", crate::helpers::JWT_SECRET),
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_EVENTS_CHANNEL", channel.as_str()),
+    ]);
+    let http = reqwest::Client::new();
+    let relaying =
+        |status: u16, body: &Value| status == 200 && body["checks"]["eventRelay"] == "subscribed";
+    until_ready(&http, &replica.address, relaying).await;
+    until_ready(&http, &app.address, relaying).await;
+
+    let (seller, buyer) = traders(&app, &admin).await;
+    place(&app, &buyer, "BUY", "1500", "5").await; // sequence 1, rests
+                                                   // Subscribed on the other replica; sequence 1 replays from the database, so the
+                                                   // subscription is listening once it arrives.
+    let mut remote = connect(&replica.address, Some(&buyer)).await;
+    subscribe(&mut remote, "u", UPDATES, json!({"after": 0})).await;
+    let mut local = connect(&app.address, Some(&buyer)).await;
+    subscribe(&mut local, "u", UPDATES, json!({"after": 0})).await;
+    let (mut remote_seen, mut local_seen) = (Vec::new(), Vec::new());
+    read_until_beyond(&mut remote, &mut remote_seen, 0).await;
+    read_until_beyond(&mut local, &mut local_seen, 0).await;
+
+    // Live across replicas: a fill on this process reaches the other one through Redis.
+    place(&app, &seller, "SELL", "1500", "0.1").await; // sequence 2
+    read_until_beyond(&mut remote, &mut remote_seen, 1).await;
+    assert_eq!(remote_seen, vec![1, 2]);
+
+    // Redis goes away: readiness says so, requests and local delivery go on.
+    redis.stop();
+    until_ready(&http, &app.address, |status, body| {
+        status == 503 && body["checks"]["redis"] != "ok"
+    })
+    .await;
+    place(&app, &seller, "SELL", "1500", "0.1").await; // sequence 3
+    let me = app
+        .gql("{ me { id } }", json!({}), Some(&buyer.access))
+        .await;
+    assert_eq!(me["data"]["me"]["id"], buyer.user_id.as_str());
+    read_until_beyond(&mut local, &mut local_seen, 2).await;
+    assert_eq!(local_seen, vec![1, 2, 3]);
+
+    // Redis returns: delivery across replicas resumes by itself, and the remote
+    // subscriber fills the gap of what it missed meanwhile from the database.
+    redis.restart().expect("redis restarts");
+    until_ready(&http, &app.address, relaying).await;
+    until_ready(&http, &replica.address, relaying).await;
+    let mut sequence = 3;
+    while remote_seen.last().is_some_and(|last| *last <= 2) {
+        place(&app, &seller, "SELL", "1500", "0.1").await;
+        sequence += 1;
+        assert!(sequence < 40, "delivery across replicas never resumed");
+        if let Ok(Frame::Json(message)) =
+            tokio::time::timeout(Duration::from_secs(2), remote.next()).await
+        {
+            let n = message["payload"]["data"]["orderUpdates"]["sequence"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{message}"));
+            remote_seen.push(n);
+        }
+    }
+    read_until_beyond(&mut remote, &mut remote_seen, sequence - 1).await;
+    let expected: Vec<i64> = (1..=sequence).collect();
+    assert_eq!(
+        remote_seen, expected,
+        "nothing lost or repeated across the outage"
+    );
+}
