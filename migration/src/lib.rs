@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_accounts;
 mod m20261122_000002_ledger;
 mod m20261122_000003_orders;
+mod m20261122_000010_portfolio;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_accounts::Migration),
             Box::new(m20261122_000002_ledger::Migration),
             Box::new(m20261122_000003_orders::Migration),
+            Box::new(m20261122_000010_portfolio::Migration),
         ]
     }
 }

@@ -46,6 +46,9 @@ pub enum Event {
     /// A market's book changed (public).
     #[serde(rename_all = "camelCase")]
     BookChanged { market: String },
+    /// A user's balance changed outside trading (a deposit, a withdrawal).
+    #[serde(rename_all = "camelCase")]
+    BalanceChanged { user_id: Uuid },
 }
 
 /// Gathers the events of one transaction attempt.

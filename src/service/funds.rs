@@ -81,7 +81,7 @@ pub async fn credit_deposit(
                 if let Some(existing) = ledger::find_by_reference(txn, DEPOSIT, &reference).await? {
                     return Ok(Err(existing));
                 }
-                ledger::post(
+                let entry = ledger::post(
                     txn,
                     ledger::Draft {
                         kind: DEPOSIT,
@@ -102,13 +102,21 @@ pub async fn credit_deposit(
                         ],
                     },
                 )
-                .await
-                .map(Ok)
+                .await?;
+                // PORTFOLIO HOOK: the deposit is an acquisition at this moment's price.
+                super::portfolio::on_deposit(txn, user_id, &asset, amount, entry.created_at)
+                    .await?;
+                Ok(Ok(entry))
             })
         })
         .await;
     match result {
-        Ok(Ok(created)) => Ok(created),
+        Ok(Ok(created)) => {
+            // Live portfolio values follow balance changes.
+            let changed = crate::events::Event::BalanceChanged { user_id };
+            state.events.publish(vec![changed]).await;
+            Ok(created)
+        }
         Ok(Err(existing)) => same_deposit(existing),
         // A concurrent request with the same reference committed first.
         Err(ApiError::Internal(error)) if is_unique_violation(&error) => {

@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod market_data;
 pub mod markets;
 pub mod orders;
+pub mod portfolio;
 pub mod sessions;
 
 /// Who is calling, as far as the network tells: recorded on sessions and used to

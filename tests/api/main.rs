@@ -10,6 +10,7 @@ mod funds;
 mod http_protocol;
 mod limits;
 mod orders;
+mod portfolio;
 mod process;
 mod schema_files;
 mod websocket;
