@@ -14,6 +14,7 @@ both_backends!(
     fills_history_pages_and_filters,
     nested_history_queries_do_not_grow_with_page_size,
     portfolio_value_is_pushed_when_prices_move,
+    random_concurrent_trading_keeps_pnl_state_consistent,
 );
 
 const DEPOSIT: &str = "mutation($i: CreditDepositInput!) { creditDeposit(input: $i) { id } }";
@@ -506,5 +507,83 @@ async fn next_value(ws: &mut crate::helpers::Ws) -> Decimal {
             dv(&message["payload"]["data"]["portfolioValue"]["value"])
         }
         other => panic!("expected a value, got {other:?}"),
+    }
+}
+
+/// Traders trade at random, concurrently, in three markets (one of them a cross market),
+/// after every asset has a price. Then for each trader: every unit held has a known cost
+/// (the state the hooks kept covers the whole balance), and realized + unrealized P&L
+/// is the same under all four methods (up to display rounding).
+async fn random_concurrent_trading_keeps_pnl_state_consistent(backend: Backend) {
+    use rand::{Rng, SeedableRng};
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let (s, h) = (desk.user().await, desk.user().await);
+    desk.deposit(&s, "BTC", "10").await;
+    desk.deposit(&s, "ETH", "100").await;
+    desk.deposit(&h, "USD", "1000000").await;
+    desk.trade(&s, &h, "BTC-USD", "SELL", "1", "20000").await;
+    desk.trade(&s, &h, "ETH-USD", "SELL", "1", "1000").await;
+    desk.trade(&s, &h, "ETH-BTC", "SELL", "1", "0.05").await;
+    let mut traders = Vec::new();
+    for _ in 0..3 {
+        let t = desk.user().await;
+        desk.deposit(&t, "USD", "1000000").await;
+        desk.deposit(&t, "BTC", "5").await;
+        desk.deposit(&t, "ETH", "50").await;
+        traders.push(t);
+    }
+    let desk = std::sync::Arc::new(desk);
+    let mut tasks = Vec::new();
+    for (n, trader) in traders.iter().cloned().enumerate() {
+        let desk = desk.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(n as u64 + 1);
+            for _ in 0..15 {
+                let (market, mid, tick, lot): (&str, i64, u32, u32) = match rng.gen_range(0..3) {
+                    0 => ("BTC-USD", 2_000_000, 2, 3),
+                    1 => ("ETH-USD", 100_000, 2, 2),
+                    _ => ("ETH-BTC", 5_000, 5, 2),
+                };
+                let price = Decimal::new(mid + rng.gen_range(-mid / 50..=mid / 50), tick);
+                let quantity = Decimal::new(rng.gen_range(1..=50), lot);
+                let side = if rng.gen_bool(0.5) { "BUY" } else { "SELL" };
+                let input = json!({"market": market, "side": side, "type": "LIMIT", "quantity": quantity.to_string(), "price": price.to_string()});
+                let body = desk
+                    .app
+                    .gql(PLACE, json!({"i": input}), Some(&trader.access))
+                    .await;
+                assert!(body["data"]["placeOrder"]["id"].is_string(), "{body}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("trader task");
+    }
+    for trader in &traders {
+        let mut totals = Vec::new();
+        let mut positions = 0;
+        for method in ["FIFO", "LIFO", "HIFO", "AVERAGE_COST"] {
+            let p = desk.portfolio(trader, "USD", method).await;
+            for position in p["positions"].as_array().cloned().unwrap_or_default() {
+                assert_eq!(
+                    dv(&position["unknownCostQuantity"]),
+                    Decimal::ZERO,
+                    "{method}: {p}"
+                );
+                assert_eq!(position["priced"], true, "{p}");
+            }
+            positions = p["positions"].as_array().map_or(0, Vec::len);
+            totals.push((method, dv(&p["realizedPnl"]) + dv(&p["unrealizedPnl"])));
+        }
+        // Each position's two P&L figures are rounded to the cent on their own.
+        let tolerance = Decimal::new(1, 2) * Decimal::from(positions as u64 * 2);
+        for (method, total) in &totals {
+            assert!(
+                (*total - totals[0].1).abs() <= tolerance,
+                "{method}: {totals:?}"
+            );
+        }
     }
 }
