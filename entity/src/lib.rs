@@ -47,10 +47,22 @@ pub mod notifications;
 pub mod order_events;
 /// Orders.
 pub mod orders;
+/// External flows (deposits, withdrawals) of a user, for returns.
+pub mod portfolio_flows;
+/// A user's holdings per asset at the end of each hour they changed.
+pub mod portfolio_holdings_history;
+/// Open lots per user, asset and lot method.
+pub mod portfolio_lots;
+/// Running positions and realized P&L per user, asset and cost-basis method.
+pub mod portfolio_positions;
+/// Realized lot pieces, for tax reports.
+pub mod portfolio_realized;
 /// Postings: the legs of journal entries.
 pub mod postings;
 /// Price alerts: thresholds per market that notify their owner when crossed.
 pub mod price_alerts;
+/// Hourly price candles per market, built from trades.
+pub mod price_candles;
 /// Refresh tokens: one row per token ever issued, so a replayed one can be recognised.
 pub mod refresh_tokens;
 /// Roles a user can hold, and the set stored on the user row.

@@ -8,6 +8,7 @@ mod m20261122_000001_accounts;
 mod m20261122_000002_ledger;
 mod m20261122_000003_orders;
 mod m20261122_000004_audit;
+mod m20261122_000010_portfolio;
 mod m20261122_000020_alerts;
 mod m20261122_000030_api_keys;
 mod m20261122_000031_account_privacy_and_tiers;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_ledger::Migration),
             Box::new(m20261122_000003_orders::Migration),
             Box::new(m20261122_000004_audit::Migration),
+            Box::new(m20261122_000010_portfolio::Migration),
             Box::new(m20261122_000020_alerts::Migration),
             Box::new(m20261122_000030_api_keys::Migration),
             Box::new(m20261122_000031_account_privacy_and_tiers::Migration),

@@ -41,8 +41,8 @@ impl Topic {
             Event::Trade { market, .. } | Event::BookChanged { market } => {
                 Some(Topic::Market(market.clone()))
             }
-            // Content subscribers (authors and every officer) read the broadcast feed.
-            Event::ContentUpdate { .. } => None,
+            // Content and portfolio-value subscribers read the broadcast feed.
+            Event::ContentUpdate { .. } | Event::BalanceChanged { .. } => None,
         }
     }
 }

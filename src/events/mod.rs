@@ -81,6 +81,9 @@ pub enum Event {
         session_id: Option<Uuid>,
         except: Option<Uuid>,
     },
+    /// A user's balance changed outside trading (a deposit, a withdrawal).
+    #[serde(rename_all = "camelCase")]
+    BalanceChanged { user_id: Uuid },
 }
 
 impl Event {

@@ -15,6 +15,7 @@ pub mod live;
 pub mod markets;
 pub mod orders;
 pub mod pagination;
+pub mod portfolio;
 pub mod privacy;
 pub mod rate_limits;
 pub mod scalars;
@@ -43,6 +44,7 @@ pub struct Query(
     content::ContentQuery,
     kyc::KycQuery,
     alerts::AlertQuery,
+    portfolio::PortfolioQuery,
 );
 
 /// Every mutation field.
@@ -68,6 +70,7 @@ pub struct Subscription(
     system::SystemSubscription,
     content::ContentSubscription,
     live::LiveSubscription,
+    portfolio::PortfolioSubscription,
 );
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
@@ -91,35 +94,45 @@ pub fn sdl() -> String {
     )
 }
 
+/// How long a DataLoader gathers keys before one batched query. The library's 1 ms is
+/// shorter than resolving a page of 100 nested objects takes on a busy machine (seen:
+/// 12 statements instead of 6 for 100 orders with their fills and markets); 10 ms keeps
+/// it one query per nesting level, for at most 10 ms more per level.
+const LOADER_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The schema ready to serve: state, guardrails, and production hardening.
 pub fn build_schema(state: AppState) -> AppSchema {
     let config = state.config.clone();
     let state_db = state.db.clone();
-    let assets = DataLoader::new(markets::AssetLoader(state.db.clone()), tokio::spawn);
+    let assets =
+        DataLoader::new(markets::AssetLoader(state.db.clone()), tokio::spawn).delay(LOADER_DELAY);
     let mut builder = schema()
         .data(state)
         .data(assets)
-        .data(DataLoader::new(
-            orders::MarketLoader(state_db.clone()),
-            tokio::spawn,
-        ))
-        .data(DataLoader::new(
-            orders::FillsByOrderLoader(state_db.clone()),
-            tokio::spawn,
-        ))
-        .data(DataLoader::new(
-            content::ContentPersonLoader(state_db.clone()),
-            tokio::spawn,
-        ))
-        .data(DataLoader::new(
-            content::ContentVersionsLoader(state_db.clone()),
-            tokio::spawn,
-        ))
-        .data(DataLoader::new(
-            content::ContentChecksLoader(state_db.clone()),
-            tokio::spawn,
-        ))
-        .data(DataLoader::new(orders::OrderLoader(state_db), tokio::spawn))
+        .data(
+            DataLoader::new(orders::MarketLoader(state_db.clone()), tokio::spawn)
+                .delay(LOADER_DELAY),
+        )
+        .data(
+            DataLoader::new(orders::FillsByOrderLoader(state_db.clone()), tokio::spawn)
+                .delay(LOADER_DELAY),
+        )
+        .data(
+            DataLoader::new(content::ContentPersonLoader(state_db.clone()), tokio::spawn)
+                .delay(LOADER_DELAY),
+        )
+        .data(
+            DataLoader::new(
+                content::ContentVersionsLoader(state_db.clone()),
+                tokio::spawn,
+            )
+            .delay(LOADER_DELAY),
+        )
+        .data(
+            DataLoader::new(content::ContentChecksLoader(state_db.clone()), tokio::spawn)
+                .delay(LOADER_DELAY),
+        )
+        .data(DataLoader::new(orders::OrderLoader(state_db), tokio::spawn).delay(LOADER_DELAY))
         .extension(guardrails::GuardrailsFactory::new(config.limits.clone()))
         .extension(access::AccessGateFactory::new(access::KeyAccess::from_sdl(
             &sdl(),

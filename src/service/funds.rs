@@ -115,6 +115,9 @@ pub async fn credit(
                     },
                 )
                 .await?;
+                // PORTFOLIO HOOK: the deposit is an acquisition at this moment's price.
+                super::portfolio::on_deposit(txn, user_id, &asset, amount, entry.created_at)
+                    .await?;
                 // Transaction monitoring: alerts commit (or roll back) with the deposit.
                 // The system's own play-money deposits (the demo bot) are not monitored.
                 if actor.is_some() {
@@ -136,7 +139,12 @@ pub async fn credit(
         })
         .await;
     match result {
-        Ok(Ok(created)) => Ok(created),
+        Ok(Ok(created)) => {
+            // Live portfolio values follow balance changes.
+            let changed = crate::events::Event::BalanceChanged { user_id };
+            state.events.publish(vec![changed]).await;
+            Ok(created)
+        }
         Ok(Err(existing)) => same_deposit(existing),
         // A concurrent request with the same reference committed first.
         Err(ApiError::Internal(error)) if is_unique_violation(&error) => {

@@ -19,6 +19,7 @@ pub mod monitoring;
 pub mod orders;
 pub mod passkeys;
 pub mod password_reset;
+pub mod portfolio;
 pub mod privacy;
 pub mod rate_limits;
 pub mod security;

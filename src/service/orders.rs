@@ -1037,6 +1037,10 @@ async fn apply_plan(
             Some(taker_fill.id),
         )
         .await?;
+        // PORTFOLIO HOOK (the only one in matching): P&L state (lots, running totals,
+        // realized pieces) and price candles follow both fills of this trade, in this
+        // transaction. All of the logic lives in `service::portfolio`.
+        super::portfolio::on_fills(txn, &[maker_fill, taker_fill.clone()]).await?;
         events.push(Event::Trade {
             market: market.symbol.clone(),
             price: fill.price,

@@ -599,9 +599,17 @@ pub async fn advance(
                         let w = transition(txn, withdrawal, status::COMPLETED, Some(txid), None)
                             .await?;
                         move_funds(txn, &w, kind::WITHDRAWAL).await?;
-                        // COMPLETION HOOK: the single point where a withdrawal's funds
-                        // leave the exchange. Portfolio cost basis (disposal of lots at
-                        // withdrawal) hooks in here, inside this transaction, at merge.
+                        // The funds leave the exchange: for cost basis the withdrawn
+                        // quantity is a disposal of lots, in this same transaction.
+                        super::portfolio::asset_left_account(
+                            txn,
+                            w.user_id,
+                            &w.asset,
+                            w.amount.0,
+                            Decimal::ZERO,
+                            Utc::now(),
+                        )
+                        .await?;
                         email::enqueue(
                             txn,
                             &owner,

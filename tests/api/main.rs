@@ -19,6 +19,7 @@ mod live;
 mod mail;
 mod orders;
 mod passkeys;
+mod portfolio;
 mod privacy;
 mod process;
 mod rate_limits;

@@ -1,0 +1,1172 @@
+//! Portfolio: positions and P&L under four cost-basis methods, performance, fills
+//! history and tax reports.
+//!
+//! P&L state is kept up to date as money moves, in the same transaction as the move:
+//! [`on_fills`] (called once per trade by order matching), [`on_deposit`] (deposit
+//! crediting) and [`asset_left_account`] (withdrawals). Each keeps, per user and asset,
+//! the open lots of FIFO, LIFO and HIFO (each method consumes different lots, so each has
+//! its own set), the AVERAGE_COST pool, and running totals per method (quantity, known
+//! cost, unknown-cost quantity, realized P&L) in `portfolio_positions`, plus every
+//! realized piece (for tax reports), hourly holdings and hourly price candles (for
+//! performance). Reads never replay history: `portfolio` is four indexed reads whatever
+//! the number of fills.
+//!
+//! Costs are kept in one cost currency, [`COST_CURRENCY`]: a trade in ETH-BTC costs the
+//! BTC spent, valued at BTC's last USD price at that moment. A portfolio asked for in
+//! another quote asset converts costs and P&L at the current rate.
+//!
+//! Concurrency: every change to a user's asset happens in a transaction that has already
+//! locked that user's ledger account for the asset (order placement pre-locks them on
+//! PostgreSQL; deposits and withdrawals post to them), and SQLite has one writer, so the
+//! read-modify-write of positions and lots below cannot interleave.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, DurationRound, TimeZone, Utc};
+use rust_decimal::Decimal;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend,
+    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
+
+use super::{ledger, markets};
+use crate::domain::cost_basis::{self, Lot, Method, Pool, Realized};
+use crate::domain::pricing::{self, PriceTable};
+use crate::domain::returns;
+use crate::error::ApiError;
+use crate::state::AppState;
+use entity::{
+    fills, markets as market_rows, portfolio_flows, portfolio_holdings_history, portfolio_lots,
+    portfolio_positions, portfolio_realized, price_candles, Amount,
+};
+
+/// The currency costs, proceeds and realized P&L are kept in.
+pub const COST_CURRENCY: &str = "USD";
+
+/// Lots read per page when a disposal consumes them.
+const LOT_PAGE: u64 = 32;
+
+/// The most points a performance series may have.
+pub const MAX_POINTS: i64 = 2000;
+
+// ---------------------------------------------------------------------------------------
+// Keeping state up to date
+// ---------------------------------------------------------------------------------------
+
+/// A change to one user's holding of one asset.
+#[derive(Clone, Debug)]
+enum Movement {
+    /// `cost` in the cost currency; `None` when unknown.
+    Acquire {
+        quantity: Decimal,
+        cost: Option<Decimal>,
+    },
+    /// `proceeds` in the cost currency; `None` when unknown.
+    Dispose {
+        quantity: Decimal,
+        proceeds: Option<Decimal>,
+    },
+}
+
+async fn price_table<C: ConnectionTrait>(conn: &C) -> Result<PriceTable, ApiError> {
+    let markets = market_rows::Entity::find().all(conn).await?;
+    Ok(table_of(&markets))
+}
+
+fn table_of(markets: &[market_rows::Model]) -> PriceTable {
+    let mut table = PriceTable::default();
+    for market in markets {
+        if let Some(price) = market.last_price {
+            table.insert(&market.base_asset, &market.quote_asset, price.0);
+        }
+    }
+    table
+}
+
+fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(chrono::Duration::hours(1)).unwrap_or(at)
+}
+
+/// Updates P&L state and price candles for fills just written (the two fills of one
+/// trade, or any batch). Called by order matching inside its transaction.
+pub async fn on_fills(txn: &DatabaseTransaction, batch: &[fills::Model]) -> Result<(), ApiError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let all_markets = market_rows::Entity::find().all(txn).await?;
+    let by_symbol: HashMap<&str, &market_rows::Model> =
+        all_markets.iter().map(|m| (m.symbol.as_str(), m)).collect();
+    let mut table = table_of(&all_markets);
+    let mut trades = BTreeSet::new();
+    for fill in batch {
+        let Some(market) = by_symbol.get(fill.market.as_str()) else {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "fill of unknown market {}",
+                fill.market
+            )));
+        };
+        // This trade is the market's newest price, even before the market row says so.
+        table.insert(&market.base_asset, &market.quote_asset, fill.price.0);
+        if trades.insert(fill.trade_id) {
+            record_candle(
+                txn,
+                &fill.market,
+                fill.price.0,
+                fill.quantity.0,
+                fill.created_at,
+            )
+            .await?;
+        }
+    }
+    for fill in batch {
+        let Some(market) = by_symbol.get(fill.market.as_str()) else {
+            continue;
+        };
+        let (base, quote) = (market.base_asset.as_str(), market.quote_asset.as_str());
+        let quote_rate = table.price(quote, COST_CURRENCY);
+        let notional = fill.price.0 * fill.quantity.0;
+        let fee = fill.fee.0;
+        let fee_in = |asset: &str| {
+            if fill.fee_asset == asset {
+                fee
+            } else {
+                Decimal::ZERO
+            }
+        };
+        let value = |quote_amount: Decimal| quote_rate.map(|r| quote_amount * r);
+        let at = fill.created_at;
+        let user = fill.user_id;
+        if fill.side == "BUY" {
+            // The fee comes out of what the buyer receives: the whole price paid is the
+            // cost of what arrived.
+            let base_in = fill.quantity.0 - fee_in(base);
+            let quote_out = notional + fee_in(quote);
+            let cost = value(quote_out);
+            apply(
+                txn,
+                user,
+                quote,
+                Movement::Dispose {
+                    quantity: quote_out,
+                    proceeds: cost,
+                },
+                at,
+            )
+            .await?;
+            apply(
+                txn,
+                user,
+                base,
+                Movement::Acquire {
+                    quantity: base_in,
+                    cost,
+                },
+                at,
+            )
+            .await?;
+        } else {
+            // The fee comes out of the proceeds.
+            let base_out = fill.quantity.0 + fee_in(base);
+            let quote_in = notional - fee_in(quote);
+            let proceeds = value(quote_in);
+            apply(
+                txn,
+                user,
+                base,
+                Movement::Dispose {
+                    quantity: base_out,
+                    proceeds,
+                },
+                at,
+            )
+            .await?;
+            apply(
+                txn,
+                user,
+                quote,
+                Movement::Acquire {
+                    quantity: quote_in,
+                    cost: proceeds,
+                },
+                at,
+            )
+            .await?;
+        }
+        if !fee.is_zero() && fill.fee_asset != base && fill.fee_asset != quote {
+            // A fee in a third asset is a disposal of it that brings nothing back.
+            apply(
+                txn,
+                user,
+                &fill.fee_asset,
+                Movement::Dispose {
+                    quantity: fee,
+                    proceeds: Some(Decimal::ZERO),
+                },
+                at,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Records an external deposit: an acquisition at the asset's last price in the cost
+/// currency at this moment (through cross rates), or at unknown cost when it has none.
+pub async fn on_deposit(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    asset: &str,
+    quantity: Decimal,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let table = price_table(txn).await?;
+    let cost = table.price(asset, COST_CURRENCY).map(|p| p * quantity);
+    record_flow(txn, user_id, asset, quantity, at).await?;
+    apply(
+        txn,
+        user_id,
+        asset,
+        Movement::Acquire { quantity, cost },
+        at,
+    )
+    .await
+}
+
+/// Records that `quantity` of `asset` left the user's account (a withdrawal) and that
+/// `fee` of it was kept as a fee: both are disposals; the quantity at its market value
+/// in the cost currency (unknown without a price), the fee for nothing. Call it in the
+/// transaction that moves the funds out.
+pub async fn asset_left_account(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    asset: &str,
+    quantity: Decimal,
+    fee: Decimal,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let table = price_table(txn).await?;
+    let proceeds = table.price(asset, COST_CURRENCY).map(|p| p * quantity);
+    record_flow(txn, user_id, asset, -quantity, at).await?;
+    apply(
+        txn,
+        user_id,
+        asset,
+        Movement::Dispose { quantity, proceeds },
+        at,
+    )
+    .await?;
+    if fee > Decimal::ZERO {
+        let fee_move = Movement::Dispose {
+            quantity: fee,
+            proceeds: Some(Decimal::ZERO),
+        };
+        apply(txn, user_id, asset, fee_move, at).await?;
+    }
+    Ok(())
+}
+
+async fn record_flow(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    asset: &str,
+    quantity: Decimal,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    portfolio_flows::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user_id),
+        asset: Set(asset.to_owned()),
+        quantity: Set(Amount(quantity)),
+        at: Set(at),
+    }
+    .insert(txn)
+    .await?;
+    Ok(())
+}
+
+/// Folds one trade into its market's hourly candle. Safe without more locking: a
+/// market's trades are written only under that market's lock.
+async fn record_candle(
+    txn: &DatabaseTransaction,
+    market: &str,
+    price: Decimal,
+    quantity: Decimal,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let bucket = hour_of(at);
+    match price_candles::Entity::find_by_id((market.to_owned(), bucket))
+        .one(txn)
+        .await?
+    {
+        Some(candle) => {
+            let mut active: price_candles::ActiveModel = candle.clone().into();
+            active.high = Set(Amount(candle.high.0.max(price)));
+            active.low = Set(Amount(candle.low.0.min(price)));
+            active.close = Set(Amount(price));
+            active.volume = Set(Amount(candle.volume.0 + quantity));
+            active.update(txn).await?;
+        }
+        None => {
+            price_candles::ActiveModel {
+                market: Set(market.to_owned()),
+                bucket: Set(bucket),
+                open: Set(Amount(price)),
+                high: Set(Amount(price)),
+                low: Set(Amount(price)),
+                close: Set(Amount(price)),
+                volume: Set(Amount(quantity)),
+            }
+            .insert(txn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// HIFO's SQL order key: unit cost in 1e-8 steps, saturating; unknown cost last.
+fn cost_rank(quantity: Decimal, cost: Option<Decimal>) -> i64 {
+    use rust_decimal::prelude::ToPrimitive;
+    match cost.and_then(|c| c.checked_div(quantity)) {
+        Some(unit) => (unit * Decimal::new(100_000_000, 0))
+            .floor()
+            .to_i64()
+            .unwrap_or(if unit.is_sign_negative() {
+                i64::MIN + 1
+            } else {
+                i64::MAX
+            }),
+        None => i64::MIN,
+    }
+}
+
+fn empty_position(
+    user_id: Uuid,
+    asset: &str,
+    method: Method,
+    at: DateTime<Utc>,
+) -> portfolio_positions::Model {
+    portfolio_positions::Model {
+        user_id,
+        method: method.as_str().to_owned(),
+        asset: asset.to_owned(),
+        quantity: Amount::ZERO,
+        cost: Amount::ZERO,
+        unknown_quantity: Amount::ZERO,
+        realized_pnl: Amount::ZERO,
+        unknown_realized: Amount::ZERO,
+        since: None,
+        updated_at: at,
+    }
+}
+
+fn add_realized(position: &mut portfolio_positions::Model, pieces: &[Realized]) {
+    let (gain, unknown) = cost_basis::realized_total(pieces);
+    position.realized_pnl = Amount(position.realized_pnl.0 + gain);
+    position.unknown_realized = Amount(position.unknown_realized.0 + unknown);
+}
+
+/// Applies one movement to every method's state of (user, asset).
+async fn apply(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    asset: &str,
+    movement: Movement,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let quantity = match &movement {
+        Movement::Acquire { quantity, .. } | Movement::Dispose { quantity, .. } => *quantity,
+    };
+    if quantity <= Decimal::ZERO {
+        return Ok(());
+    }
+    let mut query = portfolio_positions::Entity::find()
+        .filter(portfolio_positions::Column::UserId.eq(user_id))
+        .filter(portfolio_positions::Column::Asset.eq(asset));
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    let existing = query.all(txn).await?;
+    let mut positions: BTreeMap<Method, portfolio_positions::Model> = Method::ALL
+        .into_iter()
+        .map(|m| (m, empty_position(user_id, asset, m, at)))
+        .collect();
+    for row in existing {
+        if let Some(method) = Method::parse(&row.method) {
+            positions.insert(method, row);
+        }
+    }
+    let mut realized_rows = Vec::new();
+    if asset == COST_CURRENCY {
+        // The cost currency costs what it is: no lots, no P&L.
+        for position in positions.values_mut() {
+            let q = match movement {
+                Movement::Acquire { .. } => position.quantity.0 + quantity,
+                Movement::Dispose { .. } => (position.quantity.0 - quantity).max(Decimal::ZERO),
+            };
+            position.quantity = Amount(q);
+            position.cost = Amount(q);
+        }
+    } else {
+        match movement {
+            Movement::Acquire { quantity, cost } => {
+                let rank = cost_rank(quantity, cost);
+                let lots: Vec<portfolio_lots::ActiveModel> = Method::LOT_METHODS
+                    .into_iter()
+                    .map(|method| portfolio_lots::ActiveModel {
+                        id: Set(Uuid::now_v7()),
+                        user_id: Set(user_id),
+                        asset: Set(asset.to_owned()),
+                        method: Set(method.as_str().to_owned()),
+                        quantity: Set(Amount(quantity)),
+                        cost: Set(cost.map(Amount)),
+                        cost_rank: Set(rank),
+                        acquired_at: Set(at),
+                    })
+                    .collect();
+                portfolio_lots::Entity::insert_many(lots)
+                    .exec_without_returning(txn)
+                    .await?;
+                for (method, position) in positions.iter_mut() {
+                    if *method == Method::AverageCost {
+                        let mut pool = pool_of(position);
+                        pool.acquire(quantity, cost, at);
+                        store_pool(position, &pool);
+                        continue;
+                    }
+                    position.quantity = Amount(position.quantity.0 + quantity);
+                    match cost {
+                        Some(cost) => position.cost = Amount(position.cost.0 + cost),
+                        None => {
+                            position.unknown_quantity =
+                                Amount(position.unknown_quantity.0 + quantity)
+                        }
+                    }
+                }
+            }
+            Movement::Dispose { quantity, proceeds } => {
+                for (method, position) in positions.iter_mut() {
+                    let pieces = if *method == Method::AverageCost {
+                        let mut pool = pool_of(position);
+                        let pieces = pool.dispose(quantity, proceeds, at);
+                        store_pool(position, &pool);
+                        pieces
+                    } else {
+                        let (pieces, cost_out, unknown_out) =
+                            consume_lots(txn, user_id, asset, *method, quantity, proceeds, at)
+                                .await?;
+                        position.quantity =
+                            Amount((position.quantity.0 - quantity).max(Decimal::ZERO));
+                        position.cost = Amount(position.cost.0 - cost_out);
+                        position.unknown_quantity =
+                            Amount((position.unknown_quantity.0 - unknown_out).max(Decimal::ZERO));
+                        pieces
+                    };
+                    add_realized(position, &pieces);
+                    realized_rows.extend(pieces.into_iter().map(|piece| {
+                        portfolio_realized::ActiveModel {
+                            id: Set(Uuid::now_v7()),
+                            user_id: Set(user_id),
+                            asset: Set(asset.to_owned()),
+                            method: Set(method.as_str().to_owned()),
+                            quantity: Set(Amount(piece.quantity)),
+                            acquired_at: Set(piece.acquired_at),
+                            disposed_at: Set(piece.disposed_at),
+                            proceeds: Set(piece.proceeds.map(Amount)),
+                            cost: Set(piece.cost.map(Amount)),
+                        }
+                    }));
+                }
+            }
+        }
+    }
+    if !realized_rows.is_empty() {
+        portfolio_realized::Entity::insert_many(realized_rows)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    let held = positions
+        .get(&Method::Fifo)
+        .map(|p| p.quantity.0)
+        .unwrap_or_default();
+    let rows: Vec<portfolio_positions::ActiveModel> = positions
+        .into_values()
+        .map(|mut p| {
+            p.updated_at = at;
+            portfolio_positions::ActiveModel::from(p).reset_all()
+        })
+        .collect();
+    portfolio_positions::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([
+                portfolio_positions::Column::UserId,
+                portfolio_positions::Column::Method,
+                portfolio_positions::Column::Asset,
+            ])
+            .update_columns([
+                portfolio_positions::Column::Quantity,
+                portfolio_positions::Column::Cost,
+                portfolio_positions::Column::UnknownQuantity,
+                portfolio_positions::Column::RealizedPnl,
+                portfolio_positions::Column::UnknownRealized,
+                portfolio_positions::Column::Since,
+                portfolio_positions::Column::UpdatedAt,
+            ])
+            .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    portfolio_holdings_history::Entity::insert(portfolio_holdings_history::ActiveModel {
+        user_id: Set(user_id),
+        asset: Set(asset.to_owned()),
+        bucket: Set(hour_of(at)),
+        quantity: Set(Amount(held)),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            portfolio_holdings_history::Column::UserId,
+            portfolio_holdings_history::Column::Asset,
+            portfolio_holdings_history::Column::Bucket,
+        ])
+        .update_column(portfolio_holdings_history::Column::Quantity)
+        .to_owned(),
+    )
+    .exec_without_returning(txn)
+    .await?;
+    Ok(())
+}
+
+fn pool_of(position: &portfolio_positions::Model) -> Pool {
+    Pool {
+        quantity: position.quantity.0 - position.unknown_quantity.0,
+        cost: position.cost.0,
+        unknown_quantity: position.unknown_quantity.0,
+        since: position.since,
+    }
+}
+
+fn store_pool(position: &mut portfolio_positions::Model, pool: &Pool) {
+    position.quantity = Amount(pool.quantity + pool.unknown_quantity);
+    position.cost = Amount(pool.cost);
+    position.unknown_quantity = Amount(pool.unknown_quantity);
+    position.since = pool.since;
+}
+
+/// Consumes `quantity` from a lot method's open lots, a page at a time in the method's
+/// order. Returns the realized pieces, the known cost and the unknown-cost quantity
+/// that left.
+async fn consume_lots(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    asset: &str,
+    method: Method,
+    quantity: Decimal,
+    proceeds: Option<Decimal>,
+    at: DateTime<Utc>,
+) -> Result<(Vec<Realized>, Decimal, Decimal), ApiError> {
+    let mut page = LOT_PAGE;
+    loop {
+        let mut query = portfolio_lots::Entity::find()
+            .filter(portfolio_lots::Column::UserId.eq(user_id))
+            .filter(portfolio_lots::Column::Asset.eq(asset))
+            .filter(portfolio_lots::Column::Method.eq(method.as_str()));
+        query = match method {
+            Method::Lifo => query.order_by_desc(portfolio_lots::Column::Id),
+            Method::Hifo => query
+                .order_by_desc(portfolio_lots::Column::CostRank)
+                .order_by_asc(portfolio_lots::Column::Id),
+            _ => query.order_by_asc(portfolio_lots::Column::Id),
+        };
+        let rows = query.limit(page).all(txn).await?;
+        let available: Decimal = rows.iter().map(|r| r.quantity.0).sum();
+        if available < quantity && rows.len() as u64 == page {
+            page *= 4;
+            continue;
+        }
+        let mut lots: Vec<Lot<Uuid>> = rows
+            .iter()
+            .map(|r| Lot {
+                key: r.id,
+                quantity: r.quantity.0,
+                cost: r.cost.map(|c| c.0),
+                acquired_at: r.acquired_at,
+            })
+            .collect();
+        // The rank is coarse (1e-8 a unit): the exact order is decided here.
+        cost_basis::sort_lots(method, &mut lots);
+        let consumption = cost_basis::consume(&lots, quantity, proceeds, at);
+        let mut cost_out = Decimal::ZERO;
+        let mut unknown_out = Decimal::ZERO;
+        let mut gone = Vec::new();
+        for (before, after) in lots.iter().zip(consumption.updated.iter()) {
+            match (before.cost, after.cost) {
+                (Some(b), Some(a)) => cost_out += b - a,
+                _ => unknown_out += before.quantity - after.quantity,
+            }
+            if after.quantity <= Decimal::ZERO {
+                gone.push(after.key);
+            } else {
+                portfolio_lots::Entity::update_many()
+                    .col_expr(
+                        portfolio_lots::Column::Quantity,
+                        Amount(after.quantity).into(),
+                    )
+                    .col_expr(
+                        portfolio_lots::Column::Cost,
+                        sea_orm::sea_query::Expr::value(after.cost.map(Amount)),
+                    )
+                    .filter(portfolio_lots::Column::Id.eq(after.key))
+                    .exec(txn)
+                    .await?;
+            }
+        }
+        if !gone.is_empty() {
+            portfolio_lots::Entity::delete_many()
+                .filter(portfolio_lots::Column::Id.is_in(gone))
+                .exec(txn)
+                .await?;
+        }
+        return Ok((consumption.realized, cost_out, unknown_out));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------
+
+/// One position as shown: amounts in the quote asset, exact (rounding is the caller's).
+#[derive(Clone, Debug)]
+pub struct PositionView {
+    pub asset: entity::assets::Model,
+    pub quantity: Decimal,
+    pub available: Decimal,
+    pub locked: Decimal,
+    /// `None`: no market prices the asset in the quote asset.
+    pub price: Option<Decimal>,
+    pub value: Option<Decimal>,
+    pub allocation: Option<Decimal>,
+    /// Known cost of the quantity held; `None` when no rate converts the cost currency.
+    pub cost_basis: Option<Decimal>,
+    pub average_cost: Option<Decimal>,
+    pub unrealized_pnl: Option<Decimal>,
+    pub realized_pnl: Option<Decimal>,
+    /// Quantity held whose cost is unknown (not in `cost_basis` nor in P&L).
+    pub unknown_cost_quantity: Decimal,
+}
+
+#[derive(Clone, Debug)]
+pub struct PortfolioView {
+    pub quote_asset: String,
+    pub quote_precision: u32,
+    pub method: Method,
+    pub total_value: Decimal,
+    pub total_cost: Option<Decimal>,
+    pub unrealized_pnl: Option<Decimal>,
+    pub realized_pnl: Option<Decimal>,
+    pub positions: Vec<PositionView>,
+}
+
+async fn quote_asset<C: ConnectionTrait>(
+    conn: &C,
+    symbol: &str,
+) -> Result<entity::assets::Model, ApiError> {
+    markets::find_asset(conn, &symbol.trim().to_uppercase())
+        .await?
+        .ok_or_else(|| ApiError::bad_input("quoteAsset", "unknown asset"))
+}
+
+/// The user's portfolio valued in `quote`: balances, last prices and the P&L state kept
+/// by the hooks above. Four reads (assets, balances, markets, positions), none of them
+/// over the user's history.
+pub async fn portfolio(
+    state: &AppState,
+    user_id: Uuid,
+    quote: &str,
+    method: Method,
+) -> Result<PortfolioView, ApiError> {
+    let conn = state.db.conn();
+    // All assets in one read: the quote asset's precision and every position's asset.
+    let assets: HashMap<String, entity::assets::Model> = markets::list_assets(conn)
+        .await?
+        .into_iter()
+        .map(|a| (a.symbol.clone(), a))
+        .collect();
+    let quote = assets
+        .get(&quote.trim().to_uppercase())
+        .cloned()
+        .ok_or_else(|| ApiError::bad_input("quoteAsset", "unknown asset"))?;
+    let holdings = ledger::holdings(conn, user_id).await?;
+    let table = price_table(conn).await?;
+    let positions: HashMap<String, portfolio_positions::Model> =
+        portfolio_positions::Entity::find()
+            .filter(portfolio_positions::Column::UserId.eq(user_id))
+            .filter(portfolio_positions::Column::Method.eq(method.as_str()))
+            .all(conn)
+            .await?
+            .into_iter()
+            .map(|p| (p.asset.clone(), p))
+            .collect();
+    // Costs are kept in the cost currency; shown in the quote asset at today's rate.
+    let rate = table.price(COST_CURRENCY, &quote.symbol);
+    let mut views = Vec::new();
+    for (asset, holding) in &holdings {
+        let quantity = holding.available + holding.locked;
+        if quantity <= Decimal::ZERO {
+            continue;
+        }
+        let Some(asset_row) = assets.get(asset) else {
+            continue;
+        };
+        let price = table.price(asset, &quote.symbol);
+        let value = price.map(|p| p * quantity);
+        let state = positions.get(asset);
+        let tracked = state.map(|p| p.quantity.0).unwrap_or_default();
+        // Funds from before tracking began have no recorded cost.
+        let unknown = state.map(|p| p.unknown_quantity.0).unwrap_or_default()
+            + (quantity - tracked).max(Decimal::ZERO);
+        let known = (quantity - unknown).max(Decimal::ZERO);
+        let cost = rate.map(|r| state.map(|p| p.cost.0).unwrap_or_default() * r);
+        let average_cost = cost.and_then(|c| c.checked_div(known));
+        let unrealized = price.zip(cost).map(|(p, c)| known * p - c);
+        let realized = rate.map(|r| state.map(|p| p.realized_pnl.0).unwrap_or_default() * r);
+        views.push(PositionView {
+            asset: asset_row.clone(),
+            quantity,
+            available: holding.available,
+            locked: holding.locked,
+            price,
+            value,
+            allocation: None,
+            cost_basis: cost,
+            average_cost,
+            unrealized_pnl: unrealized,
+            realized_pnl: realized,
+            unknown_cost_quantity: unknown,
+        });
+    }
+    let total_value: Decimal = views.iter().filter_map(|v| v.value).sum();
+    for view in &mut views {
+        view.allocation = view
+            .value
+            .and_then(|v| v.checked_div(total_value))
+            .filter(|_| !total_value.is_zero());
+    }
+    let realized_all = rate.map(|r| {
+        positions
+            .values()
+            .map(|p| p.realized_pnl.0)
+            .sum::<Decimal>()
+            * r
+    });
+    Ok(PortfolioView {
+        quote_precision: quote.precision as u32,
+        quote_asset: quote.symbol,
+        method,
+        total_value,
+        total_cost: rate.map(|_| views.iter().filter_map(|v| v.cost_basis).sum()),
+        unrealized_pnl: rate.map(|_| views.iter().filter_map(|v| v.unrealized_pnl).sum()),
+        realized_pnl: realized_all,
+        positions: views,
+    })
+}
+
+/// The portfolio's current value in `quote` (priced positions only): two reads.
+pub async fn current_value(
+    state: &AppState,
+    user_id: Uuid,
+    quote: &str,
+) -> Result<(Decimal, BTreeSet<String>), ApiError> {
+    let conn = state.db.conn();
+    let holdings = ledger::holdings(conn, user_id).await?;
+    let table = price_table(conn).await?;
+    let mut value = Decimal::ZERO;
+    let mut held = BTreeSet::new();
+    for (asset, holding) in holdings {
+        let quantity = holding.available + holding.locked;
+        if quantity <= Decimal::ZERO {
+            continue;
+        }
+        if let Some(price) = table.price(&asset, quote) {
+            value += price * quantity;
+        }
+        held.insert(asset);
+    }
+    Ok((value, held))
+}
+
+/// Validates a quote asset symbol for subscriptions; returns its precision.
+pub async fn quote_precision(state: &AppState, quote: &str) -> Result<(String, u32), ApiError> {
+    let asset = quote_asset(state.db.conn(), quote).await?;
+    Ok((asset.symbol, asset.precision as u32))
+}
+
+/// Spacing of performance points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interval {
+    Hour,
+    Day,
+    Week,
+}
+
+impl Interval {
+    fn step(self) -> chrono::Duration {
+        match self {
+            Interval::Hour => chrono::Duration::hours(1),
+            Interval::Day => chrono::Duration::days(1),
+            Interval::Week => chrono::Duration::weeks(1),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PerformanceView {
+    pub points: Vec<(DateTime<Utc>, Decimal)>,
+    pub time_weighted_return: Option<Decimal>,
+    pub money_weighted_return: Option<Decimal>,
+    pub net_deposits: Decimal,
+}
+
+/// A step function of time: the latest value at or before a point.
+struct Series<T>(BTreeMap<DateTime<Utc>, T>);
+
+impl<T: Copy> Series<T> {
+    fn at(&self, t: DateTime<Utc>) -> Option<T> {
+        self.0.range(..=t).next_back().map(|(_, v)| *v)
+    }
+}
+
+/// The value series from `from` to `to`, rebuilt from hourly holdings and hourly
+/// candles (hour resolution: a point shows the holdings and close prices of the hour
+/// it falls in), with TWR, XIRR and the net deposits valued when they happened.
+pub async fn performance(
+    state: &AppState,
+    user_id: Uuid,
+    quote: &str,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    interval: Interval,
+) -> Result<PerformanceView, ApiError> {
+    let conn = state.db.conn();
+    let quote = quote_asset(conn, quote).await?;
+    let to = to.unwrap_or_else(Utc::now);
+    let from = from.unwrap_or(to - chrono::Duration::days(30));
+    if from >= to {
+        return Err(ApiError::bad_input("from", "must be before `to`"));
+    }
+    let step = interval.step();
+    let count = (to - from).num_seconds() / step.num_seconds() + 1;
+    if count > MAX_POINTS {
+        return Err(ApiError::bad_input(
+            "interval",
+            format!("the range holds {count} points; at most {MAX_POINTS}: narrow it or use a longer interval"),
+        ));
+    }
+    let mut times: Vec<DateTime<Utc>> = (0..count).map(|k| from + step * k as i32).collect();
+    if times.last().is_some_and(|t| *t < to) {
+        times.push(to);
+    }
+
+    // Holdings per asset: the last row at or before `from`, then every row up to `to`.
+    let assets: Vec<String> = portfolio_positions::Entity::find()
+        .filter(portfolio_positions::Column::UserId.eq(user_id))
+        .filter(portfolio_positions::Column::Method.eq(Method::Fifo.as_str()))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|p| p.asset)
+        .collect();
+    let mut holdings: BTreeMap<String, Series<Decimal>> = BTreeMap::new();
+    for asset in &assets {
+        let before = portfolio_holdings_history::Entity::find()
+            .filter(portfolio_holdings_history::Column::UserId.eq(user_id))
+            .filter(portfolio_holdings_history::Column::Asset.eq(asset.as_str()))
+            .filter(portfolio_holdings_history::Column::Bucket.lte(hour_of(from)))
+            .order_by_desc(portfolio_holdings_history::Column::Bucket)
+            .one(conn)
+            .await?;
+        let series = holdings
+            .entry(asset.clone())
+            .or_insert_with(|| Series(BTreeMap::new()));
+        if let Some(row) = before {
+            series.0.insert(row.bucket, row.quantity.0);
+        }
+    }
+    let rows = portfolio_holdings_history::Entity::find()
+        .filter(portfolio_holdings_history::Column::UserId.eq(user_id))
+        .filter(portfolio_holdings_history::Column::Bucket.gt(hour_of(from)))
+        .filter(portfolio_holdings_history::Column::Bucket.lte(to))
+        .all(conn)
+        .await?;
+    for row in rows {
+        holdings
+            .entry(row.asset.clone())
+            .or_insert_with(|| Series(BTreeMap::new()))
+            .0
+            .insert(row.bucket, row.quantity.0);
+    }
+
+    // Close prices per market, the same way.
+    let all_markets = market_rows::Entity::find().all(conn).await?;
+    let mut closes: Vec<(&market_rows::Model, Series<Decimal>)> = Vec::new();
+    for market in &all_markets {
+        let before = price_candles::Entity::find()
+            .filter(price_candles::Column::Market.eq(market.symbol.as_str()))
+            .filter(price_candles::Column::Bucket.lte(hour_of(from)))
+            .order_by_desc(price_candles::Column::Bucket)
+            .one(conn)
+            .await?;
+        let mut series = Series(BTreeMap::new());
+        if let Some(c) = before {
+            series.0.insert(c.bucket, c.close.0);
+        }
+        let in_range = price_candles::Entity::find()
+            .filter(price_candles::Column::Market.eq(market.symbol.as_str()))
+            .filter(price_candles::Column::Bucket.gt(hour_of(from)))
+            .filter(price_candles::Column::Bucket.lte(to))
+            .all(conn)
+            .await?;
+        for c in in_range {
+            series.0.insert(c.bucket, c.close.0);
+        }
+        closes.push((market, series));
+    }
+    let table_at = |t: DateTime<Utc>| {
+        let mut table = PriceTable::default();
+        for (market, series) in &closes {
+            if let Some(price) = series.at(t) {
+                table.insert(&market.base_asset, &market.quote_asset, price);
+            }
+        }
+        table
+    };
+
+    let flows = portfolio_flows::Entity::find()
+        .filter(portfolio_flows::Column::UserId.eq(user_id))
+        .filter(portfolio_flows::Column::At.gt(from))
+        .filter(portfolio_flows::Column::At.lte(to))
+        .order_by_asc(portfolio_flows::Column::At)
+        .all(conn)
+        .await?;
+    let flow_values: Vec<(DateTime<Utc>, Decimal)> = flows
+        .iter()
+        .filter_map(|f| {
+            let price = table_at(hour_of(f.at)).price(&f.asset, &quote.symbol)?;
+            Some((f.at, f.quantity.0 * price))
+        })
+        .collect();
+
+    let mut points = Vec::with_capacity(times.len());
+    let mut periods = Vec::with_capacity(times.len());
+    let mut previous: Option<DateTime<Utc>> = None;
+    for t in &times {
+        let table = table_at(*t);
+        let value: Decimal = holdings
+            .iter()
+            .filter_map(|(asset, series)| {
+                let quantity = series.at(*t)?;
+                Some(quantity * table.price(asset, &quote.symbol)?)
+            })
+            .sum();
+        let net_flow = match previous {
+            Some(p) => flow_values
+                .iter()
+                .filter(|(at, _)| *at > p && *at <= *t)
+                .map(|(_, v)| *v)
+                .sum(),
+            None => Decimal::ZERO,
+        };
+        previous = Some(*t);
+        points.push((*t, value));
+        periods.push(returns::Period { value, net_flow });
+    }
+    let net_deposits: Decimal = flow_values.iter().map(|(_, v)| *v).sum();
+    let mut cash_flows = vec![returns::Flow {
+        at: from,
+        amount: -points.first().map(|p| p.1).unwrap_or_default(),
+    }];
+    cash_flows.extend(flow_values.iter().map(|(at, v)| returns::Flow {
+        at: *at,
+        amount: -*v,
+    }));
+    cash_flows.push(returns::Flow {
+        at: to,
+        amount: points.last().map(|p| p.1).unwrap_or_default(),
+    });
+    Ok(PerformanceView {
+        time_weighted_return: returns::time_weighted(&periods),
+        money_weighted_return: returns::xirr(&cash_flows),
+        net_deposits: pricing::display(net_deposits, quote.precision as u32),
+        points: points
+            .into_iter()
+            .map(|(t, v)| (t, pricing::display(v, quote.precision as u32)))
+            .collect(),
+    })
+}
+
+/// One realized lot piece of a tax report, in the quote asset.
+#[derive(Clone, Debug)]
+pub struct TaxLotView {
+    pub asset: String,
+    pub quantity: Decimal,
+    pub acquired_at: DateTime<Utc>,
+    pub disposed_at: DateTime<Utc>,
+    pub proceeds: Option<Decimal>,
+    pub cost_basis: Option<Decimal>,
+    pub gain: Option<Decimal>,
+    pub long_term: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct TaxReportView {
+    pub year: i32,
+    pub method: Method,
+    pub quote_asset: String,
+    pub quote_precision: u32,
+    pub lots: Vec<TaxLotView>,
+    pub totals: cost_basis::TaxTotals,
+}
+
+/// Realized lots disposed of in `year` (UTC) under `method`, with totals.
+pub async fn tax_report(
+    state: &AppState,
+    user_id: Uuid,
+    year: i32,
+    method: Method,
+    quote: &str,
+) -> Result<TaxReportView, ApiError> {
+    let conn = state.db.conn();
+    let quote = quote_asset(conn, quote).await?;
+    let (Some(start), Some(end)) = (
+        Utc.with_ymd_and_hms(year, 1, 1, 0, 0, 0).single(),
+        Utc.with_ymd_and_hms(year + 1, 1, 1, 0, 0, 0).single(),
+    ) else {
+        return Err(ApiError::bad_input("year", "out of range"));
+    };
+    if !(1970..=9998).contains(&year) {
+        return Err(ApiError::bad_input("year", "out of range"));
+    }
+    let rate = if quote.symbol == COST_CURRENCY {
+        Some(Decimal::ONE)
+    } else {
+        price_table(conn).await?.price(COST_CURRENCY, &quote.symbol)
+    };
+    let rows = portfolio_realized::Entity::find()
+        .filter(portfolio_realized::Column::UserId.eq(user_id))
+        .filter(portfolio_realized::Column::Method.eq(method.as_str()))
+        .filter(portfolio_realized::Column::DisposedAt.gte(start))
+        .filter(portfolio_realized::Column::DisposedAt.lt(end))
+        .order_by_asc(portfolio_realized::Column::DisposedAt)
+        .order_by_asc(portfolio_realized::Column::Id)
+        .all(conn)
+        .await?;
+    let convert = |v: Option<Amount>| v.zip(rate).map(|(v, r)| v.0 * r);
+    let pieces: Vec<(String, Realized)> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.asset,
+                Realized {
+                    quantity: r.quantity.0,
+                    acquired_at: r.acquired_at,
+                    disposed_at: r.disposed_at,
+                    proceeds: convert(r.proceeds),
+                    cost: convert(r.cost),
+                },
+            )
+        })
+        .collect();
+    let totals = cost_basis::tax_totals(pieces.iter().map(|(_, p)| p));
+    Ok(TaxReportView {
+        year,
+        method,
+        quote_precision: quote.precision as u32,
+        quote_asset: quote.symbol,
+        lots: pieces
+            .into_iter()
+            .map(|(asset, p)| TaxLotView {
+                gain: p.gain(),
+                long_term: p.long_term(),
+                asset,
+                quantity: p.quantity,
+                acquired_at: p.acquired_at,
+                disposed_at: p.disposed_at,
+                proceeds: p.proceeds,
+                cost_basis: p.cost,
+            })
+            .collect(),
+        totals,
+    })
+}
+
+impl TaxReportView {
+    /// The report as CSV with a header row; amounts rounded half-even to the quote
+    /// asset's precision, unknown amounts left empty.
+    pub fn csv(&self) -> String {
+        let dp = self.quote_precision;
+        let amount = |v: Option<Decimal>| {
+            v.map(|v| pricing::display(v, dp).to_string())
+                .unwrap_or_default()
+        };
+        let mut out = String::from(
+            "asset,quantity,acquired_at,disposed_at,proceeds,cost_basis,gain,long_term\n",
+        );
+        for lot in &self.lots {
+            out.push_str(&format!(
+                "{},{},{},{},{},{},{},{}\n",
+                lot.asset,
+                lot.quantity.normalize(),
+                lot.acquired_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                lot.disposed_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                amount(lot.proceeds),
+                amount(lot.cost_basis),
+                amount(lot.gain),
+                lot.long_term,
+            ));
+        }
+        out
+    }
+}
+
+/// Filters for fill history.
+#[derive(Default)]
+pub struct FillFilter {
+    pub market: Option<String>,
+    pub side: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// A page of the user's fills, newest first, after the keyset cursor (ids are
+/// time-ordered), through the (user, id) index.
+pub async fn fills_page(
+    state: &AppState,
+    user_id: Uuid,
+    filter: &FillFilter,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<fills::Model>, ApiError> {
+    let mut query = fills::Entity::find().filter(fills::Column::UserId.eq(user_id));
+    if let Some(market) = &filter.market {
+        query = query.filter(fills::Column::Market.eq(market.trim().to_uppercase()));
+    }
+    if let Some(side) = &filter.side {
+        query = query.filter(fills::Column::Side.eq(side.as_str()));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(fills::Column::CreatedAt.gte(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(fills::Column::CreatedAt.lt(to));
+    }
+    if let Some(after) = after {
+        query = query.filter(fills::Column::Id.lt(after));
+    }
+    Ok(query
+        .order_by_desc(fills::Column::Id)
+        .limit(limit)
+        .all(state.db.conn())
+        .await?)
+}
