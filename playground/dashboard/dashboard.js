@@ -118,6 +118,13 @@
     cell.className = value && value[0] === '-' ? 'down' : value && value !== '0' ? 'up' : '';
   }
 
+  // A ratio such as change24h as a percentage. Display only: the exact value stays a
+  // string, and no amount of money is ever turned into a float.
+  function percent(ratio) {
+    if (ratio === null || ratio === undefined) return '–';
+    return (Number(ratio) * 100).toFixed(2) + '%';
+  }
+
   function row(cells) {
     var tr = document.createElement('tr');
     cells.forEach(function (value) {
@@ -236,7 +243,7 @@
     stopTicker = subscribe('Ticker', { market: market }, function (data) {
       var ticker = data.ticker;
       var line = $('#ticker');
-      line.textContent = ticker.market + ' ' + text(ticker.lastPrice) + ' (' + text(ticker.change24h) + ' 24h, vol ' + text(ticker.volume24h) + ')';
+      line.textContent = ticker.market + ' ' + text(ticker.lastPrice) + ' (' + percent(ticker.change24h) + ' 24h, vol ' + text(ticker.volume24h) + ')';
       line.className = 'ticker ' + (ticker.change24h && ticker.change24h[0] === '-' ? 'down' : 'up');
     });
   }
