@@ -17,7 +17,11 @@ use super::audit::{self, AuditEntry};
 use crate::auth::{password, Viewer};
 use crate::error::ApiError;
 use crate::state::AppState;
-use entity::{api_keys, fills, journal_entries, orders, sessions, users, Role};
+use entity::{
+    api_keys, email_outbox, fills, journal_entries, notifications, orders, passkeys,
+    password_reset_tokens, price_alerts, recovery_codes, sessions, totp_credentials, users,
+    webauthn_challenges, withdrawal_addresses, withdrawals, Role,
+};
 
 fn session_only(viewer: &Viewer, what: &str) -> Result<(), ApiError> {
     if viewer.is_session() {
@@ -64,6 +68,33 @@ pub async fn export(state: &AppState, viewer: &Viewer) -> Result<Value, ApiError
     let fills = fills::Entity::find()
         .filter(fills::Column::UserId.eq(user_id))
         .order_by_asc(fills::Column::Id)
+        .all(conn)
+        .await?;
+    let passkeys = passkeys::Entity::find()
+        .filter(passkeys::Column::UserId.eq(user_id))
+        .all(conn)
+        .await?;
+    let addresses = withdrawal_addresses::Entity::find()
+        .filter(withdrawal_addresses::Column::UserId.eq(user_id))
+        .all(conn)
+        .await?;
+    let withdrawals = withdrawals::Entity::find()
+        .filter(withdrawals::Column::UserId.eq(user_id))
+        .order_by_asc(withdrawals::Column::Id)
+        .all(conn)
+        .await?;
+    let alerts = price_alerts::Entity::find()
+        .filter(price_alerts::Column::UserId.eq(user_id))
+        .all(conn)
+        .await?;
+    let notes = notifications::Entity::find()
+        .filter(notifications::Column::UserId.eq(user_id))
+        .order_by_asc(notifications::Column::Id)
+        .all(conn)
+        .await?;
+    let emails = email_outbox::Entity::find()
+        .filter(email_outbox::Column::UserId.eq(user_id))
+        .order_by_asc(email_outbox::Column::Id)
         .all(conn)
         .await?;
     let document = json!({
@@ -147,6 +178,55 @@ pub async fn export(state: &AppState, viewer: &Viewer) -> Result<Value, ApiError
             "feeAsset": f.fee_asset,
             "liquidity": f.liquidity,
             "createdAt": f.created_at,
+        })).collect::<Vec<_>>(),
+        // Second factors: that they exist and when, never their secrets.
+        "passkeys": passkeys.iter().map(|k| json!({
+            "id": k.id,
+            "name": k.name,
+            "createdAt": k.created_at,
+            "lastUsedAt": k.last_used_at,
+        })).collect::<Vec<_>>(),
+        "withdrawalAddresses": addresses.iter().map(|a| json!({
+            "id": a.id,
+            "asset": a.asset,
+            "address": a.address,
+            "label": a.label,
+            "activatesAt": a.activates_at,
+            "createdAt": a.created_at,
+            "removedAt": a.removed_at,
+        })).collect::<Vec<_>>(),
+        "withdrawals": withdrawals.iter().map(|w| json!({
+            "id": w.id,
+            "asset": w.asset,
+            "amount": w.amount.0.to_string(),
+            "address": w.address,
+            "status": w.status,
+            "txid": w.txid,
+            "createdAt": w.created_at,
+            "updatedAt": w.updated_at,
+        })).collect::<Vec<_>>(),
+        "priceAlerts": alerts.iter().map(|a| json!({
+            "id": a.id,
+            "market": a.market,
+            "condition": a.condition,
+            "price": a.price.0.to_string(),
+            "recurring": a.recurring,
+            "createdAt": a.created_at,
+        })).collect::<Vec<_>>(),
+        "notifications": notes.iter().map(|n| json!({
+            "id": n.id,
+            "kind": n.kind,
+            "title": n.title,
+            "body": n.body,
+            "createdAt": n.created_at,
+            "readAt": n.read_at,
+        })).collect::<Vec<_>>(),
+        "emails": emails.iter().map(|e| json!({
+            "id": e.id,
+            "to": e.to_address,
+            "subject": e.subject,
+            "createdAt": e.created_at,
+            "sentAt": e.sent_at,
         })).collect::<Vec<_>>(),
     });
     state
@@ -265,5 +345,28 @@ async fn erase_personal_rows<C: ConnectionTrait>(
         .filter(sessions::Column::UserId.eq(user_id))
         .exec(conn)
         .await?;
+    // Credentials and what only describes the person: second factors, pending
+    // ceremonies and resets, the address book, alerts, notifications and e-mails (which
+    // carry the address). Withdrawals and KYC records stay: they are financial and
+    // anti-money-laundering records the exchange must keep.
+    macro_rules! erase {
+        ($($table:ident),* $(,)?) => {$(
+            $table::Entity::delete_many()
+                .filter($table::Column::UserId.eq(user_id))
+                .exec(conn)
+                .await?;
+        )*};
+    }
+    erase!(
+        passkeys,
+        recovery_codes,
+        totp_credentials,
+        webauthn_challenges,
+        password_reset_tokens,
+        withdrawal_addresses,
+        price_alerts,
+        notifications,
+        email_outbox,
+    );
     Ok(())
 }

@@ -40,16 +40,36 @@ async fn export_holds_everything_but_secrets_and_is_audited(backend: Backend) {
         json!({"label": "exported", "scopes": ["READ"], "allowedIps": ["192.0.2.0/24"]}),
     )
     .await;
+    let alert = app
+        .gql(
+            "mutation { createPriceAlert(input: {market: \"BTC-USD\", condition: BELOW, price: \"12345\"}) { id } }",
+            json!({}),
+            Some(&auth.access),
+        )
+        .await;
+    assert!(alert["errors"].is_null(), "{alert}");
     let body = app
         .gql("{ exportMyData }", json!({}), Some(&auth.access))
         .await;
     let data = &body["data"]["exportMyData"];
+    assert_eq!(data["priceAlerts"][0]["price"], "12345", "{body}");
     assert_eq!(data["account"]["email"], address.as_str(), "{body}");
     assert_eq!(data["account"]["id"], auth.user_id.as_str());
     assert_eq!(data["sessions"].as_array().map(Vec::len), Some(1));
     assert_eq!(data["apiKeys"][0]["prefix"], key["prefix"]);
     assert_eq!(data["apiKeys"][0]["allowedIps"], json!(["192.0.2.0/24"]));
-    for section in ["balances", "ledgerEntries", "orders", "fills"] {
+    for section in [
+        "balances",
+        "ledgerEntries",
+        "orders",
+        "fills",
+        "passkeys",
+        "withdrawalAddresses",
+        "withdrawals",
+        "priceAlerts",
+        "notifications",
+        "emails",
+    ] {
         assert!(data[section].is_array(), "{section}");
     }
     let text = body.to_string();
@@ -138,6 +158,14 @@ async fn deleting_an_account_erases_personal_data_and_ends_every_credential(back
     let login = app.login(&gone_address, PASSWORD).await;
     let second = Auth::from_payload(&login["data"]["login"]).expect("second session");
     let (gone_key, _) = create_key(&app, &gone, json!({"label": "k", "scopes": ["READ"]})).await;
+    let alert = app
+        .gql(
+            "mutation { createPriceAlert(input: {market: \"BTC-USD\", condition: ABOVE, price: \"99999\"}) { id } }",
+            json!({}),
+            Some(&gone.access),
+        )
+        .await;
+    assert!(alert["errors"].is_null(), "{alert}");
     let body = app
         .gql(DELETE, json!({"p": PASSWORD}), Some(&gone.access))
         .await;
@@ -163,6 +191,21 @@ async fn deleting_an_account_erases_personal_data_and_ends_every_credential(back
     assert_eq!(status, 401);
     let login = app.login(&gone_address, PASSWORD).await;
     assert_eq!(code(&login), "UNAUTHENTICATED", "{login}");
+    // Rows that only describe the person are gone (alerts here), read straight from the
+    // database since the account can no longer sign in.
+    {
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+        let db = sea_orm::Database::connect(app.database_url.clone())
+            .await
+            .expect("db");
+        let user_id = uuid::Uuid::parse_str(&gone.user_id).expect("uuid");
+        let alerts = entity::price_alerts::Entity::find()
+            .filter(entity::price_alerts::Column::UserId.eq(user_id))
+            .count(&db)
+            .await
+            .expect("count");
+        assert_eq!(alerts, 0, "the erased account's price alerts remain");
+    }
 
     // The e-mail is free again: nothing links it to the erased account.
     let again = app.register(&gone_address).await;
