@@ -130,7 +130,8 @@ impl Notification {
         ID(self.0.id.to_string())
     }
 
-    /// What kind of notification it is: `PRICE_ALERT`.
+    /// What kind of notification it is: `PRICE_ALERT`, or `SECURITY` (a sign-in from a new
+    /// device or location).
     async fn kind(&self) -> &str {
         &self.0.kind
     }

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter,
 };
 use serde_json::json;
 
@@ -94,6 +95,9 @@ impl LoginMethod {
 /// Audits a successful sign-in and, when it comes from a device or an IP address the
 /// account has not signed in from before, e-mails the owner. Call it in the sign-in's
 /// transaction before the new session is stored.
+/// The `kind` of the notification a sign-in from a new device or location leaves.
+pub const SECURITY_NOTIFICATION: &str = "SECURITY";
+
 pub async fn note_login(
     txn: &DatabaseTransaction,
     user: &users::Model,
@@ -128,8 +132,22 @@ pub async fn note_login(
             ),
         )
         .await?;
-        // When notifications land (another branch), this should also create an in-app
-        // security notification in the same transaction.
+        // The same news in the panel's notifications, in the same transaction.
+        entity::notifications::ActiveModel::from(entity::notifications::Model {
+            id: uuid::Uuid::now_v7(),
+            user_id: user.id,
+            kind: SECURITY_NOTIFICATION.to_owned(),
+            title: "New sign-in".to_owned(),
+            body: format!("Signed in from a new device or location: {device}."),
+            alert_id: None,
+            market: None,
+            price: None,
+            created_at: Utc::now(),
+            read_at: None,
+        })
+        .reset_all()
+        .insert(txn)
+        .await?;
     }
     audit::record(
         txn,

@@ -416,11 +416,19 @@ async fn sql_statements(app: &TestApp) -> u64 {
         .unwrap_or_else(|| panic!("no sql_statements_total in {text}"))
 }
 
-/// The statements one query costs: the least of a few runs, so a background worker's
-/// statement landing in between does not count.
-async fn statements_of(app: &TestApp, query: &str, n: usize, who: &Auth) -> u64 {
+/// The statements one query costs: the least of up to `runs` runs (stopping early at
+/// `enough`), so neither a background worker's statement landing in between nor a
+/// batch split by a starved scheduler on a loaded machine counts.
+async fn statements_of(
+    app: &TestApp,
+    query: &str,
+    n: usize,
+    who: &Auth,
+    runs: usize,
+    enough: u64,
+) -> u64 {
     let mut least = u64::MAX;
-    for _ in 0..5 {
+    for _ in 0..runs {
         let before = sql_statements(app).await;
         let body = app.gql(query, json!({"n": n}), Some(&who.access)).await;
         let after = sql_statements(app).await;
@@ -437,6 +445,9 @@ async fn statements_of(app: &TestApp, query: &str, n: usize, who: &Auth) -> u64 
             assert_eq!(edge["node"]["market"]["baseAsset"]["symbol"], "ETH");
         }
         least = least.min(after - before);
+        if least <= enough {
+            break;
+        }
     }
     least
 }
@@ -449,8 +460,9 @@ async fn nested_history_queries_do_not_grow_with_page_size(backend: Backend) {
     };
     let maker = maker_with_filled_orders(&desk, 100).await;
     let query = "query($n: Int) { orders(first: $n) { edges { node { market { symbol baseAsset { symbol } } fills { id price order { id } } } } } }";
-    let at_10 = statements_of(&desk.app, query, 10, &maker).await;
-    let at_100 = statements_of(&desk.app, query, 100, &maker).await;
+    let at_10 = statements_of(&desk.app, query, 10, &maker, 10, 0).await;
+    // A count that grew with N would never come down to N=10's, however many runs.
+    let at_100 = statements_of(&desk.app, query, 100, &maker, 20, at_10).await;
     assert_eq!(
         at_10, at_100,
         "statements at N=10: {at_10}, at N=100: {at_100}"

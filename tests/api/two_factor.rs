@@ -417,4 +417,28 @@ async fn a_login_from_a_new_device_is_emailed(backend: Backend) {
         .filter(|m| m.contains("New sign-in"))
         .count();
     assert_eq!(notices, 1, "only the new device is reported");
+    // ... and it is in the panel's notifications too.
+    let token = body["data"]["login"]["accessToken"]
+        .as_str()
+        .unwrap_or_default();
+    let notes = app
+        .gql(
+            "{ notifications(first: 10) { edges { node { kind title body } } } }",
+            json!({}),
+            Some(token),
+        )
+        .await;
+    let security: Vec<&Value> = notes["data"]["notifications"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{notes}"))
+        .iter()
+        .filter(|e| e["node"]["kind"] == "SECURITY")
+        .collect();
+    assert_eq!(security.len(), 1, "{notes}");
+    assert!(
+        security[0]["node"]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("Firefox 133 on Linux")),
+        "{notes}"
+    );
 }
