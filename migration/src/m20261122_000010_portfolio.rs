@@ -3,27 +3,12 @@
 //! holdings and price candles for performance, and external flows (deposits and
 //! withdrawals) for returns.
 
+use crate::columns::amount as amount_def;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
-use sea_orm_migration::sea_orm::DatabaseBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-/// An exact amount column: NUMERIC on PostgreSQL, TEXT on SQLite.
-fn amount_def(manager: &SchemaManager, col: impl IntoIden, null: bool) -> ColumnDef {
-    let mut def = ColumnDef::new(col);
-    match manager.get_database_backend() {
-        DatabaseBackend::Sqlite => def.text(),
-        _ => def.decimal(),
-    };
-    if null {
-        def.null();
-    } else {
-        def.not_null();
-    }
-    def.to_owned()
-}
 
 async fn index(
     manager: &SchemaManager<'_>,

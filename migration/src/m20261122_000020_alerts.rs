@@ -1,25 +1,11 @@
 //! Price alerts and the notifications they (and later other features) leave for users.
 
+use crate::columns::amount as amount_def;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
-use sea_orm_migration::sea_orm::DatabaseBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-fn amount_def(manager: &SchemaManager, col: impl IntoIden, null: bool) -> ColumnDef {
-    let mut def = ColumnDef::new(col);
-    match manager.get_database_backend() {
-        DatabaseBackend::Sqlite => def.text(),
-        _ => def.decimal(),
-    };
-    if null {
-        def.null();
-    } else {
-        def.not_null();
-    }
-    def.to_owned()
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {

@@ -2,22 +2,12 @@
 //! address book and withdrawals, the e-mail outbox, password-reset tokens, and per-user
 //! security state (the withdrawal lock after a security change).
 
+use crate::columns::amount;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
-use sea_orm_migration::sea_orm::DatabaseBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-/// An exact amount column: NUMERIC on PostgreSQL, TEXT on SQLite.
-fn amount(manager: &SchemaManager, col: impl IntoIden) -> ColumnDef {
-    let mut def = ColumnDef::new(col);
-    match manager.get_database_backend() {
-        DatabaseBackend::Sqlite => def.text(),
-        _ => def.decimal(),
-    };
-    def.not_null().to_owned()
-}
 
 fn user_fk(
     table: impl IntoIden + Copy,
@@ -196,8 +186,8 @@ impl MigrationTrait for Migration {
                     .col(uuid(Withdrawals::Id).primary_key())
                     .col(uuid(Withdrawals::UserId))
                     .col(string_len(Withdrawals::Asset, 16))
-                    .col(amount(manager, Withdrawals::Amount))
-                    .col(amount(manager, Withdrawals::UsdValue))
+                    .col(amount(manager, Withdrawals::Amount, false))
+                    .col(amount(manager, Withdrawals::UsdValue, false))
                     .col(uuid(Withdrawals::AddressId))
                     .col(string_len(Withdrawals::Address, 128))
                     .col(string_len(Withdrawals::Status, 16))

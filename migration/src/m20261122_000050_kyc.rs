@@ -1,27 +1,12 @@
 //! KYC applications, their documents and decision history, provider webhook events,
 //! and transaction monitoring (monitored transfers and compliance alerts).
 
+use crate::columns::amount;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
-use sea_orm_migration::sea_orm::DatabaseBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-/// An exact amount column: NUMERIC on PostgreSQL, TEXT on SQLite.
-fn amount(manager: &SchemaManager, col: impl IntoIden, nullable: bool) -> ColumnDef {
-    let mut def = ColumnDef::new(col);
-    match manager.get_database_backend() {
-        DatabaseBackend::Sqlite => def.text(),
-        _ => def.decimal(),
-    };
-    if nullable {
-        def.null();
-    } else {
-        def.not_null();
-    }
-    def.to_owned()
-}
 
 async fn index(
     manager: &SchemaManager<'_>,
