@@ -24,6 +24,9 @@ const MAX_TX_ATTEMPTS: u32 = 6;
 
 pub type TxFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'c>>;
 
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 1024;
+
 /// The database pool plus what tradegraph needs around it.
 #[derive(Clone)]
 pub struct Db {
@@ -48,6 +51,11 @@ impl Db {
             // A ping before every checkout doubles the round trips of a short query; a
             // connection idle for a while is still checked, as it may have been dropped.
             .test_before_acquire_if_idle_for(Duration::from_secs(30))
+            // Every distinct statement text is prepared once per connection and kept:
+            // an order placement alone uses dozens (multi-row inserts and IN lists vary
+            // with their length), and sqlx's default of 100 would evict and re-prepare
+            // them, costing an extra round trip each time.
+            .map_sqlx_postgres_opts(|opts| opts.statement_cache_capacity(STATEMENT_CACHE))
             .map_sqlx_sqlite_opts(|opts| {
                 opts.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub sql_failures: IntCounter,
     pub websockets_open: IntGauge,
     pub subscriptions_active: IntGauge,
+    /// Transactions that placed several orders of one market at once, by outcome:
+    /// `committed`, or `split` when one order failed and each was placed on its own.
+    pub order_batches: IntCounterVec,
     known_operations: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
@@ -56,6 +59,14 @@ impl Metrics {
         let subscriptions_active =
             IntGauge::new("subscriptions_active", "Active GraphQL subscriptions")
                 .unwrap_or_else(unreachable_metric);
+        let order_batches = IntCounterVec::new(
+            Opts::new(
+                "order_batches_total",
+                "Multi-order placement transactions by outcome (committed, split)",
+            ),
+            &["outcome"],
+        )
+        .unwrap_or_else(unreachable_metric);
         for collector in [
             Box::new(graphql_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -63,6 +74,7 @@ impl Metrics {
             Box::new(sql_failures.clone()),
             Box::new(websockets_open.clone()),
             Box::new(subscriptions_active.clone()),
+            Box::new(order_batches.clone()),
         ] {
             if let Err(error) = registry.register(collector) {
                 tracing::error!(%error, "metric registration failed");
@@ -76,6 +88,7 @@ impl Metrics {
             sql_failures,
             websockets_open,
             subscriptions_active,
+            order_batches,
             known_operations: Default::default(),
         }
     }

@@ -101,6 +101,7 @@ impl App {
             redis,
             events,
             tickers: Default::default(),
+            order_batches: Default::default(),
             login_throttle,
             shutdown: shutdown_rx,
             live_sockets: Default::default(),

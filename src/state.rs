@@ -21,6 +21,8 @@ pub struct AppState {
     pub events: crate::events::EventBus,
     /// Live market tickers shared by all subscribers of this process.
     pub tickers: Arc<crate::service::live::TickerBoard>,
+    /// Per-market placement tasks that commit waiting orders together.
+    pub order_batches: Arc<crate::service::order_batches::OrderBatches>,
     pub login_throttle: Arc<LoginThrottles>,
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Signatures of signed API-key requests already seen, across replicas with Redis.

@@ -8,6 +8,16 @@ use uuid::Uuid;
 /// The owner of system accounts (fee income, external clearing).
 pub const SYSTEM_OWNER: Uuid = Uuid::nil();
 
+/// The owner id of a market's fee-income accounts: a name-based UUID of the market
+/// symbol, stable across processes and restarts, that no user id (random or
+/// time-ordered) can equal.
+pub fn fee_income_owner(market: &str) -> Uuid {
+    Uuid::new_v5(&FEE_INCOME_NAMESPACE, market.as_bytes())
+}
+
+/// The namespace of [`fee_income_owner`] ids.
+const FEE_INCOME_NAMESPACE: Uuid = Uuid::from_u128(0x7472_6164_6567_7261_7068_2d66_6565_7321);
+
 /// The kind of a ledger account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AccountKind {
@@ -72,6 +82,17 @@ impl AccountRef {
             owner: SYSTEM_OWNER,
             asset: asset.to_owned(),
             kind,
+        }
+    }
+
+    /// The account that collects one market's trading fees in `asset`. Each market has
+    /// its own, so trades in different markets never wait for each other on a shared
+    /// fee row; the exchange's fee income in an asset is the sum over its markets.
+    pub fn fee_income(market: &str, asset: &str) -> Self {
+        AccountRef {
+            owner: fee_income_owner(market),
+            asset: asset.to_owned(),
+            kind: AccountKind::FeeIncome,
         }
     }
 }

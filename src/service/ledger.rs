@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use rust_decimal::Decimal;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect,
@@ -41,18 +41,24 @@ pub async fn post<C: ConnectionTrait>(
     rules::check_balanced(&draft.legs).map_err(ledger_bug)?;
     let legs = rules::net_legs(draft.legs).map_err(ledger_bug)?;
     let now = Utc::now();
-    let entry = journal_entries::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        kind: Set(draft.kind.to_owned()),
-        reference: Set(draft.reference),
-        user_id: Set(draft.user_id),
-        asset: Set(draft.asset),
-        amount: Set(Amount(draft.amount)),
-        description: Set(draft.description),
-        created_at: Set(now),
+    let entry = journal_entries::Model {
+        id: Uuid::now_v7(),
+        kind: draft.kind.to_owned(),
+        reference: draft.reference,
+        user_id: draft.user_id,
+        asset: draft.asset,
+        amount: Amount(draft.amount),
+        description: draft.description,
+        created_at: now,
+    };
+    if conn.get_database_backend() == DatabaseBackend::Postgres {
+        post_in_one_statement(conn, &entry, &legs).await?;
+        return Ok(entry);
     }
-    .insert(conn)
-    .await?;
+    let entry = journal_entries::ActiveModel::from(entry.clone())
+        .reset_all()
+        .insert(conn)
+        .await?;
     let mut rows = Vec::with_capacity(legs.len());
     for leg in legs {
         let (account_id, balance) = apply_leg(conn, &leg.account, leg.amount, now).await?;
@@ -79,41 +85,108 @@ pub async fn post<C: ConnectionTrait>(
     Ok(entry)
 }
 
-/// Adds `delta` to an account's balance and returns the account id and new balance.
-///
-/// On PostgreSQL one `UPDATE … RETURNING` does it, exact in `NUMERIC` and holding the
-/// row lock to commit. SQLite stores amounts as text, which its arithmetic would turn
-/// into binary floats, so there the sum is made in Rust between a read and a write (safe:
-/// SQLite has a single writer).
+/// PostgreSQL: the entry, every leg's balance change and every posting in one
+/// statement. Each leg is an `INSERT … ON CONFLICT DO UPDATE` adding to the account's
+/// balance (exact in `NUMERIC`, creating the account at its first use, holding its row
+/// lock to commit), in account order like every other lock on these rows; the
+/// postings record the balance each leg left. A balance that went negative where it may
+/// not aborts the caller's transaction with `INSUFFICIENT_FUNDS`.
+async fn post_in_one_statement<C: ConnectionTrait>(
+    conn: &C,
+    entry: &journal_entries::Model,
+    legs: &[Leg],
+) -> Result<(), ApiError> {
+    use sea_orm::Value;
+    let mut values: Vec<Value> = vec![
+        entry.id.into(),
+        entry.kind.clone().into(),
+        entry.reference.clone().into(),
+        entry.user_id.into(),
+        entry.asset.clone().into(),
+        entry.amount.0.into(),
+        entry.description.clone().into(),
+        entry.created_at.into(),
+    ];
+    let mut rows = Vec::with_capacity(legs.len());
+    for leg in legs {
+        let n = values.len();
+        rows.push(format!(
+            "(${}::uuid, ${}::uuid, ${}::uuid, ${}, ${}, ${}::numeric)",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6
+        ));
+        values.extend([
+            Uuid::now_v7().into(),
+            Uuid::now_v7().into(),
+            leg.account.owner.into(),
+            leg.account.asset.clone().into(),
+            leg.account.kind.as_str().into(),
+            leg.amount.into(),
+        ]);
+    }
+    let sql = format!(
+        r#"WITH legs (new_id, posting_id, owner_id, asset, kind, amount) AS (VALUES {rows}),
+entry AS (
+    INSERT INTO journal_entries (id, kind, reference, user_id, asset, amount, description, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+),
+moved AS (
+    INSERT INTO ledger_accounts AS a (id, owner_id, asset, kind, balance, updated_at)
+    SELECT new_id, owner_id, asset, kind, amount, $8 FROM legs
+    ON CONFLICT (owner_id, asset, kind)
+    DO UPDATE SET balance = a.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at
+    RETURNING a.id, a.owner_id, a.asset, a.kind, a.balance
+),
+posted AS (
+    INSERT INTO postings (id, entry_id, account_id, asset, amount, balance_after, created_at)
+    SELECT l.posting_id, $1, m.id, m.asset, l.amount, m.balance, $8
+    FROM moved m JOIN legs l USING (owner_id, asset, kind)
+)
+SELECT asset, kind, balance FROM moved"#,
+        rows = rows.join(", ")
+    );
+    let moved = conn
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    if moved.len() != legs.len() {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "a journal entry moved {} accounts for {} legs",
+            moved.len(),
+            legs.len()
+        )));
+    }
+    for row in moved {
+        let asset: String = row.try_get("", "asset")?;
+        let kind: String = row.try_get("", "kind")?;
+        let balance: Decimal = row.try_get("", "balance")?;
+        let may_go_negative = AccountKind::parse(&kind).is_some_and(AccountKind::may_go_negative);
+        if balance.is_sign_negative() && !may_go_negative {
+            return Err(ApiError::InsufficientFunds(format!(
+                "not enough {asset} available"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// SQLite: adds `delta` to an account's balance and returns the account id and new
+/// balance. SQLite stores amounts as text, which its arithmetic would turn into binary
+/// floats, so the sum is made in Rust between a read and a write (safe: SQLite has a
+/// single writer).
 async fn apply_leg<C: ConnectionTrait>(
     conn: &C,
     account: &AccountRef,
     delta: Decimal,
     now: chrono::DateTime<Utc>,
 ) -> Result<(Uuid, Decimal), ApiError> {
-    if conn.get_database_backend() == DatabaseBackend::Postgres {
-        for _ in 0..2 {
-            let updated = ledger_accounts::Entity::update_many()
-                .col_expr(
-                    ledger_accounts::Column::Balance,
-                    Expr::col(ledger_accounts::Column::Balance).add(Amount(delta)),
-                )
-                .col_expr(ledger_accounts::Column::UpdatedAt, now.into())
-                .filter(ledger_accounts::Column::OwnerId.eq(account.owner))
-                .filter(ledger_accounts::Column::Asset.eq(account.asset.as_str()))
-                .filter(ledger_accounts::Column::Kind.eq(account.kind.as_str()))
-                .exec_with_returning(conn)
-                .await?;
-            if let Some(row) = updated.into_iter().next() {
-                return Ok((row.id, row.balance.0));
-            }
-            // The account's first use: create it at zero, then apply the leg.
-            lock_account(conn, account).await?;
-        }
-        return Err(ApiError::internal(anyhow::anyhow!(
-            "ledger account missing after creation"
-        )));
-    }
     let row = lock_account(conn, account).await?;
     let balance = row
         .balance

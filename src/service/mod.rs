@@ -16,6 +16,7 @@ pub mod live;
 pub mod market_data;
 pub mod markets;
 pub mod monitoring;
+pub mod order_batches;
 pub mod orders;
 pub mod passkeys;
 pub mod password_reset;

@@ -5,7 +5,8 @@
 //! writer at a time changes a market's book, across any number of server processes. It
 //! reads only the best opposite orders it needs through the book index, lets the pure
 //! planner (`domain::matching`) decide, then writes orders, fills, ledger entries and
-//! per-user order events before committing.
+//! per-user order events before committing. Orders that arrive while a market is busy
+//! are placed together in one such transaction (`service::order_batches`).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use super::audit::{self, AuditEntry};
 use super::ledger::{self, Draft};
 use super::markets;
+use super::order_batches::OrderBatches;
 use crate::auth::Viewer;
 use crate::domain::fees::{self, FeeTier};
 use crate::domain::ledger::{AccountKind, AccountRef, Leg};
@@ -132,22 +134,9 @@ pub async fn place(state: &AppState, viewer: &Viewer, input: NewOrder) -> Result
         }
     }
     let prepared = prepare(state, &input).await?;
-    let result = state
-        .db
-        .write(|txn| {
-            let (input, prepared) = (input.clone(), prepared.clone());
-            Box::pin(async move {
-                let events = Collector::default();
-                let placed = execute(txn, &events, user_id, &input, &prepared).await?;
-                Ok((placed, events.take()))
-            })
-        })
-        .await;
+    let result = OrderBatches::place(state, user_id, input.clone(), prepared).await;
     match result {
-        Ok((placed, events)) => {
-            state.events.publish(events).await;
-            Ok(placed)
-        }
+        Ok(placed) => Ok(placed),
         Err(ApiError::Internal(error)) if is_unique_violation(&error) => {
             // The same clientOrderId raced in from another request: return the winner.
             let client_order_id = input.client_order_id.as_deref().unwrap_or_default().trim();
@@ -206,8 +195,8 @@ async fn find_by_client_id<C: ConnectionTrait>(
 
 /// The market's rules, checked before the transaction starts.
 #[derive(Clone, Debug)]
-struct Prepared {
-    market: market_rows::Model,
+pub(super) struct Prepared {
+    pub(super) market: market_rows::Model,
     rules: MarketRules,
     fee_tiers: Vec<FeeTier>,
 }
@@ -484,7 +473,7 @@ fn status_after_fill(order_quantity: Option<Decimal>, filled: Decimal) -> &'stat
     }
 }
 
-async fn execute(
+pub(super) async fn execute(
     txn: &DatabaseTransaction,
     events: &Collector,
     user_id: Uuid,
@@ -664,8 +653,88 @@ async fn prelock(
     }
     if !plan.fills.is_empty() {
         for asset in [&market.base_asset, &market.quote_asset] {
-            accounts.insert(AccountRef::system(asset, AccountKind::FeeIncome));
+            accounts.insert(AccountRef::fee_income(&market.symbol, asset));
         }
+    }
+    ledger::lock_accounts(txn, &accounts).await?;
+    lock_sequences(txn, &users).await
+}
+
+/// Owners of resting orders locked up front with a batch at most; beyond that their
+/// rows are locked order by order, as a lone placement does.
+const BATCH_PRELOCK_OWNERS: u64 = 64;
+
+/// Locks, before a batch of placements in one market, what its orders are likely to
+/// write, in the global order [`prelock`] uses: the market's row, then the ledger
+/// accounts and event sequences of the batch's traders and of the owners of resting
+/// orders the batch can reach. Each order still runs [`prelock`] for its own plan,
+/// but finds those rows already held; taking them order by order instead would let
+/// two batches in different markets (sharing traders) lock them in opposite orders.
+pub(super) async fn prelock_batch(
+    txn: &DatabaseTransaction,
+    batch: &[(Uuid, NewOrder, Prepared)],
+) -> Result<(), ApiError> {
+    let Some((_, _, first)) = batch.first() else {
+        return Ok(());
+    };
+    let market = lock_market(txn, &first.market.symbol).await?;
+    if txn.get_database_backend() != DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    // How far into each side of the book the batch can reach: `None` is no bound (a
+    // market order), and a side no order of the batch takes from stays untouched.
+    let reach = |side: Side| -> Option<Option<i64>> {
+        let mut orders = batch.iter().filter(|(_, input, _)| input.side == side);
+        let first = orders.next()?;
+        let ticks = |input: &NewOrder| {
+            input
+                .price
+                .and_then(|p| order_rules::price_ticks(p, first.2.rules.tick_size))
+        };
+        orders.try_fold(ticks(&first.1), |bound, (_, input, _)| {
+            Some(match (bound, ticks(input)) {
+                (Some(a), Some(b)) if side == Side::Buy => Some(std::cmp::max(a, b)),
+                (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                _ => None,
+            })
+        })
+    };
+    let mut reachable = sea_orm::Condition::any();
+    for side in [Side::Buy, Side::Sell] {
+        let Some(bound) = reach(side) else { continue };
+        let mut resting =
+            sea_orm::Condition::all().add(orders::Column::Side.eq(side_str(side.opposite())));
+        resting = match (side, bound) {
+            (Side::Buy, Some(ticks)) => resting.add(orders::Column::PriceTicks.lte(ticks)),
+            (Side::Sell, Some(ticks)) => resting.add(orders::Column::PriceTicks.gte(ticks)),
+            (_, None) => resting,
+        };
+        reachable = reachable.add(resting);
+    }
+    let owners: Vec<Uuid> = orders::Entity::find()
+        .select_only()
+        .column(orders::Column::UserId)
+        .distinct()
+        .filter(orders::Column::Market.eq(market.symbol.as_str()))
+        .filter(orders::Column::IsOpen.eq(true))
+        .filter(reachable)
+        .limit(BATCH_PRELOCK_OWNERS + 1)
+        .into_tuple()
+        .all(txn)
+        .await?;
+    let mut users: std::collections::BTreeSet<Uuid> =
+        batch.iter().map(|(user, _, _)| *user).collect();
+    if owners.len() as u64 <= BATCH_PRELOCK_OWNERS {
+        users.extend(owners);
+    }
+    let mut accounts = std::collections::BTreeSet::new();
+    for asset in [&market.base_asset, &market.quote_asset] {
+        for user in &users {
+            for kind in [AccountKind::Available, AccountKind::Locked] {
+                accounts.insert(AccountRef::user(*user, asset, kind));
+            }
+        }
+        accounts.insert(AccountRef::fee_income(&market.symbol, asset));
     }
     ledger::lock_accounts(txn, &accounts).await?;
     lock_sequences(txn, &users).await
@@ -908,13 +977,13 @@ async fn apply_plan(
         ];
         if !seller_fee.is_zero() {
             legs.push(Leg {
-                account: AccountRef::system(&quote, AccountKind::FeeIncome),
+                account: AccountRef::fee_income(&market.symbol, &quote),
                 amount: seller_fee,
             });
         }
         if !buyer_fee.is_zero() {
             legs.push(Leg {
-                account: AccountRef::system(&base, AccountKind::FeeIncome),
+                account: AccountRef::fee_income(&market.symbol, &base),
                 amount: buyer_fee,
             });
         }

@@ -22,6 +22,7 @@ both_backends!(
     order_flags_behave,
     orders_are_private_idempotent_and_validated,
     random_concurrent_trading_keeps_every_invariant,
+    orders_arriving_together_commit_together_and_fail_alone,
 );
 
 fn d(s: &str) -> Decimal {
@@ -817,5 +818,105 @@ async fn fees_fall_with_thirty_day_volume(backend: Backend) {
         desk.balance(&seller, "USD").await.0,
         d("4995") + d("4997.5")
     );
+    desk.ledger_ok().await;
+}
+
+/// A count from the server's `/metrics`, 0 when the series has not appeared yet.
+async fn metric(app: &TestApp, series: &str) -> u64 {
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Orders that reach one market at the same time are placed in shared transactions
+/// (group commit); one that fails inside such a batch gets its own error while the
+/// others are placed as if alone, and nothing of the failed one is written.
+async fn orders_arriving_together_commit_together_and_fail_alone(backend: Backend) {
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let desk = Arc::new(desk);
+    let mut buyers = Vec::new();
+    let mut sellers = Vec::new();
+    let mut broke = Vec::new();
+    for _ in 0..6 {
+        buyers.push(desk.trader(&[("USD", "100000")]).await);
+        sellers.push(desk.trader(&[("BTC", "10")]).await);
+        broke.push(desk.trader(&[]).await);
+    }
+    let committed = r#"tradegraph_order_batches_total{outcome="committed"} "#;
+    let split = r#"tradegraph_order_batches_total{outcome="split"} "#;
+    let mut rounds = 0;
+    while rounds < 8
+        && (metric(&desk.app, committed).await == 0 || metric(&desk.app, split).await == 0)
+    {
+        rounds += 1;
+        let mut tasks = tokio::task::JoinSet::new();
+        let everyone = buyers
+            .iter()
+            .map(|u| (u.clone(), "BUY", "30000"))
+            .chain(sellers.iter().map(|u| (u.clone(), "SELL", "31000")))
+            // Every other round without the traders who cannot pay, so that some
+            // batches have nothing to fail.
+            .chain(
+                broke
+                    .iter()
+                    .filter(|_| rounds % 2 == 0)
+                    .map(|u| (u.clone(), "BUY", "30000")),
+            );
+        for (who, side, price) in everyone {
+            let desk = desk.clone();
+            tasks.spawn(async move {
+                let body = desk.place(&who, limit(side, price, "0.01")).await;
+                (who, body)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (who, body) = joined.expect("order task");
+            if broke.iter().any(|b| b.user_id == who.user_id) {
+                assert_eq!(code(&body), "INSUFFICIENT_FUNDS", "{body}");
+            } else {
+                assert_eq!(body["data"]["placeOrder"]["status"], "OPEN", "{body}");
+            }
+        }
+    }
+    let (batches, splits) = (
+        metric(&desk.app, committed).await,
+        metric(&desk.app, split).await,
+    );
+    assert!(
+        batches > 0 && splits > 0,
+        "after {rounds} rounds of simultaneous orders: {batches} batches committed, {splits} split"
+    );
+    let rounds = Decimal::from(rounds);
+    for buyer in &buyers {
+        let held = d("300") * rounds;
+        assert_eq!(desk.balance(buyer, "USD").await, (d("100000") - held, held));
+    }
+    for seller in &sellers {
+        let held = d("0.01") * rounds;
+        assert_eq!(desk.balance(seller, "BTC").await, (d("10") - held, held));
+    }
+    for user in &broke {
+        let body = desk
+            .app
+            .gql(
+                "{ orders(first: 10) { edges { node { id } } } }",
+                json!({}),
+                Some(&user.access),
+            )
+            .await;
+        assert_eq!(body["data"]["orders"]["edges"], json!([]), "{body}");
+    }
     desk.ledger_ok().await;
 }

@@ -1,0 +1,251 @@
+//! Group commit of order placements: the orders waiting for one market are placed
+//! together, in arrival order, in one transaction.
+//!
+//! A market's book changes one transaction at a time (its row lock), so on a busy
+//! market every order used to wait for the one before it to finish its own `BEGIN`,
+//! market lock, `COMMIT` and WAL flush, and for the lock to pass between connections.
+//! Here each market has one placement task per process. It takes whatever has queued
+//! up while the previous batch ran (at most [`MAX_BATCH`]) and places it in a single
+//! transaction, then publishes each order's events and answers each request, in
+//! order. Price-time priority is arrival at the task, as it was arrival at the lock.
+//!
+//! An order that fails (say, `INSUFFICIENT_FUNDS`) must not take its batch-mates with
+//! it, and must not leave half its writes behind: the whole batch is rolled back and
+//! each of its orders is placed again on its own, so every caller gets the answer it
+//! would have got without batching. Several processes still serialise on the market
+//! row, so batching changes nothing about correctness across replicas.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::orders::{self, NewOrder, Placed, Prepared};
+use crate::error::ApiError;
+use crate::events::{Collector, Event};
+use crate::state::AppState;
+
+/// Most orders placed in one transaction. Bounds how long a batch holds the market
+/// (and the accounts it touches), and so the latency of the orders that arrive
+/// while it runs.
+const MAX_BATCH: usize = 16;
+/// A market's placement task ends after this long without orders (and starts again
+/// with the next one), so idle markets and dropped test applications hold nothing.
+const IDLE: Duration = Duration::from_secs(2);
+
+/// One order waiting to be placed.
+struct Job {
+    user_id: Uuid,
+    input: NewOrder,
+    prepared: Prepared,
+    reply: oneshot::Sender<Result<Placed, ApiError>>,
+}
+
+/// The placement tasks of this process, one per market with recent orders.
+#[derive(Default)]
+pub struct OrderBatches {
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+}
+
+impl OrderBatches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Job>>> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Places an order through its market's task and waits for the outcome. Events
+    /// are published (after commit) before this returns.
+    pub(super) async fn place(
+        state: &AppState,
+        user_id: Uuid,
+        input: NewOrder,
+        prepared: Prepared,
+    ) -> Result<Placed, ApiError> {
+        let (reply, outcome) = oneshot::channel();
+        let market = prepared.market.symbol.clone();
+        let job = Job {
+            user_id,
+            input,
+            prepared,
+            reply,
+        };
+        {
+            let mut queues = state.order_batches.lock();
+            let unsent = match queues.get(&market) {
+                Some(queue) => queue.send(job).err().map(|e| e.0),
+                None => Some(job),
+            };
+            // No task for this market yet, or it has just stopped: start one.
+            if let Some(job) = unsent {
+                let (queue, jobs) = mpsc::unbounded_channel();
+                // Cannot fail: the receiver is alive right here.
+                let _ = queue.send(job);
+                queues.insert(market.clone(), queue.clone());
+                tokio::spawn(run(state.clone(), market, queue, jobs));
+            }
+        }
+        await_outcome(outcome).await
+    }
+}
+
+async fn await_outcome(
+    outcome: oneshot::Receiver<Result<Placed, ApiError>>,
+) -> Result<Placed, ApiError> {
+    outcome.await.unwrap_or_else(|_| {
+        Err(ApiError::internal(anyhow::anyhow!(
+            "the order placement task stopped before answering"
+        )))
+    })
+}
+
+/// A market's placement task: batches what has queued, until idle.
+async fn run(
+    state: AppState,
+    market: String,
+    queue: mpsc::UnboundedSender<Job>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
+    loop {
+        let first = match tokio::time::timeout(IDLE, jobs.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(_) => {
+                // Senders enqueue under this lock, so nothing can arrive between the
+                // check and the removal.
+                let mut queues = state.order_batches.lock();
+                if jobs.is_empty() {
+                    if queues.get(&market).is_some_and(|q| q.same_channel(&queue)) {
+                        queues.remove(&market);
+                    }
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        place_batch(&state, batch).await;
+    }
+}
+
+/// Places a batch, front to back. When an order fails, the orders before it are
+/// placed again as a batch, the failed one on its own (so it gets its own answer),
+/// and the rest as a batch after it: one failure costs one extra attempt, not the
+/// batch's throughput.
+async fn place_batch(state: &AppState, batch: Vec<Job>) {
+    let mut work = std::collections::VecDeque::from([batch]);
+    while let Some(mut batch) = work.pop_front() {
+        if batch.len() == 1 {
+            let job = batch.remove(0);
+            let outcome = place_alone(state, &job).await;
+            let _ = job.reply.send(outcome);
+            continue;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match place_together(state, &batch).await {
+            Ok(placed) => {
+                state
+                    .metrics
+                    .order_batches
+                    .with_label_values(&["committed"])
+                    .inc();
+                for (job, (order, events)) in batch.into_iter().zip(placed) {
+                    state.events.publish(events).await;
+                    let _ = job.reply.send(Ok(order));
+                }
+            }
+            Err((failed, error)) => {
+                state
+                    .metrics
+                    .order_batches
+                    .with_label_values(&["split"])
+                    .inc();
+                tracing::debug!(%error, orders = batch.len(), "batch rolled back and split");
+                match failed {
+                    Some(at) => {
+                        let after = batch.split_off(at + 1);
+                        let failed = batch.split_off(at);
+                        work.push_front(after);
+                        work.push_front(failed);
+                        work.push_front(batch);
+                    }
+                    // Not one order's fault (the commit, the connection): one by one.
+                    None => {
+                        for job in batch.into_iter().rev() {
+                            work.push_front(vec![job]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+type Outcome = (Placed, Vec<Event>);
+
+/// Places every order of `batch` in one transaction; on failure, which order failed
+/// (when one did) and why.
+async fn place_together(
+    state: &AppState,
+    batch: &[Job],
+) -> Result<Vec<Outcome>, (Option<usize>, ApiError)> {
+    let specs: Vec<(Uuid, NewOrder, Prepared)> = batch
+        .iter()
+        .map(|j| (j.user_id, j.input.clone(), j.prepared.clone()))
+        .collect();
+    // Which order failed in the last attempt; `usize::MAX` when none did.
+    let failed_at = Arc::new(AtomicUsize::new(usize::MAX));
+    let placed = state
+        .db
+        .write(|txn| {
+            let (specs, failed_at) = (specs.clone(), failed_at.clone());
+            Box::pin(async move {
+                failed_at.store(usize::MAX, Ordering::Relaxed);
+                orders::prelock_batch(txn, &specs).await?;
+                let mut placed = Vec::with_capacity(specs.len());
+                for (at, (user_id, input, prepared)) in specs.iter().enumerate() {
+                    let events = Collector::default();
+                    match orders::execute(txn, &events, *user_id, input, prepared).await {
+                        Ok(order) => placed.push((order, events.take())),
+                        Err(error) => {
+                            failed_at.store(at, Ordering::Relaxed);
+                            return Err(error);
+                        }
+                    }
+                }
+                Ok(placed)
+            })
+        })
+        .await;
+    placed.map_err(|error| {
+        let at = failed_at.load(Ordering::Relaxed);
+        ((at != usize::MAX).then_some(at), error)
+    })
+}
+
+/// Places one order in a transaction of its own.
+async fn place_alone(state: &AppState, job: &Job) -> Result<Placed, ApiError> {
+    let (user_id, input, prepared) = (job.user_id, &job.input, &job.prepared);
+    let (placed, events): (Placed, Vec<Event>) = state
+        .db
+        .write(|txn| {
+            let (input, prepared) = (input.clone(), prepared.clone());
+            Box::pin(async move {
+                let events = Collector::default();
+                let placed = orders::execute(txn, &events, user_id, &input, &prepared).await?;
+                Ok((placed, events.take()))
+            })
+        })
+        .await?;
+    state.events.publish(events).await;
+    Ok(placed)
+}
