@@ -607,7 +607,11 @@ pub(super) async fn execute(
     )
     .await?;
     audit_order(txn, &order, "order.placed", Some(user_id)).await?;
-    trigger_stops(txn, events, &prepared.fee_tiers, &market.symbol).await?;
+    // Only a trade moves the last price, so an order that traded nothing cannot have
+    // reached any stop's trigger.
+    if !taker_fills.is_empty() {
+        trigger_stops(txn, events, &prepared.fee_tiers, &market.symbol).await?;
+    }
     Ok(Placed {
         order,
         fills: taker_fills,
