@@ -804,6 +804,20 @@ async fn add_volume(
     notional: Decimal,
 ) -> Result<(), ApiError> {
     let day = now.format("%Y-%m-%d").to_string();
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        // One upsert, adding exactly in NUMERIC.
+        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "INSERT INTO user_daily_volumes AS v (user_id, market, day, volume) \
+             VALUES ($1, $2, $3, $4::numeric) \
+             ON CONFLICT (user_id, market, day) DO UPDATE SET volume = v.volume + EXCLUDED.volume",
+            [user_id.into(), market.into(), day.into(), notional.into()],
+        ))
+        .await?;
+        return Ok(());
+    }
+    // SQLite keeps amounts as text, which its arithmetic would turn into binary
+    // floats: the sum is made here (one writer at a time, so no update is lost).
     let key = (user_id, market.to_owned(), day.clone());
     match user_daily_volumes::Entity::find_by_id(key).one(txn).await? {
         Some(row) => {
