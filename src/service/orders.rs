@@ -664,14 +664,14 @@ async fn prelock(
     lock_sequences(txn, &users).await
 }
 
-/// Owners of resting orders locked up front with a batch at most; beyond that their
-/// rows are locked order by order, as a lone placement does.
+/// Resting orders whose owners a batch locks up front at most; beyond those, rows are
+/// locked order by order, as a lone placement does.
 const BATCH_PRELOCK_OWNERS: u64 = 64;
 
 /// Locks, before a batch of placements in one market, what its orders are likely to
 /// write, in the global order [`prelock`] uses: the market's row, then the ledger
-/// accounts and event sequences of the batch's traders and of the owners of resting
-/// orders the batch can reach. Each order still runs [`prelock`] for its own plan,
+/// accounts and event sequences of the batch's traders and of the owners of the best
+/// resting orders, as many as the batch's quantities could take. Each order still runs [`prelock`] for its own plan,
 /// but finds those rows already held; taking them order by order instead would let
 /// two batches in different markets (sharing traders) lock them in opposite orders.
 pub(super) async fn prelock_batch(
@@ -703,33 +703,26 @@ pub(super) async fn prelock_batch(
             })
         })
     };
-    let mut reachable = sea_orm::Condition::any();
-    for side in [Side::Buy, Side::Sell] {
-        let Some(bound) = reach(side) else { continue };
-        let mut resting =
-            sea_orm::Condition::all().add(orders::Column::Side.eq(side_str(side.opposite())));
-        resting = match (side, bound) {
-            (Side::Buy, Some(ticks)) => resting.add(orders::Column::PriceTicks.lte(ticks)),
-            (Side::Sell, Some(ticks)) => resting.add(orders::Column::PriceTicks.gte(ticks)),
-            (_, None) => resting,
-        };
-        reachable = reachable.add(resting);
-    }
-    let owners: Vec<Uuid> = orders::Entity::find()
-        .select_only()
-        .column(orders::Column::UserId)
-        .distinct()
-        .filter(orders::Column::Market.eq(market.symbol.as_str()))
-        .filter(orders::Column::IsOpen.eq(true))
-        .filter(reachable)
-        .limit(BATCH_PRELOCK_OWNERS + 1)
-        .into_tuple()
-        .all(txn)
-        .await?;
     let mut users: std::collections::BTreeSet<Uuid> =
         batch.iter().map(|(user, _, _)| *user).collect();
-    if owners.len() as u64 <= BATCH_PRELOCK_OWNERS {
-        users.extend(owners);
+    for side in [Side::Buy, Side::Sell] {
+        let Some(bound) = reach(side) else { continue };
+        // The best resting orders, up to what the batch could take from them (all of
+        // the page when an order has no base quantity: a buy by quote amount).
+        let wanted: Option<Decimal> = batch
+            .iter()
+            .filter(|(_, input, _)| input.side == side)
+            .map(|(_, input, _)| input.quantity)
+            .sum();
+        let makers = load_makers(txn, &market.symbol, side, bound, BATCH_PRELOCK_OWNERS).await?;
+        let mut covered = Decimal::ZERO;
+        for maker in makers {
+            if wanted.is_some_and(|wanted| covered >= wanted) {
+                break;
+            }
+            covered += remaining(&maker);
+            users.insert(maker.user_id);
+        }
     }
     let mut accounts = std::collections::BTreeSet::new();
     for asset in [&market.base_asset, &market.quote_asset] {
