@@ -670,7 +670,8 @@ async fn read_until_beyond(ws: &mut Ws, sequences: &mut Vec<i64>, beyond: i64) {
 /// Two server processes on one PostgreSQL database and one Redis: order events of one
 /// reach subscribers of the other; while Redis is down each keeps serving and its own
 /// subscribers keep receiving; when Redis is back, delivery across replicas resumes by
-/// itself and the subscriber on the other replica catches up without a gap.
+/// itself, the subscriber on the other replica catches up without a gap, and a socket
+/// there whose session was revoked during the outage closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_replicas_and_survive_a_redis_restart() {
     let Some(mut redis) = RedisServer::start() else {
@@ -706,6 +707,10 @@ async fn events_cross_replicas_and_survive_a_redis_restart() {
     subscribe(&mut remote, "u", UPDATES, json!({"after": 0})).await;
     let mut local = connect(&app.address, Some(&buyer)).await;
     subscribe(&mut local, "u", UPDATES, json!({"after": 0})).await;
+    // A session with a socket on the other replica (watching for its revocation from
+    // the acknowledgement on), to be revoked on this one while Redis is down.
+    let sleeper = app.register(&email("sleeper")).await;
+    let mut sleeper_ws = connect(&replica.address, Some(&sleeper)).await;
     let (mut remote_seen, mut local_seen) = (Vec::new(), Vec::new());
     read_until_beyond(&mut remote, &mut remote_seen, 0).await;
     read_until_beyond(&mut local, &mut local_seen, 0).await;
@@ -728,12 +733,22 @@ async fn events_cross_replicas_and_survive_a_redis_restart() {
     assert_eq!(me["data"]["me"]["id"], buyer.user_id.as_str());
     read_until_beyond(&mut local, &mut local_seen, 2).await;
     assert_eq!(local_seen, vec![1, 2, 3]);
+    let body = app
+        .gql("mutation { logout }", json!({}), Some(&sleeper.access))
+        .await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
 
     // Redis returns: delivery across replicas resumes by itself, and the remote
     // subscriber fills the gap of what it missed meanwhile from the database.
     redis.restart().expect("redis restarts");
     until_ready(&http, &app.address, relaying).await;
     until_ready(&http, &replica.address, relaying).await;
+    // The revocation never reached the other replica, but its reconnected relay made
+    // every socket there re-check its session.
+    match sleeper_ws.next_within(30).await {
+        Frame::Close(code, reason) => assert_eq!(code, 4403, "{reason}"),
+        other => panic!("expected the revoked session's socket to close: {other:?}"),
+    }
     let mut sequence = 3;
     while remote_seen.last().is_some_and(|last| *last <= 2) {
         place(&app, &seller, "SELL", "1500", "0.1").await;
