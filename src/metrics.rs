@@ -21,6 +21,10 @@ pub struct Metrics {
     pub sql_failures: IntCounter,
     pub websockets_open: IntGauge,
     pub subscriptions_active: IntGauge,
+    /// Executions of subscriptions shared by every subscriber of one document.
+    pub shared_subscription_executions: IntCounter,
+    /// WebSockets cut off because the peer took nothing for the write timeout.
+    pub websocket_write_timeouts: IntCounter,
     known_operations: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
@@ -56,6 +60,17 @@ impl Metrics {
         let subscriptions_active =
             IntGauge::new("subscriptions_active", "Active GraphQL subscriptions")
                 .unwrap_or_else(unreachable_metric);
+        let shared_subscription_executions = IntCounter::new(
+            "shared_subscription_executions_total",
+            "Executions of viewer-independent subscriptions (ticker), one per distinct document \
+             while it has subscribers, however many they are",
+        )
+        .unwrap_or_else(unreachable_metric);
+        let websocket_write_timeouts = IntCounter::new(
+            "websocket_write_timeouts_total",
+            "WebSocket connections closed because the peer accepted nothing for WS_WRITE_TIMEOUT_MS",
+        )
+        .unwrap_or_else(unreachable_metric);
         for collector in [
             Box::new(graphql_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -63,6 +78,8 @@ impl Metrics {
             Box::new(sql_failures.clone()),
             Box::new(websockets_open.clone()),
             Box::new(subscriptions_active.clone()),
+            Box::new(shared_subscription_executions.clone()),
+            Box::new(websocket_write_timeouts.clone()),
         ] {
             if let Err(error) = registry.register(collector) {
                 tracing::error!(%error, "metric registration failed");
@@ -76,6 +93,8 @@ impl Metrics {
             sql_failures,
             websockets_open,
             subscriptions_active,
+            shared_subscription_executions,
+            websocket_write_timeouts,
             known_operations: Default::default(),
         }
     }

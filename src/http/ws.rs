@@ -5,7 +5,13 @@
 //! Owned here rather than taken from the library so that authentication happens in
 //! `connection_init`, every protocol violation closes with its specified code (4400,
 //! 4401, 4403, 4406, 4408, 4409, 4429), pre-execution errors arrive as `error`
-//! messages, subscriptions per connection are capped, and shutdown closes with 1001.
+//! messages, subscriptions per connection are capped, shutdown closes with 1001, and
+//! subscriptions that are the same for everybody (tickers) run once for all their
+//! subscribers (see [`super::shared_streams`]).
+//!
+//! Each connection has a bounded outbox. A client that reads slowly fills it, and then
+//! its subscriptions wait (falling behind on the bus, which they handle alone); one
+//! that takes nothing for `WS_WRITE_TIMEOUT_MS` is cut off. Nobody else waits for it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,12 +21,14 @@ use async_graphql::Response as GqlResponse;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value as Json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::graphql::{is_request_error, nesting_depth};
+use super::shared_streams::{self, End, Shared};
 use super::{client, HttpState};
 use crate::error::ApiError;
 use crate::events::{Delivery, Feed, Topic};
@@ -33,13 +41,8 @@ const LEGACY_WS: &str = "graphql-ws";
 /// How often the server checks the peer is alive with a WebSocket ping (and, for the
 /// legacy protocol, sends its `ka` keep-alive), so idle proxies do not cut the line.
 const KEEP_ALIVE: Duration = Duration::from_secs(25);
-/// Messages waiting for a slow client before its subscriptions wait too (and then
-/// fall behind on the bus, which they handle without blocking anyone else).
-const OUTBOX_CAPACITY: usize = 256;
 /// Initial read buffer of a WebSocket.
 const WS_BUFFER: usize = 4 * 1024;
-/// A client that accepts nothing for this long is cut off, so it cannot pin memory.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Protocol {
@@ -103,6 +106,50 @@ fn text(value: Json) -> Message {
     Message::Text(Utf8Bytes::from(value.to_string()))
 }
 
+/// A `next` (`data` for the legacy protocol) message around an already serialised
+/// response, so a payload shared by many subscribers is not serialised again for each.
+fn next_message(protocol: Protocol, id: &str, payload: &str) -> Message {
+    let kind = match protocol {
+        Protocol::TransportWs => "next",
+        Protocol::Legacy => "data",
+    };
+    let id = Json::String(id.to_owned()).to_string();
+    let mut message = String::with_capacity(id.len() + payload.len() + 32);
+    message.push_str("{\"id\":");
+    message.push_str(&id);
+    message.push_str(",\"type\":\"");
+    message.push_str(kind);
+    message.push_str("\",\"payload\":");
+    message.push_str(payload);
+    message.push('}');
+    Message::Text(Utf8Bytes::from(message))
+}
+
+fn complete_message(id: &str) -> Message {
+    text(json!({"id": id, "type": "complete"}))
+}
+
+/// Why a write did not go out.
+enum WriteFailure {
+    /// The connection is gone.
+    Closed,
+    /// The peer took nothing for the whole write timeout.
+    Stalled,
+}
+
+/// Writes one message, giving up when the peer takes nothing for `limit`.
+async fn write(
+    sink: &mut SplitSink<WebSocket, Message>,
+    message: Message,
+    limit: Duration,
+) -> Result<(), WriteFailure> {
+    match tokio::time::timeout(limit, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteFailure::Closed),
+        Err(_) => Err(WriteFailure::Stalled),
+    }
+}
+
 /// What the connection loop does after handling one client message.
 enum Step {
     Continue,
@@ -126,13 +173,16 @@ struct Connection {
     operations: HashMap<String, JoinHandle<()>>,
     outbox_tx: mpsc::Sender<Outgoing>,
     outbox_rx: mpsc::Receiver<Outgoing>,
+    write_timeout: Duration,
     /// Revocations of the signed-in user's sessions, to close when ours ends.
     revocations: Option<Feed>,
 }
 
 impl Connection {
     fn new(state: HttpState, protocol: Protocol, client: ClientInfo, target: String) -> Self {
-        let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let config = &state.app.config;
+        let (outbox_tx, outbox_rx) = mpsc::channel(config.ws_outbox_capacity);
+        let write_timeout = config.ws_write_timeout;
         Connection {
             state,
             protocol,
@@ -143,6 +193,7 @@ impl Connection {
             operations: HashMap::new(),
             outbox_tx,
             outbox_rx,
+            write_timeout,
             revocations: None,
         }
     }
@@ -154,6 +205,7 @@ impl Connection {
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
         keep_alive.tick().await;
         let mut shutdown = self.state.app.shutdown.clone();
+        let limit = self.write_timeout;
 
         let closing: Option<(u16, String)> = loop {
             tokio::select! {
@@ -182,10 +234,8 @@ impl Connection {
                             continue;
                         }
                     };
-                    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
-                        Ok(Ok(())) => {}
-                        // Gone, or not reading: nothing more can be sent.
-                        Ok(Err(_)) | Err(_) => break None,
+                    if let Err(failure) = write(&mut sink, message, limit).await {
+                        break self.write_failed(failure);
                     }
                 }
                 Some(delivery) = next_revocation(&mut self.revocations) => {
@@ -201,8 +251,8 @@ impl Connection {
                         Protocol::Legacy if self.context.is_some() => text(json!({"type": "ka"})),
                         _ => Message::Ping(Default::default()),
                     };
-                    if sink.send(message).await.is_err() {
-                        break None;
+                    if let Err(failure) = write(&mut sink, message, limit).await {
+                        break self.write_failed(failure);
                     }
                 }
                 changed = shutdown.changed() => {
@@ -217,9 +267,26 @@ impl Connection {
             task.abort();
         }
         if let Some((code, reason)) = closing {
-            let _ = sink.send(close(code, &reason)).await;
-            let _ = sink.flush().await;
+            // A peer that reads nothing must not hold the connection (or shutdown) open.
+            let _ = tokio::time::timeout(limit, async {
+                let _ = sink.send(close(code, &reason)).await;
+                let _ = sink.flush().await;
+            })
+            .await;
         }
+    }
+
+    /// Ends the connection after a failed write: nothing more can be sent, not even a
+    /// close frame (a peer that takes no data takes no control frame either).
+    fn write_failed(&self, failure: WriteFailure) -> Option<(u16, String)> {
+        if let WriteFailure::Stalled = failure {
+            self.state.app.metrics.websocket_write_timeouts.inc();
+            tracing::info!(
+                ip = %self.client.ip,
+                "closing a WebSocket whose client stopped reading"
+            );
+        }
+        None
     }
 
     async fn on_text(&mut self, raw: &str) -> Step {
@@ -348,16 +415,38 @@ impl Connection {
             return Step::Continue;
         }
 
-        let stream = self.state.schema.execute_stream(request.data(context));
         let tx = self.outbox_tx.clone();
         let protocol = self.protocol;
         let metrics = self.state.app.metrics.clone();
         let task_id = id.clone();
-        let task = tokio::spawn(async move {
-            let _active = ActiveSubscription::new(&metrics);
-            forward(stream, tx.clone(), protocol, &task_id).await;
-            let _ = tx.send(Outgoing::Finished(task_id)).await;
-        });
+        let task = match shared_streams::shared_key(&request) {
+            Some(key) => {
+                // The result cannot depend on who asks (see `shared_streams`), so it
+                // runs as nobody, once for every subscriber of the same document.
+                let anonymous = RequestContext {
+                    viewer: None,
+                    client: self.client.clone(),
+                };
+                let schema = self.state.schema.clone();
+                let shared = self
+                    .state
+                    .shared
+                    .join(key, move || schema.execute_stream(request.data(anonymous)));
+                tokio::spawn(async move {
+                    let _active = ActiveSubscription::new(&metrics);
+                    follow(shared, tx.clone(), protocol, &task_id).await;
+                    let _ = tx.send(Outgoing::Finished(task_id)).await;
+                })
+            }
+            None => {
+                let stream = self.state.schema.execute_stream(request.data(context));
+                tokio::spawn(async move {
+                    let _active = ActiveSubscription::new(&metrics);
+                    forward(stream, tx.clone(), protocol, &task_id).await;
+                    let _ = tx.send(Outgoing::Finished(task_id)).await;
+                })
+            }
+        };
         self.operations.insert(id, task);
         Step::Continue
     }
@@ -409,21 +498,56 @@ async fn forward(
             return;
         }
         first = false;
-        let kind = match protocol {
-            Protocol::TransportWs => "next",
-            Protocol::Legacy => "data",
-        };
-        let payload = serde_json::to_value(&response).unwrap_or(Json::Null);
-        let message = text(json!({"id": id, "type": kind, "payload": payload}));
+        let payload = serde_json::to_string(&response).unwrap_or_else(|_| "null".to_owned());
+        let message = next_message(protocol, id, &payload);
         if tx.send(Outgoing::Message(message)).await.is_err() {
             return;
         }
     }
-    let _ = tx
-        .send(Outgoing::Message(text(
-            json!({"id": id, "type": "complete"}),
-        )))
-        .await;
+    let _ = tx.send(Outgoing::Message(complete_message(id))).await;
+}
+
+/// Forwards a shared execution to one subscriber: the latest payload at once, then
+/// each newer one (a slow subscriber skips straight to the latest), then how it ended.
+async fn follow(
+    mut shared: watch::Receiver<Shared>,
+    tx: mpsc::Sender<Outgoing>,
+    protocol: Protocol,
+    id: &str,
+) {
+    let mut sent = 0;
+    loop {
+        let (payload, end) = {
+            let now = shared.borrow_and_update();
+            let payload = now.latest.clone().filter(|_| now.version > sent);
+            sent = now.version;
+            (payload, now.end.clone())
+        };
+        if let Some(payload) = payload {
+            let message = next_message(protocol, id, &payload);
+            if tx.send(Outgoing::Message(message)).await.is_err() {
+                return;
+            }
+        }
+        match end {
+            Some(End::Complete) => {
+                let _ = tx.send(Outgoing::Message(complete_message(id))).await;
+                return;
+            }
+            Some(End::Refused(errors)) => {
+                for message in error_messages(protocol, id, errors.to_vec()) {
+                    let _ = tx.send(Outgoing::Message(message)).await;
+                }
+                return;
+            }
+            None => {}
+        }
+        // An error here means the execution was stopped without an end (the runtime
+        // is going away): nothing more will come.
+        if shared.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn error_messages(
@@ -445,7 +569,7 @@ fn error_messages(
             text(
                 json!({"id": id, "type": "error", "payload": errors.into_iter().next().unwrap_or(Json::Null)}),
             ),
-            text(json!({"id": id, "type": "complete"})),
+            complete_message(id),
         ],
     }
 }

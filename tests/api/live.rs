@@ -15,6 +15,7 @@ both_backends!(
     each_user_receives_only_their_own_order_updates_and_fills,
     a_client_that_reconnects_with_after_sequence_misses_nothing,
     tickers_push_the_latest_trade,
+    a_ticker_document_runs_once_for_all_its_subscribers,
     price_alerts_fire_once_per_crossing_and_become_notifications,
     sockets_of_revoked_sessions_close,
 );
@@ -317,6 +318,118 @@ async fn tickers_push_the_latest_trade(backend: Backend) {
     )
     .await;
     assert_eq!(refusal(&mut ws).await, "BAD_USER_INPUT");
+}
+
+/// The raw `next`/`data` message of subscription `id`, skipping keep-alives.
+async fn next_payload(ws: &mut Ws, id: &str) -> Value {
+    loop {
+        let message = match ws.next_within(20).await {
+            Frame::Json(message) => message,
+            other => panic!("expected a message, got {other:?}"),
+        };
+        match message["type"].as_str() {
+            Some("ka") => continue,
+            Some("next") | Some("data") if message["id"] == id => {
+                return message["payload"].clone()
+            }
+            _ => panic!("unexpected message: {message}"),
+        }
+    }
+}
+
+async fn a_ticker_document_runs_once_for_all_its_subscribers(backend: Backend) {
+    let Some((app, admin)) = TestApp::spawn_with_admin(backend).await else {
+        return;
+    };
+    const EXECUTIONS: &str = "tradegraph_shared_subscription_executions_total";
+    let (seller, buyer) = traders(&app, &admin).await;
+    place(&app, &seller, "SELL", "2000", "1").await;
+    place(&app, &buyer, "BUY", "2000", "1").await;
+    let query =
+        "subscription($m: String!) { ticker(market: $m) { market lastPrice volume24h at } }";
+    let eth = json!({"m": "ETH-USD"});
+
+    // Anonymous, signed in, and on the legacy protocol: one document, one execution.
+    let mut anonymous = connect(&app.address, None).await;
+    let mut signed_in = connect(&app.address, Some(&buyer)).await;
+    let mut legacy = app.websocket("graphql-ws").await;
+    legacy
+        .init(json!({"authorization": format!("Bearer {}", seller.access)}))
+        .await;
+    subscribe(&mut anonymous, "a", query, eth.clone()).await;
+    subscribe(&mut signed_in, "b", query, eth.clone()).await;
+    legacy
+        .send(json!({"id": "c", "type": "start", "payload": {"query": query, "variables": eth}}))
+        .await;
+    let first = next_payload(&mut anonymous, "a").await;
+    assert_eq!(first["data"]["ticker"]["lastPrice"], "2000", "{first}");
+    assert_eq!(next_payload(&mut signed_in, "b").await, first);
+    assert_eq!(next_payload(&mut legacy, "c").await, first);
+    assert_eq!(app.metric(EXECUTIONS).await, 1.0);
+
+    // Other variables, or another document, run on their own.
+    let mut other = connect(&app.address, None).await;
+    subscribe(&mut other, "btc", query, json!({"m": "BTC-USD"})).await;
+    let btc = next_payload(&mut other, "btc").await;
+    assert_eq!(btc["data"]["ticker"]["market"], "BTC-USD", "{btc}");
+    let literal = "subscription { ticker(market: \"ETH-USD\") { market lastPrice volume24h at } }";
+    subscribe(&mut other, "lit", literal, json!({})).await;
+    assert_eq!(next_payload(&mut other, "lit").await, first);
+    assert_eq!(app.metric(EXECUTIONS).await, 3.0);
+
+    // A trade reaches every subscriber of the shared one with the same payload.
+    place(&app, &seller, "SELL", "2100", "0.5").await;
+    place(&app, &buyer, "BUY", "2100", "0.5").await;
+    let second = next_payload(&mut anonymous, "a").await;
+    assert_eq!(second["data"]["ticker"]["lastPrice"], "2100", "{second}");
+    assert_eq!(second["data"]["ticker"]["volume24h"], "1.5");
+    assert_eq!(next_payload(&mut signed_in, "b").await, second);
+    assert_eq!(next_payload(&mut legacy, "c").await, second);
+    assert_eq!(next_payload(&mut other, "lit").await, second);
+
+    // An unknown market is refused, for the first subscriber and for a later one (the
+    // refused execution is over by then, so the later one runs it again).
+    for ws in [&mut anonymous, &mut signed_in] {
+        subscribe(ws, "bad", query, json!({"m": "NOPE-USD"})).await;
+        assert_eq!(refusal(ws).await, "BAD_USER_INPUT");
+        let done = ws.next_json().await;
+        assert_eq!(
+            (done["type"].as_str(), done["id"].as_str()),
+            (Some("complete"), Some("bad"))
+        );
+    }
+
+    // A document refused before it runs gets the protocol's `error` message.
+    let invalid = "subscription { ticker(market: \"ETH-USD\") { nope } }";
+    subscribe(&mut other, "invalid", invalid, json!({})).await;
+    let error = other.next_json().await;
+    assert_eq!(
+        (error["type"].as_str(), error["id"].as_str()),
+        (Some("error"), Some("invalid")),
+        "{error}"
+    );
+
+    // Once nobody watches, the execution stops and so does the market's ticker.
+    drop((anonymous, signed_in, legacy, other));
+    for _ in 0..400 {
+        if app.events.subscribers_of(&Topic::Market("ETH-USD".into())) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        app.events.subscribers_of(&Topic::Market("ETH-USD".into())),
+        0
+    );
+    let mut again = connect(&app.address, None).await;
+    subscribe(&mut again, "a", query, json!({"m": "ETH-USD"})).await;
+    let fourth = next_payload(&mut again, "a").await;
+    assert_eq!(fourth["data"]["ticker"]["lastPrice"], "2100", "{fourth}");
+    assert_eq!(
+        app.metric(EXECUTIONS).await,
+        7.0,
+        "two unknown markets, an invalid document and a restart"
+    );
 }
 
 async fn price_alerts_fire_once_per_crossing_and_become_notifications(backend: Backend) {
