@@ -25,6 +25,8 @@ pub struct Metrics {
     pub shared_subscription_executions: IntCounter,
     /// WebSockets cut off because the peer took nothing for the write timeout.
     pub websocket_write_timeouts: IntCounter,
+    /// WebSocket writes under way; one that stays is a peer that stopped reading.
+    pub websocket_writes_pending: IntGauge,
     known_operations: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
@@ -71,6 +73,12 @@ impl Metrics {
             "WebSocket connections closed because the peer accepted nothing for WS_WRITE_TIMEOUT_MS",
         )
         .unwrap_or_else(unreachable_metric);
+        let websocket_writes_pending = IntGauge::new(
+            "websocket_writes_pending",
+            "WebSocket writes waiting for the peer to take them; a write that stays here is a \
+             client that stopped reading (cut off after WS_WRITE_TIMEOUT_MS)",
+        )
+        .unwrap_or_else(unreachable_metric);
         for collector in [
             Box::new(graphql_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -80,6 +88,7 @@ impl Metrics {
             Box::new(subscriptions_active.clone()),
             Box::new(shared_subscription_executions.clone()),
             Box::new(websocket_write_timeouts.clone()),
+            Box::new(websocket_writes_pending.clone()),
         ] {
             if let Err(error) = registry.register(collector) {
                 tracing::error!(%error, "metric registration failed");
@@ -95,6 +104,7 @@ impl Metrics {
             subscriptions_active,
             shared_subscription_executions,
             websocket_write_timeouts,
+            websocket_writes_pending,
             known_operations: Default::default(),
         }
     }

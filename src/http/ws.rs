@@ -142,7 +142,9 @@ async fn write(
     sink: &mut SplitSink<WebSocket, Message>,
     message: Message,
     limit: Duration,
+    metrics: &Metrics,
 ) -> Result<(), WriteFailure> {
+    let _pending = Pending::new(&metrics.websocket_writes_pending);
     match tokio::time::timeout(limit, sink.send(message)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(WriteFailure::Closed),
@@ -206,6 +208,7 @@ impl Connection {
         keep_alive.tick().await;
         let mut shutdown = self.state.app.shutdown.clone();
         let limit = self.write_timeout;
+        let metrics = self.state.app.metrics.clone();
 
         let closing: Option<(u16, String)> = loop {
             tokio::select! {
@@ -234,7 +237,7 @@ impl Connection {
                             continue;
                         }
                     };
-                    if let Err(failure) = write(&mut sink, message, limit).await {
+                    if let Err(failure) = write(&mut sink, message, limit, &metrics).await {
                         break self.write_failed(failure);
                     }
                 }
@@ -251,7 +254,7 @@ impl Connection {
                         Protocol::Legacy if self.context.is_some() => text(json!({"type": "ka"})),
                         _ => Message::Ping(Default::default()),
                     };
-                    if let Err(failure) = write(&mut sink, message, limit).await {
+                    if let Err(failure) = write(&mut sink, message, limit, &metrics).await {
                         break self.write_failed(failure);
                     }
                 }
@@ -626,6 +629,22 @@ async fn next_revocation(feed: &mut Option<Feed>) -> Option<Delivery> {
 
 fn truncate(value: &str) -> String {
     value.chars().take(64).collect()
+}
+
+/// Counts something under way in a gauge for as long as it lives.
+struct Pending<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Pending<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Pending(gauge)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Counts a running subscription for `/metrics` for as long as it lives.

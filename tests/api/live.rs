@@ -10,6 +10,9 @@ use tradegraph::events::Topic;
 
 use crate::both_backends;
 use crate::helpers::{code, email, Auth, Backend, Frame, TestApp, Ws, PASSWORD};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 both_backends!(
     each_user_receives_only_their_own_order_updates_and_fills,
@@ -882,4 +885,145 @@ async fn events_cross_replicas_and_survive_a_redis_restart() {
         remote_seen, expected,
         "nothing lost or repeated across the outage"
     );
+}
+
+/// Polls `/metrics` until `check` holds for `name`; panics after a generous while.
+async fn until_metric(app: &TestApp, name: &str, check: impl Fn(f64) -> bool) -> f64 {
+    for _ in 0..600 {
+        let value = app.metric(name).await;
+        if check(value) {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} never reached the expected value");
+}
+
+/// A client that subscribes to far more than its buffers hold and then reads nothing:
+/// the server's writes to it stall, yet another client keeps getting its live events
+/// and mutations keep completing; after the write timeout the server cuts the stalled
+/// client off, and the client, once it reads, reaches the end of the stream. SQLite
+/// only: the behaviour under test is the WebSocket layer's, the same on either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_without_holding_up_others() {
+    const OPEN: &str = "tradegraph_websocket_connections";
+    const STALLED: &str = "tradegraph_websocket_writes_pending";
+    const CUT_OFF: &str = "tradegraph_websocket_write_timeouts_total";
+    // Long enough that the checks below finish well inside it even on a loaded
+    // machine (they are verified to have), short enough not to slow the suite much.
+    let vars = [
+        ("WS_OUTBOX_CAPACITY", "4"),
+        ("WS_WRITE_TIMEOUT_MS", "10000"),
+        ("RATE_LIMIT_PER_MINUTE", "0"),
+    ];
+    let Some((app, admin)) = TestApp::spawn_with_admin_and(Backend::Sqlite, &vars).await else {
+        return;
+    };
+    let hoarder = app.register(&email("hoarder")).await;
+    let watcher = app.register(&email("watcher")).await;
+    fund(&app, &admin, &hoarder, "USD", "1000000").await;
+    fund(&app, &admin, &watcher, "USD", "1000000").await;
+    const ORDERS: usize = 30;
+    for _ in 0..ORDERS {
+        place(&app, &hoarder, "BUY", "1000", "0.01").await;
+    }
+
+    // The normal client follows the watcher's orders live.
+    let mut normal = connect(&app.address, Some(&watcher)).await;
+    subscribe(&mut normal, "u", UPDATES, json!({})).await;
+    wait_for_subscribers(&app, Topic::Orders(uid(&watcher)), 1).await;
+
+    // The slow client: a small receive buffer, then 40 replays of 30 updates of about
+    // 15 KB each (25 aliased copies of the order): some 18 MB, far beyond what the
+    // socket buffers (at most 4 MB on Linux) and the outbox hold.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    let stream = socket
+        .connect(app.address.parse().expect("address"))
+        .await
+        .expect("connects");
+    let mut request = format!("ws://{}/graphql", app.address)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut slow, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("handshake");
+    let send = |value: Value| Message::Text(value.to_string().into());
+    let init = json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {}", hoarder.access)}});
+    slow.send(send(init)).await.expect("init sent");
+    match slow.next().await {
+        Some(Ok(Message::Text(ack))) => assert!(ack.contains("connection_ack"), "{ack}"),
+        other => panic!("expected the ack: {other:?}"),
+    }
+    let fields = "id clientOrderId createdAt expireAt fee filledQuantity postOnly price \
+                  quantity quoteQuantity rejectReason remainingQuantity selfTradePrevention \
+                  side status timeInForce triggerPrice type updatedAt averageFillPrice";
+    let copies: Vec<String> = (0..25)
+        .map(|i| format!("o{i}: order {{ {fields} }}"))
+        .collect();
+    let big = format!(
+        "subscription {{ orderUpdates(afterSequence: 0) {{ sequence {} }} }}",
+        copies.join(" ")
+    );
+    for i in 0..40 {
+        let subscribe =
+            json!({"id": format!("s{i}"), "type": "subscribe", "payload": {"query": big}});
+        slow.send(send(subscribe)).await.expect("subscribe sent");
+    }
+    // From here on the slow client reads nothing. Wait for the server's write to it to
+    // stall (the normal client is idle, so a pending write is the slow one's).
+    until_metric(&app, STALLED, |n| n >= 1.0).await;
+
+    // Meanwhile the normal client gets its live events, and mutations complete.
+    for round in 0..3 {
+        let order = place(&app, &watcher, "BUY", "900", "0.01").await;
+        let (_, data) = next_data(&mut normal).await;
+        let update = &data["orderUpdates"];
+        assert_eq!(
+            update["order"]["id"],
+            order.as_str(),
+            "round {round}: {data}"
+        );
+        assert_eq!(update["kind"], "CREATED");
+    }
+    let other = connect(&app.address, Some(&watcher)).await;
+    drop(other);
+    // All of that happened while the slow client was stuck: it has not been cut off.
+    assert_eq!(
+        app.metric(CUT_OFF).await,
+        0.0,
+        "the checks outlasted the write timeout; the machine is too slow for this test"
+    );
+    assert!(app.metric(STALLED).await >= 1.0);
+
+    // After the write timeout, the server gives up on it.
+    until_metric(&app, CUT_OFF, |n| n == 1.0).await;
+    until_metric(&app, OPEN, |n| n == 1.0).await;
+    assert_eq!(app.metric(STALLED).await, 0.0);
+    // What the kernel still held arrives, then the stream ends without a `complete`
+    // for every subscription (the server never got that far).
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut completes = 0;
+        while let Some(Ok(message)) = slow.next().await {
+            if let Message::Text(text) = message {
+                completes += usize::from(text.contains("\"type\":\"complete\""));
+            }
+        }
+        completes
+    })
+    .await
+    .expect("the slow client reaches the end of the stream");
+    assert!(
+        drained < 40,
+        "the server stopped before finishing: {drained} completed"
+    );
+
+    // The normal client never noticed.
+    let order = place(&app, &watcher, "BUY", "900", "0.01").await;
+    let (_, data) = next_data(&mut normal).await;
+    assert_eq!(data["orderUpdates"]["order"]["id"], order.as_str());
 }
