@@ -26,6 +26,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value as Json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::StreamMap;
 
 use super::graphql::{is_request_error, nesting_depth};
 use super::shared_streams::{self, End, Shared};
@@ -158,10 +159,18 @@ enum Step {
     Close(u16, String),
 }
 
-/// Work finished by a subscription task, reported back to the connection loop.
+/// Work finished by a subscription, reported back to the connection loop.
 enum Outgoing {
     Message(Message),
     Finished(String),
+}
+
+/// A running operation of the connection.
+enum Operation {
+    /// Executed by a task of its own, which sends through the outbox.
+    Task(JoinHandle<()>),
+    /// Following a shared execution, polled by the connection loop itself.
+    Shared,
 }
 
 struct Connection {
@@ -172,7 +181,11 @@ struct Connection {
     target: String,
     context: Option<RequestContext>,
     init_received: bool,
-    operations: HashMap<String, JoinHandle<()>>,
+    operations: HashMap<String, Operation>,
+    /// The shared executions followed, by operation id. Polled by the connection loop
+    /// only when it is ready to write, so a client slower than the updates is sent the
+    /// latest value instead of a queue of stale ones, and no task is spent per subscriber.
+    shared: StreamMap<String, FollowStream>,
     outbox_tx: mpsc::Sender<Outgoing>,
     outbox_rx: mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
@@ -193,6 +206,7 @@ impl Connection {
             context: None,
             init_received: false,
             operations: HashMap::new(),
+            shared: StreamMap::new(),
             outbox_tx,
             outbox_rx,
             write_timeout,
@@ -230,13 +244,13 @@ impl Connection {
                     }
                 }
                 Some(outgoing) = self.outbox_rx.recv() => {
-                    let message = match outgoing {
-                        Outgoing::Message(message) => message,
-                        Outgoing::Finished(id) => {
-                            self.operations.remove(&id);
-                            continue;
-                        }
-                    };
+                    let Some(message) = self.outgoing(outgoing) else { continue };
+                    if let Err(failure) = write(&mut sink, message, limit, &metrics).await {
+                        break self.write_failed(failure);
+                    }
+                }
+                Some((_, outgoing)) = self.shared.next(), if !self.shared.is_empty() => {
+                    let Some(message) = self.outgoing(outgoing) else { continue };
                     if let Err(failure) = write(&mut sink, message, limit, &metrics).await {
                         break self.write_failed(failure);
                     }
@@ -266,8 +280,10 @@ impl Connection {
             }
         };
 
-        for (_, task) in self.operations.drain() {
-            task.abort();
+        for (_, operation) in self.operations.drain() {
+            if let Operation::Task(task) = operation {
+                task.abort();
+            }
         }
         if let Some((code, reason)) = closing {
             // A peer that reads nothing must not hold the connection (or shutdown) open.
@@ -276,6 +292,28 @@ impl Connection {
                 let _ = sink.flush().await;
             })
             .await;
+        }
+    }
+
+    /// The message to write for `outgoing`, after noting a finished operation.
+    fn outgoing(&mut self, outgoing: Outgoing) -> Option<Message> {
+        match outgoing {
+            Outgoing::Message(message) => Some(message),
+            Outgoing::Finished(id) => {
+                self.operations.remove(&id);
+                None
+            }
+        }
+    }
+
+    /// Stops operation `id`, if it runs.
+    fn stop(&mut self, id: &str) {
+        match self.operations.remove(id) {
+            Some(Operation::Task(task)) => task.abort(),
+            Some(Operation::Shared) => {
+                self.shared.remove(id);
+            }
+            None => {}
         }
     }
 
@@ -319,8 +357,8 @@ impl Connection {
                 self.on_subscribe(id, payload).await
             }
             (Protocol::TransportWs, "complete") | (Protocol::Legacy, "stop") => {
-                if let Some(task) = id.and_then(|id| self.operations.remove(&id)) {
-                    task.abort();
+                if let Some(id) = id {
+                    self.stop(&id);
                 }
                 Step::Continue
             }
@@ -422,7 +460,7 @@ impl Connection {
         let protocol = self.protocol;
         let metrics = self.state.app.metrics.clone();
         let task_id = id.clone();
-        let task = match shared_streams::shared_key(&request) {
+        let operation = match shared_streams::shared_key(&request) {
             Some(key) => {
                 // The result cannot depend on who asks (see `shared_streams`), so it
                 // runs as nobody, once for every subscriber of the same document.
@@ -435,22 +473,21 @@ impl Connection {
                     .state
                     .shared
                     .join(key, move || schema.execute_stream(request.data(anonymous)));
-                tokio::spawn(async move {
-                    let _active = ActiveSubscription::new(&metrics);
-                    follow(shared, tx.clone(), protocol, &task_id).await;
-                    let _ = tx.send(Outgoing::Finished(task_id)).await;
-                })
+                let active = ActiveSubscription::new(&metrics);
+                self.shared
+                    .insert(id.clone(), follow(shared, protocol, task_id, active));
+                Operation::Shared
             }
             None => {
                 let stream = self.state.schema.execute_stream(request.data(context));
-                tokio::spawn(async move {
+                Operation::Task(tokio::spawn(async move {
                     let _active = ActiveSubscription::new(&metrics);
                     forward(stream, tx.clone(), protocol, &task_id).await;
                     let _ = tx.send(Outgoing::Finished(task_id)).await;
-                })
+                }))
             }
         };
-        self.operations.insert(id, task);
+        self.operations.insert(id, operation);
         Step::Continue
     }
 
@@ -510,47 +547,73 @@ async fn forward(
     let _ = tx.send(Outgoing::Message(complete_message(id))).await;
 }
 
-/// Forwards a shared execution to one subscriber: the latest payload at once, then
-/// each newer one (a slow subscriber skips straight to the latest), then how it ended.
-async fn follow(
-    mut shared: watch::Receiver<Shared>,
-    tx: mpsc::Sender<Outgoing>,
+/// A subscriber's following of a shared execution (`Sync`, as the connection is).
+type FollowStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Outgoing> + Send + Sync>>;
+
+/// One subscriber's view of a shared execution: the latest payload at once, then the
+/// latest one each time the connection is ready for more (so a slow subscriber skips
+/// straight to the newest), then how it ended, then `Finished`.
+fn follow(
+    shared: watch::Receiver<Shared>,
     protocol: Protocol,
-    id: &str,
-) {
-    let mut sent = 0;
-    loop {
-        let (payload, end) = {
-            let now = shared.borrow_and_update();
-            let payload = now.latest.clone().filter(|_| now.version > sent);
-            sent = now.version;
-            (payload, now.end.clone())
-        };
-        if let Some(payload) = payload {
-            let message = next_message(protocol, id, &payload);
-            if tx.send(Outgoing::Message(message)).await.is_err() {
-                return;
-            }
-        }
-        match end {
-            Some(End::Complete) => {
-                let _ = tx.send(Outgoing::Message(complete_message(id))).await;
-                return;
-            }
-            Some(End::Refused(errors)) => {
-                for message in error_messages(protocol, id, errors.to_vec()) {
-                    let _ = tx.send(Outgoing::Message(message)).await;
-                }
-                return;
-            }
-            None => {}
-        }
-        // An error here means the execution was stopped without an end (the runtime
-        // is going away): nothing more will come.
-        if shared.changed().await.is_err() {
-            return;
-        }
+    id: String,
+    active: ActiveSubscription,
+) -> FollowStream {
+    struct Follower {
+        shared: watch::Receiver<Shared>,
+        /// The version of the last payload sent.
+        sent: u64,
+        ready: std::collections::VecDeque<Outgoing>,
+        done: bool,
+        _active: ActiveSubscription,
     }
+    let follower = Follower {
+        shared,
+        sent: 0,
+        ready: Default::default(),
+        done: false,
+        _active: active,
+    };
+    let stream = futures_util::stream::unfold(follower, move |mut f| {
+        let id = id.clone();
+        async move {
+            loop {
+                if let Some(outgoing) = f.ready.pop_front() {
+                    return Some((outgoing, f));
+                }
+                if f.done {
+                    return None;
+                }
+                let (payload, end) = {
+                    let now = f.shared.borrow_and_update();
+                    let payload = now.latest.clone().filter(|_| now.version > f.sent);
+                    f.sent = now.version;
+                    (payload, now.end.clone())
+                };
+                if let Some(payload) = payload {
+                    let message = next_message(protocol, &id, &payload);
+                    f.ready.push_back(Outgoing::Message(message));
+                }
+                let end_messages = match end {
+                    Some(End::Complete) => Some(vec![complete_message(&id)]),
+                    Some(End::Refused(errors)) => {
+                        Some(error_messages(protocol, &id, errors.to_vec()))
+                    }
+                    None => None,
+                };
+                if let Some(messages) = end_messages {
+                    f.ready.extend(messages.into_iter().map(Outgoing::Message));
+                    f.ready.push_back(Outgoing::Finished(id.clone()));
+                    f.done = true;
+                } else if f.ready.is_empty() && f.shared.changed().await.is_err() {
+                    // Stopped without an end (the runtime is going away).
+                    f.ready.push_back(Outgoing::Finished(id.clone()));
+                    f.done = true;
+                }
+            }
+        }
+    });
+    Box::pin(stream)
 }
 
 fn error_messages(

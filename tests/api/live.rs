@@ -412,6 +412,12 @@ async fn a_ticker_document_runs_once_for_all_its_subscribers(backend: Backend) {
         "{error}"
     );
 
+    // A subscriber that completes stops following; the others go on.
+    const ACTIVE: &str = "tradegraph_subscriptions_active";
+    until_metric(&app, ACTIVE, |n| n == 5.0).await;
+    signed_in.send(json!({"id": "b", "type": "complete"})).await;
+    until_metric(&app, ACTIVE, |n| n == 4.0).await;
+
     // Once nobody watches, the execution stops and so does the market's ticker.
     drop((anonymous, signed_in, legacy, other));
     for _ in 0..400 {
