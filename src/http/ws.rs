@@ -233,7 +233,7 @@ impl Connection {
                         Some(Err(_)) | None => break None,
                     };
                     let step = match message {
-                        Message::Text(text) => self.on_text(text.as_str()).await,
+                        Message::Text(text) => Box::pin(self.on_text(text.as_str())).await,
                         Message::Binary(_) => Step::Close(4400, "Binary messages are not supported".into()),
                         Message::Ping(_) | Message::Pong(_) => Step::Continue,
                         Message::Close(_) => break None,
@@ -256,7 +256,7 @@ impl Connection {
                     }
                 }
                 Some(delivery) = next_revocation(&mut self.revocations) => {
-                    if self.session_ended(delivery).await {
+                    if Box::pin(self.session_ended(delivery)).await {
                         break Some((4403, "Forbidden: the session was revoked".into()));
                     }
                 }

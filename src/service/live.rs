@@ -163,8 +163,11 @@ impl OrderFeed {
             if let Some(update) = self.ready.pop_front() {
                 return Some(Ok(update));
             }
+            // The database work is boxed so that the feed, idle most of its life,
+            // does not keep room for those futures (ten thousand subscribers each
+            // hold one).
             if self.catching_up {
-                if let Err(error) = self.replay_page().await {
+                if let Err(error) = Box::pin(self.replay_page()).await {
                     return Some(Err(error));
                 }
                 continue;
@@ -201,7 +204,7 @@ impl OrderFeed {
                         fill_id: *fill_id,
                         created_at: Utc::now(),
                     };
-                    if let Err(error) = self.resolve(vec![row]).await {
+                    if let Err(error) = Box::pin(self.resolve(vec![row])).await {
                         return Some(Err(error));
                     }
                 }
