@@ -11,8 +11,10 @@
 //!    b. latency: `BENCH_WS_TRADES` trades one after another, each filling one
 //!    subscriber's resting order; for each, the time from the fill's `createdAt`
 //!    (stamped inside the trade's transaction, so this slightly overstates
-//!    commit-to-delivery) to the subscriber receiving it; every trade also pushes a
-//!    ticker to every subscriber;
+//!    commit-to-delivery) to the subscriber receiving it; every trade also changes the
+//!    ticker every subscriber follows, pushed at most once per
+//!    `BENCH_WS_TICKER_INTERVAL_MS` (the server's `TICKER_INTERVAL_MS`, default 250;
+//!    0 pushes one per trade);
 //!    c. saturation: `BENCH_WS_SAT_CONCURRENCY` trading loops for `BENCH_WS_SAT_SECS`
 //!    seconds; messages delivered to all clients per second.
 //!
@@ -120,6 +122,7 @@ struct Settings {
     trades: usize,
     sat_secs: u64,
     sat_concurrency: usize,
+    ticker_interval_ms: u64,
 }
 
 impl Settings {
@@ -134,6 +137,7 @@ impl Settings {
             trades: get("BENCH_WS_TRADES", "300")? as usize,
             sat_secs: get("BENCH_WS_SAT_SECS", "10")?,
             sat_concurrency: get("BENCH_WS_SAT_CONCURRENCY", "4")? as usize,
+            ticker_interval_ms: get("BENCH_WS_TICKER_INTERVAL_MS", "250")?,
         })
     }
 }
@@ -536,6 +540,10 @@ async fn run() -> anyhow::Result<()> {
         ("WS_INIT_TIMEOUT_SECS", "120".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
         ("REDIS_URL", String::new()),
+        (
+            "TICKER_INTERVAL_MS",
+            settings.ticker_interval_ms.to_string(),
+        ),
     ];
     let (server, port) = spawn_role("server", &env).await?;
     let pid = server.id().context("server pid")?;
@@ -661,7 +669,8 @@ async fn run() -> anyhow::Result<()> {
     println!("| bare axum WebSocket, RSS per idle connection | {echo_kib:.1} KiB |");
     println!("| tradegraph, RSS per idle subscribed connection | {per_connection:.1} KiB |");
     println!(
-        "| fill `createdAt` to delivery, p50 / p99 / max ({maker_fills} fills, one trade at a time, each also pushing {clients} tickers) | {:.1} / {:.1} / {:.1} ms |",
+        "| fill `createdAt` to delivery, p50 / p99 / max ({maker_fills} fills, one trade at a time; the ticker to all {clients} at most every {} ms) | {:.1} / {:.1} / {:.1} ms |",
+        settings.ticker_interval_ms,
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0),
         latencies.last().copied().unwrap_or(f64::NAN)

@@ -172,6 +172,8 @@ pub struct Config {
     /// Messages queued for one WebSocket before its subscriptions wait (and then fall
     /// behind on the bus without holding anyone else up).
     pub ws_outbox_capacity: usize,
+    /// A market's ticker is pushed at most once per interval (the latest value).
+    pub ticker_interval: Duration,
     /// How long one write to a WebSocket may wait for the peer to take it before the
     /// connection is cut, so a client that stops reading cannot pin memory.
     pub ws_write_timeout: Duration,
@@ -395,6 +397,7 @@ impl Config {
             ws_max_subscriptions: env.parse("WS_MAX_SUBSCRIPTIONS", "50")?,
             ws_outbox_capacity: env.parse("WS_OUTBOX_CAPACITY", "256")?,
             ws_write_timeout: env.millis("WS_WRITE_TIMEOUT_MS", 30_000)?,
+            ticker_interval: env.millis("TICKER_INTERVAL_MS", 250)?,
             rate_limit_per_minute,
             rate_limits,
             api_keys: ApiKeySettings {
