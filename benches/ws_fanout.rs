@@ -11,10 +11,16 @@
 //!    b. latency: `BENCH_WS_TRADES` trades one after another, each filling one
 //!    subscriber's resting order; for each, the time from the fill's `createdAt`
 //!    (stamped inside the trade's transaction, so this slightly overstates
-//!    commit-to-delivery) to the subscriber receiving it; every trade also pushes a
-//!    ticker to every subscriber;
+//!    commit-to-delivery) to the subscriber receiving it; every trade also changes the
+//!    ticker every subscriber follows, pushed at most once per
+//!    `BENCH_WS_TICKER_INTERVAL_MS` (the server's `TICKER_INTERVAL_MS`, default 250;
+//!    0 pushes one per trade);
 //!    c. saturation: `BENCH_WS_SAT_CONCURRENCY` trading loops for `BENCH_WS_SAT_SECS`
 //!    seconds; messages delivered to all clients per second.
+//!
+//! Other work on the machine (a build, say) takes cores from the server and the
+//! clients and skews every number, so the report says how busy the machine was just
+//! before the run and how much CPU other processes took during each timed window.
 //!
 //! Run: `ulimit -n 65536; TRADEGRAPH_SKIP_PLAYGROUND=1 cargo bench --bench ws_fanout`.
 //! Servers run as child processes (this program re-executed with `WS_FANOUT_ROLE`), so
@@ -48,12 +54,75 @@ const SUBSCRIBE_FILLS: &str =
     "subscription { fills(afterSequence: 0) { id price quantity createdAt } }";
 /// Connections opened at once while connecting.
 const CONNECT_CONCURRENCY: usize = 256;
+/// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`; 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time used so far, in ticks: by the whole machine, this program and the server.
+struct CpuSample {
+    at: Instant,
+    machine: u64,
+    bench: u64,
+    server: u64,
+}
+
+impl CpuSample {
+    /// Best effort: zeros where `/proc` cannot be read.
+    fn take(server_pid: Option<u32>) -> CpuSample {
+        let process = |path: &str| -> u64 {
+            let stat = std::fs::read_to_string(path).unwrap_or_default();
+            // Fields after the command name: utime and stime are the 12th and 13th.
+            let fields: Vec<&str> = stat
+                .rfind(')')
+                .and_then(|close| stat.get(close + 1..))
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
+            let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+            field(11).unwrap_or(0) + field(12).unwrap_or(0)
+        };
+        let machine = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| {
+                let line = stat.lines().find(|l| l.starts_with("cpu "))?.to_owned();
+                let fields: Vec<u64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|f| f.parse().ok())
+                    .collect();
+                // user nice system idle iowait irq softirq steal: busy is all but idle
+                // and iowait.
+                let idle =
+                    fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+                Some(fields.iter().take(8).sum::<u64>().saturating_sub(idle))
+            })
+            .unwrap_or(0);
+        CpuSample {
+            at: Instant::now(),
+            machine,
+            bench: process("/proc/self/stat"),
+            server: server_pid.map_or(0, |pid| process(&format!("/proc/{pid}/stat"))),
+        }
+    }
+
+    /// Cores used since `before` (1.0 = one core busy the whole window):
+    /// (machine, this program, the server, everything else).
+    fn since(&self, before: &CpuSample) -> (f64, f64, f64, f64) {
+        let seconds = self.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        let cores =
+            |now: u64, then: u64| now.saturating_sub(then) as f64 / TICKS_PER_SECOND / seconds;
+        let machine = cores(self.machine, before.machine);
+        let bench = cores(self.bench, before.bench);
+        let server = cores(self.server, before.server);
+        (machine, bench, server, (machine - bench - server).max(0.0))
+    }
+}
 
 struct Settings {
     clients: usize,
     trades: usize,
     sat_secs: u64,
     sat_concurrency: usize,
+    ticker_interval_ms: u64,
 }
 
 impl Settings {
@@ -68,6 +137,7 @@ impl Settings {
             trades: get("BENCH_WS_TRADES", "300")? as usize,
             sat_secs: get("BENCH_WS_SAT_SECS", "10")?,
             sat_concurrency: get("BENCH_WS_SAT_CONCURRENCY", "4")? as usize,
+            ticker_interval_ms: get("BENCH_WS_TICKER_INTERVAL_MS", "250")?,
         })
     }
 }
@@ -443,6 +513,14 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     let clients = settings.clients;
+    let quiet = CpuSample::take(None);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (busy_before, _, _, _) = CpuSample::take(None).since(&quiet);
+    if busy_before > 0.25 {
+        eprintln!(
+            "warning: the machine is already {busy_before:.2} cores busy: results will be off"
+        );
+    }
     eprintln!("part 1: bare axum WebSocket echo, {clients} idle connections");
     let echo_kib = echo_memory(clients).await?;
 
@@ -462,6 +540,10 @@ async fn run() -> anyhow::Result<()> {
         ("WS_INIT_TIMEOUT_SECS", "120".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
         ("REDIS_URL", String::new()),
+        (
+            "TICKER_INTERVAL_MS",
+            settings.ticker_interval_ms.to_string(),
+        ),
     ];
     let (server, port) = spawn_role("server", &env).await?;
     let pid = server.id().context("server pid")?;
@@ -509,6 +591,7 @@ async fn run() -> anyhow::Result<()> {
     }
 
     eprintln!("part 2b: {traders} trades one after another");
+    let latency_window = CpuSample::take(Some(pid));
     for (_, token) in users.iter().take(traders) {
         http.place(token, "SELL", "2000", "0.01").await?;
         http.place(&taker, "BUY", "2000", "0.01").await?;
@@ -525,6 +608,7 @@ async fn run() -> anyhow::Result<()> {
         .unwrap_or_default();
     latencies.sort_by(f64::total_cmp);
     let maker_fills = latencies.len();
+    let latency_cpu = CpuSample::take(Some(pid)).since(&latency_window);
 
     eprintln!(
         "part 2c: saturation, {} trading loops for {} s",
@@ -535,6 +619,7 @@ async fn run() -> anyhow::Result<()> {
     let start_count = delivered(&observed);
     let trades_done = Arc::new(AtomicU64::new(0));
     let window = Duration::from_secs(settings.sat_secs);
+    let saturation_window = CpuSample::take(Some(pid));
     let started = Instant::now();
     let mut loops = JoinSet::new();
     for worker in 0..settings.sat_concurrency {
@@ -570,6 +655,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let sat_delivered = delivered(&observed) - start_count;
+    let saturation_cpu = CpuSample::take(Some(pid)).since(&saturation_window);
     let sat_trades = trades_done.load(Ordering::Relaxed);
     let peak_rss = rss_kib(pid)?;
     readers.abort_all();
@@ -583,7 +669,8 @@ async fn run() -> anyhow::Result<()> {
     println!("| bare axum WebSocket, RSS per idle connection | {echo_kib:.1} KiB |");
     println!("| tradegraph, RSS per idle subscribed connection | {per_connection:.1} KiB |");
     println!(
-        "| fill `createdAt` to delivery, p50 / p99 / max ({maker_fills} fills, one trade at a time, each also pushing {clients} tickers) | {:.1} / {:.1} / {:.1} ms |",
+        "| fill `createdAt` to delivery, p50 / p99 / max ({maker_fills} fills, one trade at a time; the ticker to all {clients} at most every {} ms) | {:.1} / {:.1} / {:.1} ms |",
+        settings.ticker_interval_ms,
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0),
         latencies.last().copied().unwrap_or(f64::NAN)
@@ -605,5 +692,15 @@ async fn run() -> anyhow::Result<()> {
         "| unexpected messages (errors) | {} |",
         observed.errors.load(Ordering::Relaxed)
     );
+    println!(
+        "| machine busy just before the run (near 0 for trustworthy numbers) | {busy_before:.2} cores |"
+    );
+    for (window, (machine, bench, server, rest)) in
+        [("latency", latency_cpu), ("saturation", saturation_cpu)]
+    {
+        println!(
+            "| CPU during the {window} window: server / clients (this program) / other processes | {server:.2} / {bench:.2} / {rest:.2} cores of {machine:.2} busy |"
+        );
+    }
     Ok(())
 }

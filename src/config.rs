@@ -169,6 +169,14 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub ws_init_timeout: Duration,
     pub ws_max_subscriptions: usize,
+    /// Messages queued for one WebSocket before its subscriptions wait (and then fall
+    /// behind on the bus without holding anyone else up).
+    pub ws_outbox_capacity: usize,
+    /// A market's ticker is pushed at most once per interval (the latest value).
+    pub ticker_interval: Duration,
+    /// How long one write to a WebSocket may wait for the peer to take it before the
+    /// connection is cut, so a client that stops reading cannot pin memory.
+    pub ws_write_timeout: Duration,
     /// Seed demo assets and markets into an empty database.
     pub seed_demo_data: bool,
     /// Run the demo bot (`serve --demo` or `DEMO_BOT=true`).
@@ -387,6 +395,9 @@ impl Config {
             shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT_SECS", 10)?,
             ws_init_timeout: env.seconds("WS_INIT_TIMEOUT_SECS", 10)?,
             ws_max_subscriptions: env.parse("WS_MAX_SUBSCRIPTIONS", "50")?,
+            ws_outbox_capacity: env.parse("WS_OUTBOX_CAPACITY", "256")?,
+            ws_write_timeout: env.millis("WS_WRITE_TIMEOUT_MS", 30_000)?,
+            ticker_interval: env.millis("TICKER_INTERVAL_MS", 250)?,
             rate_limit_per_minute,
             rate_limits,
             api_keys: ApiKeySettings {
@@ -427,10 +438,14 @@ impl Config {
             ("MAX_QUERY_COMPLEXITY", l.max_complexity),
             ("MAX_BATCH_SIZE", l.max_batch_size),
             ("MAX_BODY_BYTES", l.max_body_bytes),
+            ("WS_OUTBOX_CAPACITY", self.ws_outbox_capacity),
         ] {
             if value == 0 {
                 bail!("{name} must be greater than zero");
             }
+        }
+        if self.ws_write_timeout.is_zero() {
+            bail!("WS_WRITE_TIMEOUT_MS must be greater than zero");
         }
         if self.access_token_ttl.is_zero() || self.refresh_token_ttl <= self.access_token_ttl {
             bail!("REFRESH_TOKEN_TTL_SECS must be longer than ACCESS_TOKEN_TTL_SECS (> 0)");
@@ -578,6 +593,12 @@ impl Env {
             .map(Duration::from_secs)
             .with_context(|| format!("{name} is a whole number of seconds"))
     }
+
+    fn millis(&self, name: &str, default: u64) -> anyhow::Result<Duration> {
+        self.parse::<u64>(name, &default.to_string())
+            .map(Duration::from_millis)
+            .with_context(|| format!("{name} is a whole number of milliseconds"))
+    }
 }
 
 #[cfg(test)]
@@ -640,6 +661,9 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("DATABASE_URL", "mysql://x"),
             ("JWT_SECRET", "short"),
+            ("WS_OUTBOX_CAPACITY", "0"),
+            ("WS_WRITE_TIMEOUT_MS", "0"),
+            ("WS_WRITE_TIMEOUT_MS", "soon"),
         ] {
             let err = Config::from_vars(vars(&[(name, value)])).expect_err("must fail");
             assert!(format!("{err:#}").contains(name), "{name}: {err:#}");

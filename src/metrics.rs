@@ -24,6 +24,12 @@ pub struct Metrics {
     /// Transactions that placed several orders of one market at once, by outcome:
     /// `committed`, or `split` when one order failed and each was placed on its own.
     pub order_batches: IntCounterVec,
+    /// Executions of subscriptions shared by every subscriber of one document.
+    pub shared_subscription_executions: IntCounter,
+    /// WebSockets cut off because the peer took nothing for the write timeout.
+    pub websocket_write_timeouts: IntCounter,
+    /// WebSocket writes under way; one that stays is a peer that stopped reading.
+    pub websocket_writes_pending: IntGauge,
     known_operations: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
@@ -67,6 +73,23 @@ impl Metrics {
             &["outcome"],
         )
         .unwrap_or_else(unreachable_metric);
+        let shared_subscription_executions = IntCounter::new(
+            "shared_subscription_executions_total",
+            "Executions of viewer-independent subscriptions (ticker), one per distinct document \
+             while it has subscribers, however many they are",
+        )
+        .unwrap_or_else(unreachable_metric);
+        let websocket_write_timeouts = IntCounter::new(
+            "websocket_write_timeouts_total",
+            "WebSocket connections closed because the peer accepted nothing for WS_WRITE_TIMEOUT_MS",
+        )
+        .unwrap_or_else(unreachable_metric);
+        let websocket_writes_pending = IntGauge::new(
+            "websocket_writes_pending",
+            "WebSocket writes waiting for the peer to take them; a write that stays here is a \
+             client that stopped reading (cut off after WS_WRITE_TIMEOUT_MS)",
+        )
+        .unwrap_or_else(unreachable_metric);
         for collector in [
             Box::new(graphql_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -75,6 +98,9 @@ impl Metrics {
             Box::new(websockets_open.clone()),
             Box::new(subscriptions_active.clone()),
             Box::new(order_batches.clone()),
+            Box::new(shared_subscription_executions.clone()),
+            Box::new(websocket_write_timeouts.clone()),
+            Box::new(websocket_writes_pending.clone()),
         ] {
             if let Err(error) = registry.register(collector) {
                 tracing::error!(%error, "metric registration failed");
@@ -89,6 +115,9 @@ impl Metrics {
             websockets_open,
             subscriptions_active,
             order_batches,
+            shared_subscription_executions,
+            websocket_write_timeouts,
+            websocket_writes_pending,
             known_operations: Default::default(),
         }
     }

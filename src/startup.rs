@@ -117,6 +117,7 @@ impl App {
         let router = http::router(HttpState {
             app: Arc::new(state.clone()),
             schema,
+            shared: http::shared_streams::SharedStreams::new(state.metrics.clone()),
         });
         let listener = TcpListener::bind(state.config.bind_addr)
             .await

@@ -8,6 +8,8 @@
 //! Each subscriber has a small bounded buffer. Publishing never waits: when a buffer
 //! is full the event is dropped for that subscriber only and the subscriber is marked
 //! as lagging, so it can resynchronise (replay from the database) or tell its client.
+//! [`Fanout::lag_all`] marks every subscriber at once, for when events may have been
+//! lost upstream (the Redis relay was cut off); an idle subscriber is woken for it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,9 +49,17 @@ impl Topic {
     }
 }
 
+/// What travels in a subscriber's buffer.
+enum Item {
+    Event(Arc<Event>),
+    /// Events may have been lost before they reached this process: wakes a subscriber
+    /// that has nothing buffered, which a flag alone would not.
+    Lag,
+}
+
 struct Slot {
     id: u64,
-    tx: mpsc::Sender<Arc<Event>>,
+    tx: mpsc::Sender<Item>,
     lagged: Arc<AtomicBool>,
 }
 
@@ -65,13 +75,14 @@ pub struct Fanout {
 #[derive(Debug)]
 pub enum Delivery {
     Event(Arc<Event>),
-    /// Events were dropped because this subscriber's buffer was full.
+    /// Events were dropped because this subscriber's buffer was full, or may have been
+    /// lost before they reached this process.
     Lagged,
 }
 
 /// One subscriber's end. Unsubscribes when dropped.
 pub struct Feed {
-    rx: mpsc::Receiver<Arc<Event>>,
+    rx: mpsc::Receiver<Item>,
     lagged: Arc<AtomicBool>,
     fanout: Weak<Fanout>,
     topic: Topic,
@@ -85,11 +96,14 @@ impl Feed {
         if self.lagged.swap(false, Ordering::AcqRel) {
             return Some(Delivery::Lagged);
         }
-        let event = self.rx.recv().await?;
+        let item = self.rx.recv().await?;
         if self.lagged.swap(false, Ordering::AcqRel) {
             return Some(Delivery::Lagged);
         }
-        Some(Delivery::Event(event))
+        Some(match item {
+            Item::Event(event) => Delivery::Event(event),
+            Item::Lag => Delivery::Lagged,
+        })
     }
 }
 
@@ -144,7 +158,7 @@ impl Fanout {
         let Some(slots) = topics.get_mut(&topic) else {
             return;
         };
-        slots.retain(|slot| match slot.tx.try_send(event.clone()) {
+        slots.retain(|slot| match slot.tx.try_send(Item::Event(event.clone())) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 slot.lagged.store(true, Ordering::Release);
@@ -156,6 +170,23 @@ impl Fanout {
         if slots.is_empty() {
             topics.remove(&topic);
         }
+    }
+
+    /// Marks every subscriber as lagging and wakes it, so each resynchronises once.
+    pub fn lag_all(&self) {
+        let mut topics = self.lock();
+        topics.retain(|_, slots| {
+            slots.retain(|slot| match slot.tx.try_send(Item::Lag) {
+                Ok(()) => true,
+                // Something is buffered, so the subscriber wakes and sees the flag.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    slot.lagged.store(true, Ordering::Release);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+            !slots.is_empty()
+        });
     }
 
     /// Subscribers of `topic` right now.
@@ -208,6 +239,38 @@ mod tests {
         assert!(matches!(slow.recv().await, Some(Delivery::Lagged)));
         assert!(matches!(slow.recv().await, Some(Delivery::Event(_))));
         assert_eq!(fanout.dropped(), 3);
+    }
+
+    #[tokio::test]
+    async fn lag_all_wakes_idle_subscribers_and_reports_once_each() {
+        let fanout = Arc::new(Fanout::default());
+        let mut idle = fanout.subscribe(Topic::Sessions(Uuid::nil()), 4);
+        let mut busy = fanout.subscribe(Topic::Market("M".into()), 1);
+        fanout.dispatch(&book("M"));
+        // An idle subscriber is waiting in `recv` when the lag comes.
+        let waiting = tokio::spawn(async move {
+            let first = idle.recv().await;
+            (first, idle)
+        });
+        tokio::task::yield_now().await;
+        fanout.lag_all();
+        // Without the wake-up this would wait forever.
+        let (first, mut idle) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("an idle subscriber wakes")
+            .expect("joined");
+        assert!(matches!(first, Some(Delivery::Lagged)));
+        // A full buffer keeps its flag instead, and the lag comes first.
+        assert!(matches!(busy.recv().await, Some(Delivery::Lagged)));
+        // Once each: what follows is ordinary delivery.
+        assert!(matches!(busy.recv().await, Some(Delivery::Event(_))));
+        fanout.dispatch(&Arc::new(Event::SessionsRevoked {
+            user_id: Uuid::nil(),
+            session_id: None,
+            except: None,
+        }));
+        assert!(matches!(idle.recv().await, Some(Delivery::Event(_))));
+        assert_eq!(fanout.dropped(), 0, "a lag is not a dropped event");
     }
 
     #[tokio::test]

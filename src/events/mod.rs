@@ -5,7 +5,10 @@
 //! back. Delivery is in process through a broadcast channel; with Redis configured every
 //! process also publishes to one Redis channel and relays what other processes publish,
 //! so subscribers connected to any replica see every replica's events. If Redis is down,
-//! local delivery goes on and the relay reconnects by itself.
+//! local delivery goes on and the relay reconnects by itself; what other replicas
+//! published meanwhile is gone from Redis, so on reconnecting every local subscriber is
+//! told it lagged and resynchronises from the database (order updates replay, tickers
+//! reload, sockets re-check their session, alert subscribers are told what to re-read).
 //!
 //! Live delivery is best effort; what must not be missed (a user's order events) is
 //! also stored with a gap-free per-user sequence, so a subscriber can replay it.
@@ -147,6 +150,9 @@ const REDIS_QUEUE: usize = 8192;
 pub struct EventBus {
     local: broadcast::Sender<Arc<Event>>,
     fanout: Arc<fanout::Fanout>,
+    /// Counts the times events may have been lost upstream, for subscribers of the
+    /// broadcast feed (which cannot be sent a lag through it).
+    resyncs: Arc<watch::Sender<u64>>,
     redis: Option<RedisSide>,
 }
 
@@ -165,6 +171,7 @@ impl EventBus {
         EventBus {
             local,
             fanout: Arc::new(fanout::Fanout::default()),
+            resyncs: Arc::new(watch::channel(0).0),
             redis: None,
         }
     }
@@ -203,6 +210,20 @@ impl EventBus {
     /// diagnostics). A receiver that falls behind loses the oldest.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.local.subscribe()
+    }
+
+    /// Changes whenever events may have been lost before reaching this process, so a
+    /// subscriber of [`EventBus::subscribe`] knows to recompute from the database.
+    pub fn resyncs(&self) -> watch::Receiver<u64> {
+        self.resyncs.subscribe()
+    }
+
+    /// Tells every subscriber of this process that it may have missed events: topic
+    /// feeds get a [`Delivery::Lagged`], broadcast subscribers a change of
+    /// [`EventBus::resyncs`].
+    pub fn lag_all(&self) {
+        self.fanout.lag_all();
+        self.resyncs.send_modify(|n| *n += 1);
     }
 
     /// Subscribes to one topic with a buffer of `capacity` events.
@@ -297,7 +318,10 @@ async fn publisher(
 }
 
 /// Relays other processes' events from Redis into the local channel, reconnecting
-/// with backoff whenever the subscription breaks.
+/// with backoff whenever the subscription breaks. Redis pub/sub keeps nothing for an
+/// absent subscriber, so after any time without a subscription every local subscriber
+/// is told it lagged, once the new subscription is in place (what was published
+/// before it is in the database they resynchronise from; what comes after, arrives).
 async fn relay(
     client: redis::Client,
     channel: String,
@@ -307,6 +331,8 @@ async fn relay(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(200);
+    // A clean start has missed nothing; any failure to hold the subscription has.
+    let mut missed = false;
     loop {
         if *shutdown.borrow() {
             return;
@@ -317,6 +343,10 @@ async fn relay(
                     tracing::info!("event relay subscribed to Redis");
                     subscribed.store(true, Ordering::Release);
                     backoff = Duration::from_millis(200);
+                    if std::mem::take(&mut missed) {
+                        tracing::info!("telling local subscribers to resynchronise");
+                        bus.lag_all();
+                    }
                     let mut messages = pubsub.on_message();
                     loop {
                         tokio::select! {
@@ -343,6 +373,7 @@ async fn relay(
             },
             Err(error) => tracing::debug!(%error, "event relay cannot reach Redis"),
         }
+        missed = true;
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => return,

@@ -201,8 +201,9 @@ impl LiveSubscription {
         Ok(stream.map(|item| item.map(Fill).map_err(Into::into)))
     }
 
-    /// A market's ticker: its current value at once, then a new one after every
-    /// trade (a slow client skips straight to the latest). Public.
+    /// A market's ticker: its current value at once, then a new one after trades, at
+    /// most four times a second by default (trades in between are folded into the next
+    /// value; a slow client skips straight to the latest). Public.
     /// `BAD_USER_INPUT` for an unknown market.
     #[graphql(directive = api_key::apply(None))]
     async fn ticker(

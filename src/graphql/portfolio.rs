@@ -487,7 +487,8 @@ impl PortfolioSubscription {
         let state = ctx.state().clone();
         let (quote, dp) = service::quote_precision(&state, &quote_asset).await?;
         let events = state.events.subscribe();
-        Ok(value_stream(state, user_id, quote, dp, events))
+        let resyncs = state.events.resyncs();
+        Ok(value_stream(state, user_id, quote, dp, events, resyncs))
     }
 }
 
@@ -497,6 +498,8 @@ struct Watch {
     quote: String,
     dp: u32,
     events: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    /// Changes when events may have been lost upstream (a Redis outage).
+    resyncs: tokio::sync::watch::Receiver<u64>,
     last_value: Option<Exact>,
     last_push: Option<tokio::time::Instant>,
     held: std::collections::BTreeSet<String>,
@@ -555,6 +558,7 @@ fn value_stream(
     quote: String,
     dp: u32,
     events: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    resyncs: tokio::sync::watch::Receiver<u64>,
 ) -> impl Stream<Item = PortfolioPoint> {
     let watch = Watch {
         state,
@@ -562,6 +566,7 @@ fn value_stream(
         quote,
         dp,
         events,
+        resyncs,
         last_value: None,
         last_push: None,
         held: Default::default(),
@@ -572,7 +577,12 @@ fn value_stream(
             if watch.last_push.is_some() {
                 // Wait for something that may move the value.
                 loop {
-                    match watch.events.recv().await {
+                    let received = tokio::select! {
+                        received = watch.events.recv() => received,
+                        // Missed events upstream: recompute rather than guess.
+                        Ok(()) = watch.resyncs.changed() => break,
+                    };
+                    match received {
                         Ok(event) => {
                             if watch.concerns(&event).await {
                                 break;

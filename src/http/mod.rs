@@ -7,6 +7,7 @@ pub mod graphql;
 pub mod health;
 pub mod multipart;
 pub mod playground;
+pub mod shared_streams;
 pub mod webhooks;
 pub mod ws;
 
@@ -35,6 +36,8 @@ use crate::state::AppState;
 pub struct HttpState {
     pub app: std::sync::Arc<AppState>,
     pub schema: AppSchema,
+    /// Subscriptions executed once for all their subscribers (tickers).
+    pub shared: std::sync::Arc<shared_streams::SharedStreams>,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

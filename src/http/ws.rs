@@ -5,7 +5,13 @@
 //! Owned here rather than taken from the library so that authentication happens in
 //! `connection_init`, every protocol violation closes with its specified code (4400,
 //! 4401, 4403, 4406, 4408, 4409, 4429), pre-execution errors arrive as `error`
-//! messages, subscriptions per connection are capped, and shutdown closes with 1001.
+//! messages, subscriptions per connection are capped, shutdown closes with 1001, and
+//! subscriptions that are the same for everybody (tickers) run once for all their
+//! subscribers (see [`super::shared_streams`]).
+//!
+//! Each connection has a bounded outbox. A client that reads slowly fills it, and then
+//! its subscriptions wait (falling behind on the bus, which they handle alone); one
+//! that takes nothing for `WS_WRITE_TIMEOUT_MS` is cut off. Nobody else waits for it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,12 +21,15 @@ use async_graphql::Response as GqlResponse;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value as Json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::StreamMap;
 
 use super::graphql::{is_request_error, nesting_depth};
+use super::shared_streams::{self, End, Shared};
 use super::{client, HttpState};
 use crate::error::ApiError;
 use crate::events::{Delivery, Feed, Topic};
@@ -33,13 +42,8 @@ const LEGACY_WS: &str = "graphql-ws";
 /// How often the server checks the peer is alive with a WebSocket ping (and, for the
 /// legacy protocol, sends its `ka` keep-alive), so idle proxies do not cut the line.
 const KEEP_ALIVE: Duration = Duration::from_secs(25);
-/// Messages waiting for a slow client before its subscriptions wait too (and then
-/// fall behind on the bus, which they handle without blocking anyone else).
-const OUTBOX_CAPACITY: usize = 256;
 /// Initial read buffer of a WebSocket.
 const WS_BUFFER: usize = 4 * 1024;
-/// A client that accepts nothing for this long is cut off, so it cannot pin memory.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Protocol {
@@ -103,16 +107,70 @@ fn text(value: Json) -> Message {
     Message::Text(Utf8Bytes::from(value.to_string()))
 }
 
+/// A `next` (`data` for the legacy protocol) message around an already serialised
+/// response, so a payload shared by many subscribers is not serialised again for each.
+fn next_message(protocol: Protocol, id: &str, payload: &str) -> Message {
+    let kind = match protocol {
+        Protocol::TransportWs => "next",
+        Protocol::Legacy => "data",
+    };
+    let id = Json::String(id.to_owned()).to_string();
+    let mut message = String::with_capacity(id.len() + payload.len() + 32);
+    message.push_str("{\"id\":");
+    message.push_str(&id);
+    message.push_str(",\"type\":\"");
+    message.push_str(kind);
+    message.push_str("\",\"payload\":");
+    message.push_str(payload);
+    message.push('}');
+    Message::Text(Utf8Bytes::from(message))
+}
+
+fn complete_message(id: &str) -> Message {
+    text(json!({"id": id, "type": "complete"}))
+}
+
+/// Why a write did not go out.
+enum WriteFailure {
+    /// The connection is gone.
+    Closed,
+    /// The peer took nothing for the whole write timeout.
+    Stalled,
+}
+
+/// Writes one message, giving up when the peer takes nothing for `limit`.
+async fn write(
+    sink: &mut SplitSink<WebSocket, Message>,
+    message: Message,
+    limit: Duration,
+    metrics: &Metrics,
+) -> Result<(), WriteFailure> {
+    let _pending = Pending::new(&metrics.websocket_writes_pending);
+    match tokio::time::timeout(limit, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteFailure::Closed),
+        Err(_) => Err(WriteFailure::Stalled),
+    }
+}
+
 /// What the connection loop does after handling one client message.
 enum Step {
     Continue,
     Close(u16, String),
 }
 
-/// Work finished by a subscription task, reported back to the connection loop.
+/// Work finished by a subscription, reported back to the connection loop.
 enum Outgoing {
     Message(Message),
     Finished(String),
+}
+
+/// A running operation of the connection.
+enum Operation {
+    /// Executed by a task of its own, which sends through the outbox.
+    Task(JoinHandle<()>),
+    /// Following a shared execution, polled by the connection loop itself.
+    Shared,
 }
 
 struct Connection {
@@ -123,16 +181,23 @@ struct Connection {
     target: String,
     context: Option<RequestContext>,
     init_received: bool,
-    operations: HashMap<String, JoinHandle<()>>,
+    operations: HashMap<String, Operation>,
+    /// The shared executions followed, by operation id. Polled by the connection loop
+    /// only when it is ready to write, so a client slower than the updates is sent the
+    /// latest value instead of a queue of stale ones, and no task is spent per subscriber.
+    shared: StreamMap<String, FollowStream>,
     outbox_tx: mpsc::Sender<Outgoing>,
     outbox_rx: mpsc::Receiver<Outgoing>,
+    write_timeout: Duration,
     /// Revocations of the signed-in user's sessions, to close when ours ends.
     revocations: Option<Feed>,
 }
 
 impl Connection {
     fn new(state: HttpState, protocol: Protocol, client: ClientInfo, target: String) -> Self {
-        let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let config = &state.app.config;
+        let (outbox_tx, outbox_rx) = mpsc::channel(config.ws_outbox_capacity);
+        let write_timeout = config.ws_write_timeout;
         Connection {
             state,
             protocol,
@@ -141,8 +206,10 @@ impl Connection {
             context: None,
             init_received: false,
             operations: HashMap::new(),
+            shared: StreamMap::new(),
             outbox_tx,
             outbox_rx,
+            write_timeout,
             revocations: None,
         }
     }
@@ -154,6 +221,8 @@ impl Connection {
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
         keep_alive.tick().await;
         let mut shutdown = self.state.app.shutdown.clone();
+        let limit = self.write_timeout;
+        let metrics = self.state.app.metrics.clone();
 
         let closing: Option<(u16, String)> = loop {
             tokio::select! {
@@ -164,7 +233,7 @@ impl Connection {
                         Some(Err(_)) | None => break None,
                     };
                     let step = match message {
-                        Message::Text(text) => self.on_text(text.as_str()).await,
+                        Message::Text(text) => Box::pin(self.on_text(text.as_str())).await,
                         Message::Binary(_) => Step::Close(4400, "Binary messages are not supported".into()),
                         Message::Ping(_) | Message::Pong(_) => Step::Continue,
                         Message::Close(_) => break None,
@@ -175,21 +244,19 @@ impl Connection {
                     }
                 }
                 Some(outgoing) = self.outbox_rx.recv() => {
-                    let message = match outgoing {
-                        Outgoing::Message(message) => message,
-                        Outgoing::Finished(id) => {
-                            self.operations.remove(&id);
-                            continue;
-                        }
-                    };
-                    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
-                        Ok(Ok(())) => {}
-                        // Gone, or not reading: nothing more can be sent.
-                        Ok(Err(_)) | Err(_) => break None,
+                    let Some(message) = self.outgoing(outgoing) else { continue };
+                    if let Err(failure) = write(&mut sink, message, limit, &metrics).await {
+                        break self.write_failed(failure);
+                    }
+                }
+                Some((_, outgoing)) = self.shared.next(), if !self.shared.is_empty() => {
+                    let Some(message) = self.outgoing(outgoing) else { continue };
+                    if let Err(failure) = write(&mut sink, message, limit, &metrics).await {
+                        break self.write_failed(failure);
                     }
                 }
                 Some(delivery) = next_revocation(&mut self.revocations) => {
-                    if self.session_ended(delivery).await {
+                    if Box::pin(self.session_ended(delivery)).await {
                         break Some((4403, "Forbidden: the session was revoked".into()));
                     }
                 }
@@ -201,8 +268,8 @@ impl Connection {
                         Protocol::Legacy if self.context.is_some() => text(json!({"type": "ka"})),
                         _ => Message::Ping(Default::default()),
                     };
-                    if sink.send(message).await.is_err() {
-                        break None;
+                    if let Err(failure) = write(&mut sink, message, limit, &metrics).await {
+                        break self.write_failed(failure);
                     }
                 }
                 changed = shutdown.changed() => {
@@ -213,13 +280,54 @@ impl Connection {
             }
         };
 
-        for (_, task) in self.operations.drain() {
-            task.abort();
+        for (_, operation) in self.operations.drain() {
+            if let Operation::Task(task) = operation {
+                task.abort();
+            }
         }
         if let Some((code, reason)) = closing {
-            let _ = sink.send(close(code, &reason)).await;
-            let _ = sink.flush().await;
+            // A peer that reads nothing must not hold the connection (or shutdown) open.
+            let _ = tokio::time::timeout(limit, async {
+                let _ = sink.send(close(code, &reason)).await;
+                let _ = sink.flush().await;
+            })
+            .await;
         }
+    }
+
+    /// The message to write for `outgoing`, after noting a finished operation.
+    fn outgoing(&mut self, outgoing: Outgoing) -> Option<Message> {
+        match outgoing {
+            Outgoing::Message(message) => Some(message),
+            Outgoing::Finished(id) => {
+                self.operations.remove(&id);
+                None
+            }
+        }
+    }
+
+    /// Stops operation `id`, if it runs.
+    fn stop(&mut self, id: &str) {
+        match self.operations.remove(id) {
+            Some(Operation::Task(task)) => task.abort(),
+            Some(Operation::Shared) => {
+                self.shared.remove(id);
+            }
+            None => {}
+        }
+    }
+
+    /// Ends the connection after a failed write: nothing more can be sent, not even a
+    /// close frame (a peer that takes no data takes no control frame either).
+    fn write_failed(&self, failure: WriteFailure) -> Option<(u16, String)> {
+        if let WriteFailure::Stalled = failure {
+            self.state.app.metrics.websocket_write_timeouts.inc();
+            tracing::info!(
+                ip = %self.client.ip,
+                "closing a WebSocket whose client stopped reading"
+            );
+        }
+        None
     }
 
     async fn on_text(&mut self, raw: &str) -> Step {
@@ -249,8 +357,8 @@ impl Connection {
                 self.on_subscribe(id, payload).await
             }
             (Protocol::TransportWs, "complete") | (Protocol::Legacy, "stop") => {
-                if let Some(task) = id.and_then(|id| self.operations.remove(&id)) {
-                    task.abort();
+                if let Some(id) = id {
+                    self.stop(&id);
                 }
                 Step::Continue
             }
@@ -348,17 +456,38 @@ impl Connection {
             return Step::Continue;
         }
 
-        let stream = self.state.schema.execute_stream(request.data(context));
         let tx = self.outbox_tx.clone();
         let protocol = self.protocol;
         let metrics = self.state.app.metrics.clone();
         let task_id = id.clone();
-        let task = tokio::spawn(async move {
-            let _active = ActiveSubscription::new(&metrics);
-            forward(stream, tx.clone(), protocol, &task_id).await;
-            let _ = tx.send(Outgoing::Finished(task_id)).await;
-        });
-        self.operations.insert(id, task);
+        let operation = match shared_streams::shared_key(&request) {
+            Some(key) => {
+                // The result cannot depend on who asks (see `shared_streams`), so it
+                // runs as nobody, once for every subscriber of the same document.
+                let anonymous = RequestContext {
+                    viewer: None,
+                    client: self.client.clone(),
+                };
+                let schema = self.state.schema.clone();
+                let shared = self
+                    .state
+                    .shared
+                    .join(key, move || schema.execute_stream(request.data(anonymous)));
+                let active = ActiveSubscription::new(&metrics);
+                self.shared
+                    .insert(id.clone(), follow(shared, protocol, task_id, active));
+                Operation::Shared
+            }
+            None => {
+                let stream = self.state.schema.execute_stream(request.data(context));
+                Operation::Task(tokio::spawn(async move {
+                    let _active = ActiveSubscription::new(&metrics);
+                    forward(stream, tx.clone(), protocol, &task_id).await;
+                    let _ = tx.send(Outgoing::Finished(task_id)).await;
+                }))
+            }
+        };
+        self.operations.insert(id, operation);
         Step::Continue
     }
 
@@ -409,21 +538,82 @@ async fn forward(
             return;
         }
         first = false;
-        let kind = match protocol {
-            Protocol::TransportWs => "next",
-            Protocol::Legacy => "data",
-        };
-        let payload = serde_json::to_value(&response).unwrap_or(Json::Null);
-        let message = text(json!({"id": id, "type": kind, "payload": payload}));
+        let payload = serde_json::to_string(&response).unwrap_or_else(|_| "null".to_owned());
+        let message = next_message(protocol, id, &payload);
         if tx.send(Outgoing::Message(message)).await.is_err() {
             return;
         }
     }
-    let _ = tx
-        .send(Outgoing::Message(text(
-            json!({"id": id, "type": "complete"}),
-        )))
-        .await;
+    let _ = tx.send(Outgoing::Message(complete_message(id))).await;
+}
+
+/// A subscriber's following of a shared execution (`Sync`, as the connection is).
+type FollowStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Outgoing> + Send + Sync>>;
+
+/// One subscriber's view of a shared execution: the latest payload at once, then the
+/// latest one each time the connection is ready for more (so a slow subscriber skips
+/// straight to the newest), then how it ended, then `Finished`.
+fn follow(
+    shared: watch::Receiver<Shared>,
+    protocol: Protocol,
+    id: String,
+    active: ActiveSubscription,
+) -> FollowStream {
+    struct Follower {
+        shared: watch::Receiver<Shared>,
+        /// The version of the last payload sent.
+        sent: u64,
+        ready: std::collections::VecDeque<Outgoing>,
+        done: bool,
+        _active: ActiveSubscription,
+    }
+    let follower = Follower {
+        shared,
+        sent: 0,
+        ready: Default::default(),
+        done: false,
+        _active: active,
+    };
+    let stream = futures_util::stream::unfold(follower, move |mut f| {
+        let id = id.clone();
+        async move {
+            loop {
+                if let Some(outgoing) = f.ready.pop_front() {
+                    return Some((outgoing, f));
+                }
+                if f.done {
+                    return None;
+                }
+                let (payload, end) = {
+                    let now = f.shared.borrow_and_update();
+                    let payload = now.latest.clone().filter(|_| now.version > f.sent);
+                    f.sent = now.version;
+                    (payload, now.end.clone())
+                };
+                if let Some(payload) = payload {
+                    let message = next_message(protocol, &id, &payload);
+                    f.ready.push_back(Outgoing::Message(message));
+                }
+                let end_messages = match end {
+                    Some(End::Complete) => Some(vec![complete_message(&id)]),
+                    Some(End::Refused(errors)) => {
+                        Some(error_messages(protocol, &id, errors.to_vec()))
+                    }
+                    None => None,
+                };
+                if let Some(messages) = end_messages {
+                    f.ready.extend(messages.into_iter().map(Outgoing::Message));
+                    f.ready.push_back(Outgoing::Finished(id.clone()));
+                    f.done = true;
+                } else if f.ready.is_empty() && f.shared.changed().await.is_err() {
+                    // Stopped without an end (the runtime is going away).
+                    f.ready.push_back(Outgoing::Finished(id.clone()));
+                    f.done = true;
+                }
+            }
+        }
+    });
+    Box::pin(stream)
 }
 
 fn error_messages(
@@ -445,7 +635,7 @@ fn error_messages(
             text(
                 json!({"id": id, "type": "error", "payload": errors.into_iter().next().unwrap_or(Json::Null)}),
             ),
-            text(json!({"id": id, "type": "complete"})),
+            complete_message(id),
         ],
     }
 }
@@ -502,6 +692,22 @@ async fn next_revocation(feed: &mut Option<Feed>) -> Option<Delivery> {
 
 fn truncate(value: &str) -> String {
     value.chars().take(64).collect()
+}
+
+/// Counts something under way in a gauge for as long as it lives.
+struct Pending<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Pending<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Pending(gauge)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Counts a running subscription for `/metrics` for as long as it lives.

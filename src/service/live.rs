@@ -163,8 +163,11 @@ impl OrderFeed {
             if let Some(update) = self.ready.pop_front() {
                 return Some(Ok(update));
             }
+            // The database work is boxed so that the feed, idle most of its life,
+            // does not keep room for those futures (ten thousand subscribers each
+            // hold one).
             if self.catching_up {
-                if let Err(error) = self.replay_page().await {
+                if let Err(error) = Box::pin(self.replay_page()).await {
                     return Some(Err(error));
                 }
                 continue;
@@ -201,7 +204,7 @@ impl OrderFeed {
                         fill_id: *fill_id,
                         created_at: Utc::now(),
                     };
-                    if let Err(error) = self.resolve(vec![row]).await {
+                    if let Err(error) = Box::pin(self.resolve(vec![row])).await {
                         return Some(Err(error));
                     }
                 }
@@ -453,6 +456,56 @@ async fn load_ticker(state: &AppState, symbol: &str) -> Result<Ticker, ApiError>
     })
 }
 
+/// Paces pushes of a value that may change very often: a change after a quiet spell
+/// goes out at once, later ones are held and go out together at the end of the
+/// interval.
+struct Pacer {
+    interval: Duration,
+    next: tokio::time::Instant,
+    holding: bool,
+}
+
+/// What to do with a change.
+#[derive(Debug, PartialEq, Eq)]
+enum Pace {
+    Now,
+    /// Hold it, and push at this moment.
+    At(tokio::time::Instant),
+    /// Already held: it goes out with the push already due.
+    Held,
+}
+
+impl Pacer {
+    fn new(interval: Duration, now: tokio::time::Instant) -> Self {
+        Pacer {
+            interval,
+            next: now,
+            holding: false,
+        }
+    }
+
+    fn changed(&mut self, now: tokio::time::Instant) -> Pace {
+        if self.holding {
+            Pace::Held
+        } else if now >= self.next {
+            self.next = now + self.interval;
+            Pace::Now
+        } else {
+            self.holding = true;
+            Pace::At(self.next)
+        }
+    }
+
+    fn holding(&self) -> bool {
+        self.holding
+    }
+
+    fn pushed_held(&mut self, now: tokio::time::Instant) {
+        self.holding = false;
+        self.next = now + self.interval;
+    }
+}
+
 async fn run_ticker(
     state: AppState,
     symbol: String,
@@ -463,6 +516,12 @@ async fn run_ticker(
     let mut reseed = tokio::time::interval(TICKER_RESEED);
     reseed.tick().await;
     let mut shutdown = state.shutdown.clone();
+    // Every push reaches every subscriber of the market (a socket write each), so a
+    // busy market pushes at most once per interval, with the latest value; a trade
+    // after a quiet spell still goes out at once.
+    let mut pacer = Pacer::new(state.config.ticker_interval, tokio::time::Instant::now());
+    let held = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(held);
     loop {
         let mut stale = false;
         tokio::select! {
@@ -470,12 +529,22 @@ async fn run_ticker(
                 Some(Delivery::Event(event)) => {
                     if let Event::Trade { price, quantity, at, .. } = &*event {
                         current.apply_trade(*price, *quantity, *at);
-                        sender.send_replace(Arc::new(current.clone()));
+                        match pacer.changed(tokio::time::Instant::now()) {
+                            Pace::Now => {
+                                sender.send_replace(Arc::new(current.clone()));
+                            }
+                            Pace::At(due) => held.as_mut().reset(due),
+                            Pace::Held => {}
+                        }
                     }
                 }
                 Some(Delivery::Lagged) => stale = true,
                 None => break,
             },
+            _ = &mut held, if pacer.holding() => {
+                pacer.pushed_held(tokio::time::Instant::now());
+                sender.send_replace(Arc::new(current.clone()));
+            }
             _ = reseed.tick() => stale = true,
             _ = sender.closed() => {
                 let mut markets = state.tickers.lock();
@@ -533,4 +602,33 @@ pub async fn session_active(state: &AppState, session_id: Uuid) -> Result<bool, 
         .one(state.db.conn())
         .await?
         .is_some_and(|s| s.is_active(Utc::now())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_ticker_pushes_once_per_interval_and_a_quiet_one_at_once() {
+        let start = tokio::time::Instant::now();
+        let ms = |n: u64| start + Duration::from_millis(n);
+        let mut pacer = Pacer::new(Duration::from_millis(250), start);
+        assert_eq!(pacer.changed(ms(0)), Pace::Now);
+        // Changes within the interval are held for one push at its end.
+        assert_eq!(pacer.changed(ms(10)), Pace::At(ms(250)));
+        assert_eq!(pacer.changed(ms(20)), Pace::Held);
+        assert_eq!(pacer.changed(ms(249)), Pace::Held);
+        assert!(pacer.holding());
+        pacer.pushed_held(ms(250));
+        assert!(!pacer.holding());
+        // The held push starts the next interval.
+        assert_eq!(pacer.changed(ms(300)), Pace::At(ms(500)));
+        pacer.pushed_held(ms(500));
+        // After a quiet spell, at once.
+        assert_eq!(pacer.changed(ms(2000)), Pace::Now);
+        // No interval: every change at once.
+        let mut eager = Pacer::new(Duration::ZERO, start);
+        assert_eq!(eager.changed(ms(0)), Pace::Now);
+        assert_eq!(eager.changed(ms(0)), Pace::Now);
+    }
 }

@@ -293,6 +293,23 @@ impl TestApp {
         .await
     }
 
+    /// The value of a metric without labels on `/metrics`; 0 when it is not there.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .find_map(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Opens a WebSocket to `/graphql` speaking `protocol`.
     pub async fn websocket(&self, protocol: &str) -> Ws {
         Self::connect_websocket(&self.address, protocol).await

@@ -10,11 +10,15 @@ use tradegraph::events::Topic;
 
 use crate::both_backends;
 use crate::helpers::{code, email, Auth, Backend, Frame, TestApp, Ws, PASSWORD};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 both_backends!(
     each_user_receives_only_their_own_order_updates_and_fills,
     a_client_that_reconnects_with_after_sequence_misses_nothing,
     tickers_push_the_latest_trade,
+    a_ticker_document_runs_once_for_all_its_subscribers,
     price_alerts_fire_once_per_crossing_and_become_notifications,
     sockets_of_revoked_sessions_close,
 );
@@ -317,6 +321,124 @@ async fn tickers_push_the_latest_trade(backend: Backend) {
     )
     .await;
     assert_eq!(refusal(&mut ws).await, "BAD_USER_INPUT");
+}
+
+/// The raw `next`/`data` message of subscription `id`, skipping keep-alives.
+async fn next_payload(ws: &mut Ws, id: &str) -> Value {
+    loop {
+        let message = match ws.next_within(20).await {
+            Frame::Json(message) => message,
+            other => panic!("expected a message, got {other:?}"),
+        };
+        match message["type"].as_str() {
+            Some("ka") => continue,
+            Some("next") | Some("data") if message["id"] == id => {
+                return message["payload"].clone()
+            }
+            _ => panic!("unexpected message: {message}"),
+        }
+    }
+}
+
+async fn a_ticker_document_runs_once_for_all_its_subscribers(backend: Backend) {
+    let Some((app, admin)) = TestApp::spawn_with_admin(backend).await else {
+        return;
+    };
+    const EXECUTIONS: &str = "tradegraph_shared_subscription_executions_total";
+    let (seller, buyer) = traders(&app, &admin).await;
+    place(&app, &seller, "SELL", "2000", "1").await;
+    place(&app, &buyer, "BUY", "2000", "1").await;
+    let query =
+        "subscription($m: String!) { ticker(market: $m) { market lastPrice volume24h at } }";
+    let eth = json!({"m": "ETH-USD"});
+
+    // Anonymous, signed in, and on the legacy protocol: one document, one execution.
+    let mut anonymous = connect(&app.address, None).await;
+    let mut signed_in = connect(&app.address, Some(&buyer)).await;
+    let mut legacy = app.websocket("graphql-ws").await;
+    legacy
+        .init(json!({"authorization": format!("Bearer {}", seller.access)}))
+        .await;
+    subscribe(&mut anonymous, "a", query, eth.clone()).await;
+    subscribe(&mut signed_in, "b", query, eth.clone()).await;
+    legacy
+        .send(json!({"id": "c", "type": "start", "payload": {"query": query, "variables": eth}}))
+        .await;
+    let first = next_payload(&mut anonymous, "a").await;
+    assert_eq!(first["data"]["ticker"]["lastPrice"], "2000", "{first}");
+    assert_eq!(next_payload(&mut signed_in, "b").await, first);
+    assert_eq!(next_payload(&mut legacy, "c").await, first);
+    assert_eq!(app.metric(EXECUTIONS).await, 1.0);
+
+    // Other variables, or another document, run on their own.
+    let mut other = connect(&app.address, None).await;
+    subscribe(&mut other, "btc", query, json!({"m": "BTC-USD"})).await;
+    let btc = next_payload(&mut other, "btc").await;
+    assert_eq!(btc["data"]["ticker"]["market"], "BTC-USD", "{btc}");
+    let literal = "subscription { ticker(market: \"ETH-USD\") { market lastPrice volume24h at } }";
+    subscribe(&mut other, "lit", literal, json!({})).await;
+    assert_eq!(next_payload(&mut other, "lit").await, first);
+    assert_eq!(app.metric(EXECUTIONS).await, 3.0);
+
+    // A trade reaches every subscriber of the shared one with the same payload.
+    place(&app, &seller, "SELL", "2100", "0.5").await;
+    place(&app, &buyer, "BUY", "2100", "0.5").await;
+    let second = next_payload(&mut anonymous, "a").await;
+    assert_eq!(second["data"]["ticker"]["lastPrice"], "2100", "{second}");
+    assert_eq!(second["data"]["ticker"]["volume24h"], "1.5");
+    assert_eq!(next_payload(&mut signed_in, "b").await, second);
+    assert_eq!(next_payload(&mut legacy, "c").await, second);
+    assert_eq!(next_payload(&mut other, "lit").await, second);
+
+    // An unknown market is refused, for the first subscriber and for a later one (the
+    // refused execution is over by then, so the later one runs it again).
+    for ws in [&mut anonymous, &mut signed_in] {
+        subscribe(ws, "bad", query, json!({"m": "NOPE-USD"})).await;
+        assert_eq!(refusal(ws).await, "BAD_USER_INPUT");
+        let done = ws.next_json().await;
+        assert_eq!(
+            (done["type"].as_str(), done["id"].as_str()),
+            (Some("complete"), Some("bad"))
+        );
+    }
+
+    // A document refused before it runs gets the protocol's `error` message.
+    let invalid = "subscription { ticker(market: \"ETH-USD\") { nope } }";
+    subscribe(&mut other, "invalid", invalid, json!({})).await;
+    let error = other.next_json().await;
+    assert_eq!(
+        (error["type"].as_str(), error["id"].as_str()),
+        (Some("error"), Some("invalid")),
+        "{error}"
+    );
+
+    // A subscriber that completes stops following; the others go on.
+    const ACTIVE: &str = "tradegraph_subscriptions_active";
+    until_metric(&app, ACTIVE, |n| n == 5.0).await;
+    signed_in.send(json!({"id": "b", "type": "complete"})).await;
+    until_metric(&app, ACTIVE, |n| n == 4.0).await;
+
+    // Once nobody watches, the execution stops and so does the market's ticker.
+    drop((anonymous, signed_in, legacy, other));
+    for _ in 0..400 {
+        if app.events.subscribers_of(&Topic::Market("ETH-USD".into())) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        app.events.subscribers_of(&Topic::Market("ETH-USD".into())),
+        0
+    );
+    let mut again = connect(&app.address, None).await;
+    subscribe(&mut again, "a", query, json!({"m": "ETH-USD"})).await;
+    let fourth = next_payload(&mut again, "a").await;
+    assert_eq!(fourth["data"]["ticker"]["lastPrice"], "2100", "{fourth}");
+    assert_eq!(
+        app.metric(EXECUTIONS).await,
+        7.0,
+        "two unknown markets, an invalid document and a restart"
+    );
 }
 
 async fn price_alerts_fire_once_per_crossing_and_become_notifications(backend: Backend) {
@@ -670,7 +792,8 @@ async fn read_until_beyond(ws: &mut Ws, sequences: &mut Vec<i64>, beyond: i64) {
 /// Two server processes on one PostgreSQL database and one Redis: order events of one
 /// reach subscribers of the other; while Redis is down each keeps serving and its own
 /// subscribers keep receiving; when Redis is back, delivery across replicas resumes by
-/// itself and the subscriber on the other replica catches up without a gap.
+/// itself, the subscriber on the other replica catches up without a gap, and a socket
+/// there whose session was revoked during the outage closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_replicas_and_survive_a_redis_restart() {
     let Some(mut redis) = RedisServer::start() else {
@@ -706,6 +829,10 @@ async fn events_cross_replicas_and_survive_a_redis_restart() {
     subscribe(&mut remote, "u", UPDATES, json!({"after": 0})).await;
     let mut local = connect(&app.address, Some(&buyer)).await;
     subscribe(&mut local, "u", UPDATES, json!({"after": 0})).await;
+    // A session with a socket on the other replica (watching for its revocation from
+    // the acknowledgement on), to be revoked on this one while Redis is down.
+    let sleeper = app.register(&email("sleeper")).await;
+    let mut sleeper_ws = connect(&replica.address, Some(&sleeper)).await;
     let (mut remote_seen, mut local_seen) = (Vec::new(), Vec::new());
     read_until_beyond(&mut remote, &mut remote_seen, 0).await;
     read_until_beyond(&mut local, &mut local_seen, 0).await;
@@ -728,12 +855,22 @@ async fn events_cross_replicas_and_survive_a_redis_restart() {
     assert_eq!(me["data"]["me"]["id"], buyer.user_id.as_str());
     read_until_beyond(&mut local, &mut local_seen, 2).await;
     assert_eq!(local_seen, vec![1, 2, 3]);
+    let body = app
+        .gql("mutation { logout }", json!({}), Some(&sleeper.access))
+        .await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
 
     // Redis returns: delivery across replicas resumes by itself, and the remote
     // subscriber fills the gap of what it missed meanwhile from the database.
     redis.restart().expect("redis restarts");
     until_ready(&http, &app.address, relaying).await;
     until_ready(&http, &replica.address, relaying).await;
+    // The revocation never reached the other replica, but its reconnected relay made
+    // every socket there re-check its session.
+    match sleeper_ws.next_within(30).await {
+        Frame::Close(code, reason) => assert_eq!(code, 4403, "{reason}"),
+        other => panic!("expected the revoked session's socket to close: {other:?}"),
+    }
     let mut sequence = 3;
     while remote_seen.last().is_some_and(|last| *last <= 2) {
         place(&app, &seller, "SELL", "1500", "0.1").await;
@@ -754,4 +891,145 @@ async fn events_cross_replicas_and_survive_a_redis_restart() {
         remote_seen, expected,
         "nothing lost or repeated across the outage"
     );
+}
+
+/// Polls `/metrics` until `check` holds for `name`; panics after a generous while.
+async fn until_metric(app: &TestApp, name: &str, check: impl Fn(f64) -> bool) -> f64 {
+    for _ in 0..600 {
+        let value = app.metric(name).await;
+        if check(value) {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} never reached the expected value");
+}
+
+/// A client that subscribes to far more than its buffers hold and then reads nothing:
+/// the server's writes to it stall, yet another client keeps getting its live events
+/// and mutations keep completing; after the write timeout the server cuts the stalled
+/// client off, and the client, once it reads, reaches the end of the stream. SQLite
+/// only: the behaviour under test is the WebSocket layer's, the same on either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_without_holding_up_others() {
+    const OPEN: &str = "tradegraph_websocket_connections";
+    const STALLED: &str = "tradegraph_websocket_writes_pending";
+    const CUT_OFF: &str = "tradegraph_websocket_write_timeouts_total";
+    // Long enough that the checks below finish well inside it even on a loaded
+    // machine (they are verified to have), short enough not to slow the suite much.
+    let vars = [
+        ("WS_OUTBOX_CAPACITY", "4"),
+        ("WS_WRITE_TIMEOUT_MS", "10000"),
+        ("RATE_LIMIT_PER_MINUTE", "0"),
+    ];
+    let Some((app, admin)) = TestApp::spawn_with_admin_and(Backend::Sqlite, &vars).await else {
+        return;
+    };
+    let hoarder = app.register(&email("hoarder")).await;
+    let watcher = app.register(&email("watcher")).await;
+    fund(&app, &admin, &hoarder, "USD", "1000000").await;
+    fund(&app, &admin, &watcher, "USD", "1000000").await;
+    const ORDERS: usize = 30;
+    for _ in 0..ORDERS {
+        place(&app, &hoarder, "BUY", "1000", "0.01").await;
+    }
+
+    // The normal client follows the watcher's orders live.
+    let mut normal = connect(&app.address, Some(&watcher)).await;
+    subscribe(&mut normal, "u", UPDATES, json!({})).await;
+    wait_for_subscribers(&app, Topic::Orders(uid(&watcher)), 1).await;
+
+    // The slow client: a small receive buffer, then 40 replays of 30 updates of about
+    // 15 KB each (25 aliased copies of the order): some 18 MB, far beyond what the
+    // socket buffers (at most 4 MB on Linux) and the outbox hold.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    let stream = socket
+        .connect(app.address.parse().expect("address"))
+        .await
+        .expect("connects");
+    let mut request = format!("ws://{}/graphql", app.address)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut slow, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("handshake");
+    let send = |value: Value| Message::Text(value.to_string().into());
+    let init = json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {}", hoarder.access)}});
+    slow.send(send(init)).await.expect("init sent");
+    match slow.next().await {
+        Some(Ok(Message::Text(ack))) => assert!(ack.contains("connection_ack"), "{ack}"),
+        other => panic!("expected the ack: {other:?}"),
+    }
+    let fields = "id clientOrderId createdAt expireAt fee filledQuantity postOnly price \
+                  quantity quoteQuantity rejectReason remainingQuantity selfTradePrevention \
+                  side status timeInForce triggerPrice type updatedAt averageFillPrice";
+    let copies: Vec<String> = (0..25)
+        .map(|i| format!("o{i}: order {{ {fields} }}"))
+        .collect();
+    let big = format!(
+        "subscription {{ orderUpdates(afterSequence: 0) {{ sequence {} }} }}",
+        copies.join(" ")
+    );
+    for i in 0..40 {
+        let subscribe =
+            json!({"id": format!("s{i}"), "type": "subscribe", "payload": {"query": big}});
+        slow.send(send(subscribe)).await.expect("subscribe sent");
+    }
+    // From here on the slow client reads nothing. Wait for the server's write to it to
+    // stall (the normal client is idle, so a pending write is the slow one's).
+    until_metric(&app, STALLED, |n| n >= 1.0).await;
+
+    // Meanwhile the normal client gets its live events, and mutations complete.
+    for round in 0..3 {
+        let order = place(&app, &watcher, "BUY", "900", "0.01").await;
+        let (_, data) = next_data(&mut normal).await;
+        let update = &data["orderUpdates"];
+        assert_eq!(
+            update["order"]["id"],
+            order.as_str(),
+            "round {round}: {data}"
+        );
+        assert_eq!(update["kind"], "CREATED");
+    }
+    let other = connect(&app.address, Some(&watcher)).await;
+    drop(other);
+    // All of that happened while the slow client was stuck: it has not been cut off.
+    assert_eq!(
+        app.metric(CUT_OFF).await,
+        0.0,
+        "the checks outlasted the write timeout; the machine is too slow for this test"
+    );
+    assert!(app.metric(STALLED).await >= 1.0);
+
+    // After the write timeout, the server gives up on it.
+    until_metric(&app, CUT_OFF, |n| n == 1.0).await;
+    until_metric(&app, OPEN, |n| n == 1.0).await;
+    assert_eq!(app.metric(STALLED).await, 0.0);
+    // What the kernel still held arrives, then the stream ends without a `complete`
+    // for every subscription (the server never got that far).
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut completes = 0;
+        while let Some(Ok(message)) = slow.next().await {
+            if let Message::Text(text) = message {
+                completes += usize::from(text.contains("\"type\":\"complete\""));
+            }
+        }
+        completes
+    })
+    .await
+    .expect("the slow client reaches the end of the stream");
+    assert!(
+        drained < 40,
+        "the server stopped before finishing: {drained} completed"
+    );
+
+    // The normal client never noticed.
+    let order = place(&app, &watcher, "BUY", "900", "0.01").await;
+    let (_, data) = next_data(&mut normal).await;
+    assert_eq!(data["orderUpdates"]["order"]["id"], order.as_str());
 }
