@@ -22,7 +22,8 @@
 //! clients and skews every number, so the report says how busy the machine was just
 //! before the run and how much CPU other processes took during each timed window.
 //!
-//! Run: `ulimit -n 65536; TRADEGRAPH_SKIP_PLAYGROUND=1 cargo bench --bench ws_fanout`.
+//! Run: `ulimit -n 20000; TRADEGRAPH_SKIP_PLAYGROUND=1 cargo bench --bench ws_fanout` (at
+//! least `BENCH_WS_CLIENTS` + 512 descriptors).
 //! Servers run as child processes (this program re-executed with `WS_FANOUT_ROLE`), so
 //! their RSS is theirs alone and each process needs only one descriptor per
 //! connection. Users and sessions are written straight into the database and their
