@@ -165,6 +165,13 @@ impl App {
         tracing::info!(address = %listener.local_addr()?, "tradegraph is serving");
         let workers = crate::workers::spawn(state.clone());
         let mut stopping = state.shutdown.clone();
+        // Small writes (a WebSocket push, a short response) go out at once instead of
+        // waiting, under Nagle's algorithm, for the acknowledgement of the previous one.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
