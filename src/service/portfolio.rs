@@ -296,6 +296,20 @@ async fn record_candle(
     at: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     let bucket = hour_of(at);
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        // One upsert; NUMERIC compares and adds exactly.
+        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "INSERT INTO price_candles AS c (market, bucket, open, high, low, close, volume) \
+             VALUES ($1, $2, $3, $3, $3, $3, $4) \
+             ON CONFLICT (market, bucket) DO UPDATE SET high = GREATEST(c.high, EXCLUDED.high), \
+             low = LEAST(c.low, EXCLUDED.low), close = EXCLUDED.close, \
+             volume = c.volume + EXCLUDED.volume",
+            [market.into(), bucket.into(), price.into(), quantity.into()],
+        ))
+        .await?;
+        return Ok(());
+    }
     match price_candles::Entity::find_by_id((market.to_owned(), bucket))
         .one(txn)
         .await?
@@ -367,7 +381,22 @@ fn add_realized(position: &mut portfolio_positions::Model, pieces: &[Realized]) 
     position.unknown_realized = Amount(position.unknown_realized.0 + unknown);
 }
 
-/// Applies one movement to every method's state of (user, asset).
+/// Everything one movement changes in (user, asset)'s P&L state, worked out before
+/// anything is written.
+struct Writes {
+    new_lots: Vec<portfolio_lots::Model>,
+    /// Lots partly consumed: (id, quantity left, cost left).
+    changed_lots: Vec<(Uuid, Decimal, Option<Decimal>)>,
+    gone_lots: Vec<Uuid>,
+    realized: Vec<portfolio_realized::Model>,
+    /// Every method's position after the movement.
+    positions: Vec<portfolio_positions::Model>,
+    /// The quantity held (FIFO's count, which every method shares) for the hourly point.
+    held: Decimal,
+}
+
+/// Applies one movement to every method's state of (user, asset): reads the positions
+/// (and, for a disposal, the lots it may consume), works out the changes, writes them.
 async fn apply(
     txn: &DatabaseTransaction,
     user_id: Uuid,
@@ -381,6 +410,29 @@ async fn apply(
     if quantity <= Decimal::ZERO {
         return Ok(());
     }
+    let positions = read_positions(txn, user_id, asset, at).await?;
+    let lots = match movement {
+        Movement::Dispose { quantity, .. } if asset != COST_CURRENCY => {
+            read_lots(txn, user_id, asset, quantity).await?
+        }
+        _ => HashMap::new(),
+    };
+    let writes = work_out(user_id, asset, movement, positions, lots, at);
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        write_in_one_statement(txn, user_id, asset, &writes, at).await
+    } else {
+        write_one_by_one(txn, user_id, asset, writes, at).await
+    }
+}
+
+/// Every method's position of (user, asset), empty where none is stored yet, locked on
+/// PostgreSQL until commit.
+async fn read_positions(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    asset: &str,
+    at: DateTime<Utc>,
+) -> Result<BTreeMap<Method, portfolio_positions::Model>, ApiError> {
     let mut query = portfolio_positions::Entity::find()
         .filter(portfolio_positions::Column::UserId.eq(user_id))
         .filter(portfolio_positions::Column::Asset.eq(asset));
@@ -397,13 +449,36 @@ async fn apply(
             positions.insert(method, row);
         }
     }
-    let mut realized_rows = Vec::new();
+    Ok(positions)
+}
+
+/// The changes `movement` makes, given the positions and, for a disposal, each lot
+/// method's first open lots in its consumption order (enough to cover the quantity
+/// when there are enough).
+fn work_out(
+    user_id: Uuid,
+    asset: &str,
+    movement: Movement,
+    mut positions: BTreeMap<Method, portfolio_positions::Model>,
+    lots: HashMap<Method, Vec<Lot<Uuid>>>,
+    at: DateTime<Utc>,
+) -> Writes {
+    let mut writes = Writes {
+        new_lots: Vec::new(),
+        changed_lots: Vec::new(),
+        gone_lots: Vec::new(),
+        realized: Vec::new(),
+        positions: Vec::new(),
+        held: Decimal::ZERO,
+    };
     if asset == COST_CURRENCY {
         // The cost currency costs what it is: no lots, no P&L.
         for position in positions.values_mut() {
             let q = match movement {
-                Movement::Acquire { .. } => position.quantity.0 + quantity,
-                Movement::Dispose { .. } => (position.quantity.0 - quantity).max(Decimal::ZERO),
+                Movement::Acquire { quantity, .. } => position.quantity.0 + quantity,
+                Movement::Dispose { quantity, .. } => {
+                    (position.quantity.0 - quantity).max(Decimal::ZERO)
+                }
             };
             position.quantity = Amount(q);
             position.cost = Amount(q);
@@ -412,22 +487,19 @@ async fn apply(
         match movement {
             Movement::Acquire { quantity, cost } => {
                 let rank = cost_rank(quantity, cost);
-                let lots: Vec<portfolio_lots::ActiveModel> = Method::LOT_METHODS
+                writes.new_lots = Method::LOT_METHODS
                     .into_iter()
-                    .map(|method| portfolio_lots::ActiveModel {
-                        id: Set(Uuid::now_v7()),
-                        user_id: Set(user_id),
-                        asset: Set(asset.to_owned()),
-                        method: Set(method.as_str().to_owned()),
-                        quantity: Set(Amount(quantity)),
-                        cost: Set(cost.map(Amount)),
-                        cost_rank: Set(rank),
-                        acquired_at: Set(at),
+                    .map(|method| portfolio_lots::Model {
+                        id: Uuid::now_v7(),
+                        user_id,
+                        asset: asset.to_owned(),
+                        method: method.as_str().to_owned(),
+                        quantity: Amount(quantity),
+                        cost: cost.map(Amount),
+                        cost_rank: rank,
+                        acquired_at: at,
                     })
                     .collect();
-                portfolio_lots::Entity::insert_many(lots)
-                    .exec_without_returning(txn)
-                    .await?;
                 for (method, position) in positions.iter_mut() {
                     if *method == Method::AverageCost {
                         let mut pool = pool_of(position);
@@ -446,6 +518,7 @@ async fn apply(
                 }
             }
             Movement::Dispose { quantity, proceeds } => {
+                let no_lots = Vec::new();
                 for (method, position) in positions.iter_mut() {
                     let pieces = if *method == Method::AverageCost {
                         let mut pool = pool_of(position);
@@ -453,9 +526,9 @@ async fn apply(
                         store_pool(position, &pool);
                         pieces
                     } else {
+                        let open = lots.get(method).unwrap_or(&no_lots);
                         let (pieces, cost_out, unknown_out) =
-                            consume_lots(txn, user_id, asset, *method, quantity, proceeds, at)
-                                .await?;
+                            consume_lots(&mut writes, open, quantity, proceeds, at);
                         position.quantity =
                             Amount((position.quantity.0 - quantity).max(Decimal::ZERO));
                         position.cost = Amount(position.cost.0 - cost_out);
@@ -464,39 +537,239 @@ async fn apply(
                         pieces
                     };
                     add_realized(position, &pieces);
-                    realized_rows.extend(pieces.into_iter().map(|piece| {
-                        portfolio_realized::ActiveModel {
-                            id: Set(Uuid::now_v7()),
-                            user_id: Set(user_id),
-                            asset: Set(asset.to_owned()),
-                            method: Set(method.as_str().to_owned()),
-                            quantity: Set(Amount(piece.quantity)),
-                            acquired_at: Set(piece.acquired_at),
-                            disposed_at: Set(piece.disposed_at),
-                            proceeds: Set(piece.proceeds.map(Amount)),
-                            cost: Set(piece.cost.map(Amount)),
+                    writes.realized.extend(pieces.into_iter().map(|piece| {
+                        portfolio_realized::Model {
+                            id: Uuid::now_v7(),
+                            user_id,
+                            asset: asset.to_owned(),
+                            method: method.as_str().to_owned(),
+                            quantity: Amount(piece.quantity),
+                            acquired_at: piece.acquired_at,
+                            disposed_at: piece.disposed_at,
+                            proceeds: piece.proceeds.map(Amount),
+                            cost: piece.cost.map(Amount),
                         }
                     }));
                 }
             }
         }
     }
-    if !realized_rows.is_empty() {
-        portfolio_realized::Entity::insert_many(realized_rows)
-            .exec_without_returning(txn)
-            .await?;
-    }
-    let held = positions
+    writes.held = positions
         .get(&Method::Fifo)
         .map(|p| p.quantity.0)
         .unwrap_or_default();
-    let rows: Vec<portfolio_positions::ActiveModel> = positions
+    writes.positions = positions
         .into_values()
         .map(|mut p| {
             p.updated_at = at;
-            portfolio_positions::ActiveModel::from(p).reset_all()
+            p
         })
         .collect();
+    writes
+}
+
+fn pool_of(position: &portfolio_positions::Model) -> Pool {
+    Pool {
+        quantity: position.quantity.0 - position.unknown_quantity.0,
+        cost: position.cost.0,
+        unknown_quantity: position.unknown_quantity.0,
+        since: position.since,
+    }
+}
+
+fn store_pool(position: &mut portfolio_positions::Model, pool: &Pool) {
+    position.quantity = Amount(pool.quantity + pool.unknown_quantity);
+    position.cost = Amount(pool.cost);
+    position.unknown_quantity = Amount(pool.unknown_quantity);
+    position.since = pool.since;
+}
+
+/// Consumes `quantity` from one lot method's open lots (in its order), noting which
+/// lots shrink and which are gone. Returns the realized pieces, the known cost and the
+/// unknown-cost quantity that left.
+fn consume_lots(
+    writes: &mut Writes,
+    lots: &[Lot<Uuid>],
+    quantity: Decimal,
+    proceeds: Option<Decimal>,
+    at: DateTime<Utc>,
+) -> (Vec<Realized>, Decimal, Decimal) {
+    let consumption = cost_basis::consume(lots, quantity, proceeds, at);
+    let mut cost_out = Decimal::ZERO;
+    let mut unknown_out = Decimal::ZERO;
+    for (before, after) in lots.iter().zip(consumption.updated.iter()) {
+        match (before.cost, after.cost) {
+            (Some(b), Some(a)) => cost_out += b - a,
+            _ => unknown_out += before.quantity - after.quantity,
+        }
+        if after.quantity <= Decimal::ZERO {
+            writes.gone_lots.push(after.key);
+        } else {
+            writes
+                .changed_lots
+                .push((after.key, after.quantity, after.cost));
+        }
+    }
+    (consumption.realized, cost_out, unknown_out)
+}
+
+/// Each lot method's first open lots of (user, asset) in its consumption order, enough
+/// to cover `quantity` when there are enough: a page each (all three in one read on
+/// PostgreSQL), and a bigger page for a method whose first did not cover it.
+async fn read_lots(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    asset: &str,
+    quantity: Decimal,
+) -> Result<HashMap<Method, Vec<Lot<Uuid>>>, ApiError> {
+    let postgres = txn.get_database_backend() == DatabaseBackend::Postgres;
+    let mut first_pages: HashMap<Method, Vec<portfolio_lots::Model>> = HashMap::new();
+    if postgres {
+        for row in first_lot_pages(txn, user_id, asset).await? {
+            if let Some(method) = Method::parse(&row.method) {
+                first_pages.entry(method).or_default().push(row);
+            }
+        }
+    }
+    let mut all = HashMap::new();
+    for method in Method::LOT_METHODS {
+        let mut page = LOT_PAGE;
+        let mut rows = if postgres {
+            first_pages.remove(&method).unwrap_or_default()
+        } else {
+            lot_page(txn, user_id, asset, method, page).await?
+        };
+        loop {
+            let available: Decimal = rows.iter().map(|r| r.quantity.0).sum();
+            if available < quantity && rows.len() as u64 == page {
+                page *= 4;
+                rows = lot_page(txn, user_id, asset, method, page).await?;
+                continue;
+            }
+            break;
+        }
+        let mut lots: Vec<Lot<Uuid>> = rows
+            .iter()
+            .map(|r| Lot {
+                key: r.id,
+                quantity: r.quantity.0,
+                cost: r.cost.map(|c| c.0),
+                acquired_at: r.acquired_at,
+            })
+            .collect();
+        // The rank is coarse (1e-8 a unit): the exact order is decided here.
+        cost_basis::sort_lots(method, &mut lots);
+        all.insert(method, lots);
+    }
+    Ok(all)
+}
+
+/// The SQL order in which `method` consumes lots (HIFO's rank is refined in Rust).
+fn lot_order(method: Method) -> &'static str {
+    match method {
+        Method::Lifo => "id DESC",
+        Method::Hifo => "cost_rank DESC, id ASC",
+        _ => "id ASC",
+    }
+}
+
+/// One page of a lot method's open lots, in its order.
+async fn lot_page(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    asset: &str,
+    method: Method,
+    page: u64,
+) -> Result<Vec<portfolio_lots::Model>, ApiError> {
+    let mut query = portfolio_lots::Entity::find()
+        .filter(portfolio_lots::Column::UserId.eq(user_id))
+        .filter(portfolio_lots::Column::Asset.eq(asset))
+        .filter(portfolio_lots::Column::Method.eq(method.as_str()));
+    query = match method {
+        Method::Lifo => query.order_by_desc(portfolio_lots::Column::Id),
+        Method::Hifo => query
+            .order_by_desc(portfolio_lots::Column::CostRank)
+            .order_by_asc(portfolio_lots::Column::Id),
+        _ => query.order_by_asc(portfolio_lots::Column::Id),
+    };
+    Ok(query.limit(page).all(txn).await?)
+}
+
+/// PostgreSQL: the first page of every lot method, in one read.
+async fn first_lot_pages(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    asset: &str,
+) -> Result<Vec<portfolio_lots::Model>, ApiError> {
+    let pages: Vec<String> = Method::LOT_METHODS
+        .into_iter()
+        .map(|method| {
+            format!(
+                "(SELECT * FROM portfolio_lots WHERE user_id = $1 AND asset = $2 \
+                 AND method = '{}' ORDER BY {} LIMIT {LOT_PAGE})",
+                method.as_str(),
+                lot_order(method)
+            )
+        })
+        .collect();
+    let statement = sea_orm::Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        pages.join(" UNION ALL "),
+        [user_id.into(), asset.into()],
+    );
+    Ok(portfolio_lots::Entity::find()
+        .from_raw_sql(statement)
+        .all(txn)
+        .await?)
+}
+
+/// SQLite: the changes statement by statement (one writer at a time, nothing to gain).
+async fn write_one_by_one(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    asset: &str,
+    writes: Writes,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    if !writes.new_lots.is_empty() {
+        let lots = writes
+            .new_lots
+            .into_iter()
+            .map(|lot| portfolio_lots::ActiveModel::from(lot).reset_all());
+        portfolio_lots::Entity::insert_many(lots)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for (id, quantity, cost) in writes.changed_lots {
+        portfolio_lots::Entity::update_many()
+            .col_expr(portfolio_lots::Column::Quantity, Amount(quantity).into())
+            .col_expr(
+                portfolio_lots::Column::Cost,
+                sea_orm::sea_query::Expr::value(cost.map(Amount)),
+            )
+            .filter(portfolio_lots::Column::Id.eq(id))
+            .exec(txn)
+            .await?;
+    }
+    if !writes.gone_lots.is_empty() {
+        portfolio_lots::Entity::delete_many()
+            .filter(portfolio_lots::Column::Id.is_in(writes.gone_lots))
+            .exec(txn)
+            .await?;
+    }
+    if !writes.realized.is_empty() {
+        let realized = writes
+            .realized
+            .into_iter()
+            .map(|piece| portfolio_realized::ActiveModel::from(piece).reset_all());
+        portfolio_realized::Entity::insert_many(realized)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    let rows = writes
+        .positions
+        .into_iter()
+        .map(|p| portfolio_positions::ActiveModel::from(p).reset_all());
     portfolio_positions::Entity::insert_many(rows)
         .on_conflict(
             OnConflict::columns([
@@ -521,7 +794,7 @@ async fn apply(
         user_id: Set(user_id),
         asset: Set(asset.to_owned()),
         bucket: Set(hour_of(at)),
-        quantity: Set(Amount(held)),
+        quantity: Set(Amount(writes.held)),
     })
     .on_conflict(
         OnConflict::columns([
@@ -537,98 +810,151 @@ async fn apply(
     Ok(())
 }
 
-fn pool_of(position: &portfolio_positions::Model) -> Pool {
-    Pool {
-        quantity: position.quantity.0 - position.unknown_quantity.0,
-        cost: position.cost.0,
-        unknown_quantity: position.unknown_quantity.0,
-        since: position.since,
+/// Numbered parameters for a statement assembled from parts.
+#[derive(Default)]
+struct Params(Vec<sea_orm::Value>);
+
+impl Params {
+    /// Binds `value` and returns its placeholder, with a type cast: `$3::numeric`.
+    fn bind(&mut self, value: impl Into<sea_orm::Value>, cast: &str) -> String {
+        self.0.push(value.into());
+        format!("${}::{cast}", self.0.len())
     }
 }
 
-fn store_pool(position: &mut portfolio_positions::Model, pool: &Pool) {
-    position.quantity = Amount(pool.quantity + pool.unknown_quantity);
-    position.cost = Amount(pool.cost);
-    position.unknown_quantity = Amount(pool.unknown_quantity);
-    position.since = pool.since;
-}
-
-/// Consumes `quantity` from a lot method's open lots, a page at a time in the method's
-/// order. Returns the realized pieces, the known cost and the unknown-cost quantity
-/// that left.
-async fn consume_lots(
+/// PostgreSQL: every change of a movement in one statement: data-modifying parts in a
+/// `WITH` run exactly once each, on distinct rows (new, shrunk and gone lots are
+/// different lots), and a disposal on a busy trading path is then three round trips
+/// (positions, lots, this) instead of a dozen.
+async fn write_in_one_statement(
     txn: &DatabaseTransaction,
     user_id: Uuid,
     asset: &str,
-    method: Method,
-    quantity: Decimal,
-    proceeds: Option<Decimal>,
+    writes: &Writes,
     at: DateTime<Utc>,
-) -> Result<(Vec<Realized>, Decimal, Decimal), ApiError> {
-    let mut page = LOT_PAGE;
-    loop {
-        let mut query = portfolio_lots::Entity::find()
-            .filter(portfolio_lots::Column::UserId.eq(user_id))
-            .filter(portfolio_lots::Column::Asset.eq(asset))
-            .filter(portfolio_lots::Column::Method.eq(method.as_str()));
-        query = match method {
-            Method::Lifo => query.order_by_desc(portfolio_lots::Column::Id),
-            Method::Hifo => query
-                .order_by_desc(portfolio_lots::Column::CostRank)
-                .order_by_asc(portfolio_lots::Column::Id),
-            _ => query.order_by_asc(portfolio_lots::Column::Id),
-        };
-        let rows = query.limit(page).all(txn).await?;
-        let available: Decimal = rows.iter().map(|r| r.quantity.0).sum();
-        if available < quantity && rows.len() as u64 == page {
-            page *= 4;
-            continue;
-        }
-        let mut lots: Vec<Lot<Uuid>> = rows
+) -> Result<(), ApiError> {
+    let mut p = Params::default();
+    let user = p.bind(user_id, "uuid");
+    let asset = p.bind(asset, "text");
+    let now = p.bind(at, "timestamptz");
+    let mut parts = Vec::new();
+    if !writes.new_lots.is_empty() {
+        let rows: Vec<String> = writes
+            .new_lots
             .iter()
-            .map(|r| Lot {
-                key: r.id,
-                quantity: r.quantity.0,
-                cost: r.cost.map(|c| c.0),
-                acquired_at: r.acquired_at,
+            .map(|lot| {
+                format!(
+                    "({}, {user}, {asset}, {}, {}, {}, {}, {now})",
+                    p.bind(lot.id, "uuid"),
+                    p.bind(lot.method.clone(), "text"),
+                    p.bind(lot.quantity.0, "numeric"),
+                    p.bind(lot.cost.map(|c| c.0), "numeric"),
+                    p.bind(lot.cost_rank, "bigint"),
+                )
             })
             .collect();
-        // The rank is coarse (1e-8 a unit): the exact order is decided here.
-        cost_basis::sort_lots(method, &mut lots);
-        let consumption = cost_basis::consume(&lots, quantity, proceeds, at);
-        let mut cost_out = Decimal::ZERO;
-        let mut unknown_out = Decimal::ZERO;
-        let mut gone = Vec::new();
-        for (before, after) in lots.iter().zip(consumption.updated.iter()) {
-            match (before.cost, after.cost) {
-                (Some(b), Some(a)) => cost_out += b - a,
-                _ => unknown_out += before.quantity - after.quantity,
-            }
-            if after.quantity <= Decimal::ZERO {
-                gone.push(after.key);
-            } else {
-                portfolio_lots::Entity::update_many()
-                    .col_expr(
-                        portfolio_lots::Column::Quantity,
-                        Amount(after.quantity).into(),
-                    )
-                    .col_expr(
-                        portfolio_lots::Column::Cost,
-                        sea_orm::sea_query::Expr::value(after.cost.map(Amount)),
-                    )
-                    .filter(portfolio_lots::Column::Id.eq(after.key))
-                    .exec(txn)
-                    .await?;
-            }
-        }
-        if !gone.is_empty() {
-            portfolio_lots::Entity::delete_many()
-                .filter(portfolio_lots::Column::Id.is_in(gone))
-                .exec(txn)
-                .await?;
-        }
-        return Ok((consumption.realized, cost_out, unknown_out));
+        parts.push(format!(
+            "INSERT INTO portfolio_lots (id, user_id, asset, method, quantity, cost, cost_rank, acquired_at) VALUES {}",
+            rows.join(", ")
+        ));
     }
+    if !writes.changed_lots.is_empty() {
+        let rows: Vec<String> = writes
+            .changed_lots
+            .iter()
+            .map(|(id, quantity, cost)| {
+                format!(
+                    "({}, {}, {})",
+                    p.bind(*id, "uuid"),
+                    p.bind(*quantity, "numeric"),
+                    p.bind(*cost, "numeric")
+                )
+            })
+            .collect();
+        parts.push(format!(
+            "UPDATE portfolio_lots AS l SET quantity = v.quantity, cost = v.cost \
+             FROM (VALUES {}) AS v (id, quantity, cost) WHERE l.id = v.id",
+            rows.join(", ")
+        ));
+    }
+    if !writes.gone_lots.is_empty() {
+        let ids: Vec<String> = writes
+            .gone_lots
+            .iter()
+            .map(|id| p.bind(*id, "uuid"))
+            .collect();
+        parts.push(format!(
+            "DELETE FROM portfolio_lots WHERE id IN ({})",
+            ids.join(", ")
+        ));
+    }
+    if !writes.realized.is_empty() {
+        let rows: Vec<String> = writes
+            .realized
+            .iter()
+            .map(|piece| {
+                format!(
+                    "({}, {user}, {asset}, {}, {}, {}, {}, {}, {})",
+                    p.bind(piece.id, "uuid"),
+                    p.bind(piece.method.clone(), "text"),
+                    p.bind(piece.quantity.0, "numeric"),
+                    p.bind(piece.acquired_at, "timestamptz"),
+                    p.bind(piece.disposed_at, "timestamptz"),
+                    p.bind(piece.proceeds.map(|v| v.0), "numeric"),
+                    p.bind(piece.cost.map(|v| v.0), "numeric"),
+                )
+            })
+            .collect();
+        parts.push(format!(
+            "INSERT INTO portfolio_realized (id, user_id, asset, method, quantity, acquired_at, disposed_at, proceeds, cost) VALUES {}",
+            rows.join(", ")
+        ));
+    }
+    let positions: Vec<String> = writes
+        .positions
+        .iter()
+        .map(|position| {
+            format!(
+                "({user}, {asset}, {}, {}, {}, {}, {}, {}, {}, {now})",
+                p.bind(position.method.clone(), "text"),
+                p.bind(position.quantity.0, "numeric"),
+                p.bind(position.cost.0, "numeric"),
+                p.bind(position.unknown_quantity.0, "numeric"),
+                p.bind(position.realized_pnl.0, "numeric"),
+                p.bind(position.unknown_realized.0, "numeric"),
+                p.bind(position.since, "timestamptz"),
+            )
+        })
+        .collect();
+    parts.push(format!(
+        "INSERT INTO portfolio_positions (user_id, asset, method, quantity, cost, unknown_quantity, realized_pnl, unknown_realized, since, updated_at) \
+         VALUES {} ON CONFLICT (user_id, method, asset) DO UPDATE SET \
+         quantity = EXCLUDED.quantity, cost = EXCLUDED.cost, \
+         unknown_quantity = EXCLUDED.unknown_quantity, realized_pnl = EXCLUDED.realized_pnl, \
+         unknown_realized = EXCLUDED.unknown_realized, since = EXCLUDED.since, \
+         updated_at = EXCLUDED.updated_at",
+        positions.join(", ")
+    ));
+    let held = p.bind(writes.held, "numeric");
+    let bucket = p.bind(hour_of(at), "timestamptz");
+    let with: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| format!("w{i} AS ({part})"))
+        .collect();
+    let sql = format!(
+        "WITH {} INSERT INTO portfolio_holdings_history (user_id, asset, bucket, quantity) \
+         VALUES ({user}, {asset}, {bucket}, {held}) \
+         ON CONFLICT (user_id, asset, bucket) DO UPDATE SET quantity = EXCLUDED.quantity",
+        with.join(", ")
+    );
+    txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        p.0,
+    ))
+    .await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
