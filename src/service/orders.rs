@@ -762,72 +762,92 @@ async fn lock_sequences(
     Ok(())
 }
 
-/// A user's traded volume in a market over the last 30 days (this day included).
-async fn volume_30d(
+/// Traded volume in a market over the last 30 days (this day included) of each of
+/// `users`, in one read; zero for a user without trades.
+async fn volumes_30d(
     txn: &DatabaseTransaction,
-    cache: &mut std::collections::HashMap<Uuid, Decimal>,
-    user_id: Uuid,
+    users: &std::collections::BTreeSet<Uuid>,
     market: &str,
     now: DateTime<Utc>,
-) -> Result<Decimal, ApiError> {
-    if let Some(volume) = cache.get(&user_id) {
-        return Ok(*volume);
-    }
+) -> Result<std::collections::HashMap<Uuid, Decimal>, ApiError> {
     let since = (now - chrono::Duration::days(29))
         .format("%Y-%m-%d")
         .to_string();
     let rows = user_daily_volumes::Entity::find()
-        .filter(user_daily_volumes::Column::UserId.eq(user_id))
+        .filter(user_daily_volumes::Column::UserId.is_in(users.iter().copied()))
         .filter(user_daily_volumes::Column::Market.eq(market))
         .filter(user_daily_volumes::Column::Day.gte(since))
         .all(txn)
         .await?;
-    let volume = rows.iter().map(|r| r.volume.0).sum();
-    cache.insert(user_id, volume);
-    Ok(volume)
+    let mut volumes: std::collections::HashMap<Uuid, Decimal> =
+        users.iter().map(|user| (*user, Decimal::ZERO)).collect();
+    for row in rows {
+        *volumes.entry(row.user_id).or_default() += row.volume.0;
+    }
+    Ok(volumes)
 }
 
-/// Adds a trade's quote value to the user's volume of the day. Safe without more
-/// locking: volume rows of a market are written only under that market's lock.
+/// Adds a trade's quote value to its buyer's and seller's volume of the day (once when
+/// they are the same user). Safe without more locking: volume rows of a market are
+/// written only under that market's lock.
 async fn add_volume(
     txn: &DatabaseTransaction,
-    user_id: Uuid,
+    (buyer, seller): (Uuid, Uuid),
     market: &str,
     now: DateTime<Utc>,
     notional: Decimal,
 ) -> Result<(), ApiError> {
     let day = now.format("%Y-%m-%d").to_string();
+    let mut traders = vec![(buyer, notional)];
+    if seller == buyer {
+        traders[0].1 += notional;
+    } else {
+        traders.push((seller, notional));
+    }
     if txn.get_database_backend() == DatabaseBackend::Postgres {
-        // One upsert, adding exactly in NUMERIC.
+        // One upsert for both sides, adding exactly in NUMERIC.
+        let mut values: Vec<sea_orm::Value> = vec![market.into(), day.into()];
+        let rows: Vec<String> = traders
+            .iter()
+            .map(|(user, amount)| {
+                values.extend([(*user).into(), (*amount).into()]);
+                let n = values.len();
+                format!("(${}::uuid, $1, $2, ${n}::numeric)", n - 1)
+            })
+            .collect();
         txn.execute_raw(sea_orm::Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
-            "INSERT INTO user_daily_volumes AS v (user_id, market, day, volume) \
-             VALUES ($1, $2, $3, $4::numeric) \
-             ON CONFLICT (user_id, market, day) DO UPDATE SET volume = v.volume + EXCLUDED.volume",
-            [user_id.into(), market.into(), day.into(), notional.into()],
+            format!(
+                "INSERT INTO user_daily_volumes AS v (user_id, market, day, volume) VALUES {} \
+                 ON CONFLICT (user_id, market, day) DO UPDATE SET volume = v.volume + EXCLUDED.volume",
+                rows.join(", ")
+            ),
+            values,
         ))
         .await?;
         return Ok(());
     }
     // SQLite keeps amounts as text, which its arithmetic would turn into binary
     // floats: the sum is made here (one writer at a time, so no update is lost).
-    let key = (user_id, market.to_owned(), day.clone());
-    match user_daily_volumes::Entity::find_by_id(key).one(txn).await? {
-        Some(row) => {
-            let volume = row.volume.0 + notional;
-            let mut active: user_daily_volumes::ActiveModel = row.into();
-            active.volume = Set(Amount(volume));
-            active.update(txn).await?;
-        }
-        None => {
-            user_daily_volumes::ActiveModel {
-                user_id: Set(user_id),
-                market: Set(market.to_owned()),
-                day: Set(day),
-                volume: Set(Amount(notional)),
+    for (user_id, amount) in traders {
+        let key = (user_id, market.to_owned(), day.clone());
+        match user_daily_volumes::Entity::find_by_id(key).one(txn).await? {
+            Some(row) => {
+                let volume = row.volume.0 + amount;
+                let mut active: user_daily_volumes::ActiveModel = row.into();
+                active.volume = Set(Amount(volume));
+                active.update(txn).await?;
             }
-            .insert(txn)
-            .await?;
+            None => {
+                user_daily_volumes::ActiveModel {
+                    user_id: Set(user_id),
+                    market: Set(market.to_owned()),
+                    day: Set(day.clone()),
+                    volume: Set(Amount(amount)),
+                }
+                .insert(txn)
+                .await?;
+            }
         }
     }
     Ok(())
@@ -842,17 +862,16 @@ struct TradeLeg<'a> {
     now: DateTime<Utc>,
 }
 
-/// Stores one side's fill of a trade; the fee is in the asset that side receives.
-async fn insert_fill(
-    txn: &DatabaseTransaction,
+/// One side's fill of a trade; the fee is in the asset that side receives.
+fn fill_of(
     trade: &TradeLeg<'_>,
     order: &orders::Model,
     side: Side,
     fee: Decimal,
     (base, quote): (&str, &str),
     liquidity: &str,
-) -> Result<fills::Model, ApiError> {
-    let fill = fills::Model {
+) -> fills::Model {
+    fills::Model {
         id: Uuid::now_v7(),
         order_id: order.id,
         user_id: order.user_id,
@@ -868,12 +887,7 @@ async fn insert_fill(
         },
         liquidity: liquidity.to_owned(),
         created_at: trade.now,
-    };
-    fills::ActiveModel::from(fill.clone())
-        .reset_all()
-        .insert(txn)
-        .await?;
-    Ok(fill)
+    }
 }
 
 /// Reads the book a page at a time, further only if the taker swept the page, and plans
@@ -935,8 +949,16 @@ async fn apply_plan(
     let (base, quote) = (market.base_asset.clone(), market.quote_asset.clone());
     let makers_by_id: std::collections::HashMap<Uuid, &orders::Model> =
         makers.iter().map(|m| (m.id, m)).collect();
-    // 30-day volumes as they stood when the order arrived, one read per user.
-    let mut volumes: std::collections::HashMap<Uuid, Decimal> = std::collections::HashMap::new();
+    // 30-day volumes as they stood when the order arrived: one read for every trader.
+    let volumes = if plan.fills.is_empty() {
+        std::collections::HashMap::new()
+    } else {
+        let mut traders: std::collections::BTreeSet<Uuid> =
+            plan.fills.iter().map(|f| f.maker_owner).collect();
+        traders.insert(order.user_id);
+        volumes_30d(txn, &traders, &market.symbol, now).await?
+    };
+    let volume_of = |user: Uuid| volumes.get(&user).copied().unwrap_or_default();
     let mut taker_fills = Vec::new();
     let mut held = hold;
     let mut last_price = None;
@@ -950,16 +972,10 @@ async fn apply_plan(
             Side::Buy => (order.user_id, maker.user_id),
             Side::Sell => (maker.user_id, order.user_id),
         };
-        let taker_bps = fees::discounted_bps(
-            market.taker_fee_bps as u32,
-            volume_30d(txn, &mut volumes, order.user_id, &market.symbol, now).await?,
-            tiers,
-        );
-        let maker_bps = fees::discounted_bps(
-            market.maker_fee_bps as u32,
-            volume_30d(txn, &mut volumes, maker.user_id, &market.symbol, now).await?,
-            tiers,
-        );
+        let taker_bps =
+            fees::discounted_bps(market.taker_fee_bps as u32, volume_of(order.user_id), tiers);
+        let maker_bps =
+            fees::discounted_bps(market.maker_fee_bps as u32, volume_of(maker.user_id), tiers);
         let (buyer_bps, seller_bps) = match side {
             Side::Buy => (taker_bps, maker_bps),
             Side::Sell => (maker_bps, taker_bps),
@@ -1051,9 +1067,7 @@ async fn apply_plan(
             .filter(orders::Column::Id.eq(maker.id))
             .exec(txn)
             .await?;
-        for user in [buyer, seller] {
-            add_volume(txn, user, &market.symbol, now, notional).await?;
-        }
+        add_volume(txn, (buyer, seller), &market.symbol, now, notional).await?;
         let trade = TradeLeg {
             trade_id,
             market: &market.symbol,
@@ -1061,15 +1075,27 @@ async fn apply_plan(
             quantity: fill.quantity,
             now,
         };
-        let maker_fill = insert_fill(
-            txn,
+        let maker_fill = fill_of(
             &trade,
             maker,
             maker_side,
             maker_fee,
             (&base, &quote),
             "MAKER",
+        );
+
+        // The taker.
+        let taker_fee = match side {
+            Side::Buy => buyer_fee,
+            Side::Sell => seller_fee,
+        };
+        let taker_fill = fill_of(&trade, order, side, taker_fee, (&base, &quote), "TAKER");
+        // Both fills in one statement, before the events that point at them.
+        fills::Entity::insert_many(
+            [&maker_fill, &taker_fill]
+                .map(|fill| fills::ActiveModel::from(fill.clone()).reset_all()),
         )
+        .exec_without_returning(txn)
         .await?;
         record_event(
             txn,
@@ -1081,11 +1107,6 @@ async fn apply_plan(
         )
         .await?;
 
-        // The taker.
-        let taker_fee = match side {
-            Side::Buy => buyer_fee,
-            Side::Sell => seller_fee,
-        };
         order.filled_quantity = Amount(order.filled_quantity.0 + fill.quantity);
         order.filled_quote = Amount(order.filled_quote.0 + notional);
         order.fee = Amount(order.fee.0 + taker_fee);
@@ -1093,16 +1114,6 @@ async fn apply_plan(
             Side::Buy => notional,
             Side::Sell => fill.quantity,
         };
-        let taker_fill = insert_fill(
-            txn,
-            &trade,
-            order,
-            side,
-            taker_fee,
-            (&base, &quote),
-            "TAKER",
-        )
-        .await?;
         let interim = status_after_fill(order.quantity.map(|q| q.0), order.filled_quantity.0);
         record_event(
             txn,
@@ -1120,7 +1131,7 @@ async fn apply_plan(
         // PORTFOLIO HOOK (the only one in matching): P&L state (lots, running totals,
         // realized pieces) and price candles follow both fills of this trade, in this
         // transaction. All of the logic lives in `service::portfolio`.
-        super::portfolio::on_fills(txn, &[maker_fill, taker_fill.clone()]).await?;
+        super::portfolio::on_trade(txn, market, &[maker_fill, taker_fill.clone()]).await?;
         events.push(Event::Trade {
             market: market.symbol.clone(),
             price: fill.price,

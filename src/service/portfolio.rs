@@ -96,9 +96,40 @@ pub async fn on_fills(txn: &DatabaseTransaction, batch: &[fills::Model]) -> Resu
         return Ok(());
     }
     let all_markets = market_rows::Entity::find().all(txn).await?;
+    let table = table_of(&all_markets);
+    apply_fills(txn, &all_markets, table, batch).await
+}
+
+/// [`on_fills`] for the fills of one trade in `market` (the row the caller has locked).
+/// A market quoted in the cost currency values its trades without any other market's
+/// price, so the read of every market is skipped.
+pub async fn on_trade(
+    txn: &DatabaseTransaction,
+    market: &market_rows::Model,
+    fills: &[fills::Model],
+) -> Result<(), ApiError> {
+    if market.quote_asset != COST_CURRENCY || fills.iter().any(|f| f.market != market.symbol) {
+        return on_fills(txn, fills).await;
+    }
+    apply_fills(
+        txn,
+        std::slice::from_ref(market),
+        PriceTable::default(),
+        fills,
+    )
+    .await
+}
+
+/// Folds `batch` into P&L state and candles, valuing through `table` (last prices,
+/// before these fills) the markets in `markets`, which hold every fill's market.
+async fn apply_fills(
+    txn: &DatabaseTransaction,
+    markets: &[market_rows::Model],
+    mut table: PriceTable,
+    batch: &[fills::Model],
+) -> Result<(), ApiError> {
     let by_symbol: HashMap<&str, &market_rows::Model> =
-        all_markets.iter().map(|m| (m.symbol.as_str(), m)).collect();
-    let mut table = table_of(&all_markets);
+        markets.iter().map(|m| (m.symbol.as_str(), m)).collect();
     let mut trades = BTreeSet::new();
     for fill in batch {
         let Some(market) = by_symbol.get(fill.market.as_str()) else {
