@@ -64,7 +64,7 @@ impl OrderBatches {
         prepared: Prepared,
     ) -> Result<Placed, ApiError> {
         let (reply, outcome) = oneshot::channel();
-        let market = prepared.market.symbol.clone();
+        let market = prepared.symbol.clone();
         let job = Job {
             user_id,
             input,

@@ -196,31 +196,37 @@ async fn find_by_client_id<C: ConnectionTrait>(
 /// The market's rules, checked before the transaction starts.
 #[derive(Clone, Debug)]
 pub(super) struct Prepared {
-    pub(super) market: market_rows::Model,
+    /// The market's symbol as stored.
+    pub(super) symbol: String,
     rules: MarketRules,
     fee_tiers: Vec<FeeTier>,
 }
 
+/// Checks an order against its market's rules, which come from the in-process cache
+/// after the market's first order. Whether the market trades is left to the placing
+/// transaction, which reads it under the market's lock anyway.
 async fn prepare(state: &AppState, input: &NewOrder) -> Result<Prepared, ApiError> {
-    let conn = state.db.conn();
-    let market = markets::find_market(conn, &input.market)
+    let (symbol, rules) = markets::rules(state, &input.market)
         .await?
         .ok_or_else(|| ApiError::bad_input("input.market", "unknown market"))?;
-    if market.status != markets::TRADING {
-        return Err(ApiError::Conflict(format!(
-            "market {} is halted",
-            market.symbol
-        )));
+    if let Err(error) = check_request(input, &rules) {
+        // A halted market refuses any order with CONFLICT before its input is judged.
+        // Only this (rare) path reads the status here; valid orders find it under the
+        // lock.
+        let market = markets::find_market(state.db.conn(), &symbol).await?;
+        if let Some(market) = market.filter(|m| m.status != markets::TRADING) {
+            return Err(halted(&market));
+        }
+        return Err(error);
     }
-    let base_precision = asset_precision(conn, &market.base_asset).await?;
-    let quote_precision = asset_precision(conn, &market.quote_asset).await?;
-    let rules = MarketRules {
-        tick_size: market.tick_size.0,
-        lot_size: market.lot_size.0,
-        min_notional: market.min_notional.0,
-        base_precision,
-        quote_precision,
-    };
+    Ok(Prepared {
+        symbol,
+        rules,
+        fee_tiers: state.config.fee_tiers.clone(),
+    })
+}
+
+fn check_request(input: &NewOrder, rules: &MarketRules) -> Result<(), ApiError> {
     let request = OrderRequest {
         side: input.side,
         order_type: input.order_type,
@@ -232,7 +238,7 @@ async fn prepare(state: &AppState, input: &NewOrder) -> Result<Prepared, ApiErro
         has_expire_at: input.expire_at.is_some(),
         post_only: input.post_only,
     };
-    order_rules::validate(&request, &rules).map_err(|e| ApiError::bad_input(e.field, e.message))?;
+    order_rules::validate(&request, rules).map_err(|e| ApiError::bad_input(e.field, e.message))?;
     if let Some(expire_at) = input.expire_at {
         if expire_at <= Utc::now() {
             return Err(ApiError::bad_input(
@@ -241,18 +247,12 @@ async fn prepare(state: &AppState, input: &NewOrder) -> Result<Prepared, ApiErro
             ));
         }
     }
-    Ok(Prepared {
-        market,
-        rules,
-        fee_tiers: state.config.fee_tiers.clone(),
-    })
+    Ok(())
 }
 
-async fn asset_precision<C: ConnectionTrait>(conn: &C, symbol: &str) -> Result<u32, ApiError> {
-    let asset = markets::find_asset(conn, symbol)
-        .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("market asset {symbol} is missing")))?;
-    Ok(asset.precision as u32)
+/// The refusal of an order in a halted market.
+fn halted(market: &market_rows::Model) -> ApiError {
+    ApiError::Conflict(format!("market {} is halted", market.symbol))
 }
 
 /// Locks the market row so one transaction at a time changes its book.
@@ -480,12 +480,9 @@ pub(super) async fn execute(
     input: &NewOrder,
     prepared: &Prepared,
 ) -> Result<Placed, ApiError> {
-    let market = lock_market(txn, &prepared.market.symbol).await?;
+    let market = lock_market(txn, &prepared.symbol).await?;
     if market.status != markets::TRADING {
-        return Err(ApiError::Conflict(format!(
-            "market {} is halted",
-            market.symbol
-        )));
+        return Err(halted(&market));
     }
     let now = Utc::now();
     let sequence = market.next_sequence;
@@ -681,7 +678,7 @@ pub(super) async fn prelock_batch(
     let Some((_, _, first)) = batch.first() else {
         return Ok(());
     };
-    let market = lock_market(txn, &first.market.symbol).await?;
+    let market = lock_market(txn, &first.symbol).await?;
     if txn.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(());
     }
@@ -1388,7 +1385,10 @@ pub async fn amend(
             Box::pin(async move {
                 let events = Collector::default();
                 let value: Result<_, ApiError> = async {
-                    let market = lock_market(txn, &prepared.market.symbol).await?;
+                    let market = lock_market(txn, &prepared.symbol).await?;
+                    if market.status != markets::TRADING {
+                        return Err(halted(&market));
+                    }
                     let mut order = orders::Entity::find_by_id(order_id)
                         .one(txn)
                         .await?
