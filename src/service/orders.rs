@@ -168,7 +168,7 @@ pub async fn preview(
             Box::pin(async move {
                 let mut input = input;
                 input.client_order_id = None;
-                execute(txn, &Collector::default(), user_id, &input, &prepared).await
+                execute_alone(txn, &Collector::default(), user_id, &input, &prepared).await
             })
         })
         .await
@@ -265,6 +265,61 @@ async fn lock_market(
         query = query.lock_exclusive();
     }
     query.one(txn).await?.ok_or(ApiError::NotFound("market"))
+}
+
+/// A market's row as the running transaction holds it locked, and the places in the
+/// market's price-time queue handed out under that lock. The row is read once per
+/// transaction rather than once per order of a batch, and the next sequence is written
+/// once, by [`LockedMarket::finish`]: nobody else reads or changes the row before
+/// commit. Made afresh for every attempt at a transaction, so an attempt rolled back
+/// and tried again starts from the stored row.
+pub(super) struct LockedMarket {
+    /// The row as this transaction has left it so far (last price, next sequence).
+    row: market_rows::Model,
+    /// `next_sequence` as stored.
+    stored_sequence: i64,
+}
+
+impl LockedMarket {
+    /// Locks the market's row (PostgreSQL `SELECT … FOR UPDATE`).
+    pub(super) async fn lock(txn: &DatabaseTransaction, symbol: &str) -> Result<Self, ApiError> {
+        let row = lock_market(txn, symbol).await?;
+        Ok(LockedMarket {
+            stored_sequence: row.next_sequence,
+            row,
+        })
+    }
+
+    /// Refuses orders while the market is halted.
+    pub(super) fn ensure_trading(&self) -> Result<(), ApiError> {
+        if self.row.status != markets::TRADING {
+            return Err(halted(&self.row));
+        }
+        Ok(())
+    }
+
+    /// The next place in the market's queue.
+    fn take_sequence(&mut self) -> i64 {
+        let sequence = self.row.next_sequence;
+        self.row.next_sequence += 1;
+        sequence
+    }
+
+    /// Writes what the transaction held back: the market's next sequence, when orders
+    /// took places. Runs before commit.
+    pub(super) async fn finish(&self, txn: &DatabaseTransaction) -> Result<(), ApiError> {
+        if self.row.next_sequence != self.stored_sequence {
+            market_rows::Entity::update_many()
+                .col_expr(
+                    market_rows::Column::NextSequence,
+                    Expr::value(self.row.next_sequence),
+                )
+                .filter(market_rows::Column::Symbol.eq(self.row.symbol.as_str()))
+                .exec(txn)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Loads up to `limit` resting orders that the taker could trade with, best first.
@@ -473,24 +528,34 @@ fn status_after_fill(order_quantity: Option<Decimal>, filled: Decimal) -> &'stat
     }
 }
 
-pub(super) async fn execute(
+/// Places one order in `txn`, under a market lock of its own.
+pub(super) async fn execute_alone(
     txn: &DatabaseTransaction,
     events: &Collector,
     user_id: Uuid,
     input: &NewOrder,
     prepared: &Prepared,
 ) -> Result<Placed, ApiError> {
-    let market = lock_market(txn, &prepared.symbol).await?;
-    if market.status != markets::TRADING {
-        return Err(halted(&market));
-    }
+    let mut locked = LockedMarket::lock(txn, &prepared.symbol).await?;
+    let placed = execute(txn, &mut locked, events, user_id, input, prepared).await?;
+    locked.finish(txn).await?;
+    Ok(placed)
+}
+
+/// Places one order in `txn`, whose lock on the market is `locked` (the caller runs
+/// [`LockedMarket::finish`] after the last order).
+pub(super) async fn execute(
+    txn: &DatabaseTransaction,
+    locked: &mut LockedMarket,
+    events: &Collector,
+    user_id: Uuid,
+    input: &NewOrder,
+    prepared: &Prepared,
+) -> Result<Placed, ApiError> {
+    locked.ensure_trading()?;
     let now = Utc::now();
-    let sequence = market.next_sequence;
-    market_rows::Entity::update_many()
-        .col_expr(market_rows::Column::NextSequence, Expr::value(sequence + 1))
-        .filter(market_rows::Column::Symbol.eq(market.symbol.as_str()))
-        .exec(txn)
-        .await?;
+    let sequence = locked.take_sequence();
+    let market = locked.row.clone();
     let (base, quote) = (market.base_asset.clone(), market.quote_asset.clone());
     let tick = prepared.rules.tick_size;
     let limit_ticks = input.price.and_then(|p| order_rules::price_ticks(p, tick));
@@ -596,7 +661,7 @@ pub(super) async fn execute(
         txn,
         events,
         &prepared.fee_tiers,
-        &market,
+        locked,
         &mut order,
         (&plan, &makers),
         hold,
@@ -607,7 +672,7 @@ pub(super) async fn execute(
     // Only a trade moves the last price, so an order that traded nothing cannot have
     // reached any stop's trigger.
     if !taker_fills.is_empty() {
-        trigger_stops(txn, events, &prepared.fee_tiers, &market.symbol).await?;
+        trigger_stops(txn, events, &prepared.fee_tiers, locked).await?;
     }
     Ok(Placed {
         order,
@@ -671,17 +736,21 @@ const BATCH_PRELOCK_OWNERS: u64 = 64;
 /// resting orders, as many as the batch's quantities could take. Each order still runs [`prelock`] for its own plan,
 /// but finds those rows already held; taking them order by order instead would let
 /// two batches in different markets (sharing traders) lock them in opposite orders.
+/// Returns the market, locked, for the batch's orders to share; a halted market fails
+/// the whole batch.
 pub(super) async fn prelock_batch(
     txn: &DatabaseTransaction,
     batch: &[(Uuid, NewOrder, Prepared)],
-) -> Result<(), ApiError> {
+) -> Result<LockedMarket, ApiError> {
     let Some((_, _, first)) = batch.first() else {
-        return Ok(());
+        return Err(ApiError::internal(anyhow::anyhow!("an empty batch")));
     };
-    let market = lock_market(txn, &first.symbol).await?;
+    let locked = LockedMarket::lock(txn, &first.symbol).await?;
+    locked.ensure_trading()?;
     if txn.get_database_backend() != DatabaseBackend::Postgres {
-        return Ok(());
+        return Ok(locked);
     }
+    let market = &locked.row;
     // How far into each side of the book the batch can reach: `None` is no bound (a
     // market order), and a side no order of the batch takes from stays untouched.
     let reach = |side: Side| -> Option<Option<i64>> {
@@ -731,7 +800,8 @@ pub(super) async fn prelock_batch(
         accounts.insert(AccountRef::fee_income(&market.symbol, asset));
     }
     ledger::lock_accounts(txn, &accounts).await?;
-    lock_sequences(txn, &users).await
+    lock_sequences(txn, &users).await?;
+    Ok(locked)
 }
 
 /// Creates (if needed) and locks users' event-sequence rows, in user order.
@@ -918,12 +988,13 @@ async fn apply_plan(
     txn: &DatabaseTransaction,
     events: &Collector,
     tiers: &[FeeTier],
-    market: &market_rows::Model,
+    locked: &mut LockedMarket,
     order: &mut orders::Model,
     (plan, makers): (&matching::MatchPlan, &[orders::Model]),
     hold: Decimal,
     now: DateTime<Utc>,
 ) -> Result<Vec<fills::Model>, ApiError> {
+    let market = &locked.row.clone();
     let side = if order.side == "BUY" {
         Side::Buy
     } else {
@@ -1191,6 +1262,10 @@ async fn apply_plan(
     // and the market lock is held, so each crossing fires each alert exactly once;
     // `market.last_price` is still the price before these trades.
     super::alerts::on_trades(txn, events, market, plan.fills.iter().map(|f| f.price)).await?;
+    if let Some(price) = last_price {
+        locked.row.last_price = Some(Amount(price));
+        locked.row.updated_at = now;
+    }
     events.book_changed(&market.symbol);
     Ok(taker_fills)
 }
@@ -1247,14 +1322,14 @@ async fn trigger_stops(
     txn: &DatabaseTransaction,
     events: &Collector,
     tiers: &[FeeTier],
-    symbol: &str,
+    locked: &mut LockedMarket,
 ) -> Result<(), ApiError> {
     use sea_orm::Condition;
+    let symbol = locked.row.symbol.clone();
+    let symbol = symbol.as_str();
     for _ in 0..MAX_TRIGGERS_PER_TRADE {
-        let market = market_rows::Entity::find_by_id(symbol.to_owned())
-            .one(txn)
-            .await?
-            .ok_or(ApiError::NotFound("market"))?;
+        // The row as this transaction left it: the last price of its latest trade.
+        let market = locked.row.clone();
         let Some(last_ticks) = market
             .last_price
             .and_then(|p| order_rules::price_ticks(p.0, market.tick_size.0))
@@ -1305,7 +1380,7 @@ async fn trigger_stops(
             txn,
             events,
             tiers,
-            &market,
+            locked,
             &mut order,
             (&plan, &makers),
             hold,
@@ -1385,10 +1460,9 @@ pub async fn amend(
             Box::pin(async move {
                 let events = Collector::default();
                 let value: Result<_, ApiError> = async {
-                    let market = lock_market(txn, &prepared.symbol).await?;
-                    if market.status != markets::TRADING {
-                        return Err(halted(&market));
-                    }
+                    let mut locked = LockedMarket::lock(txn, &prepared.symbol).await?;
+                    locked.ensure_trading()?;
+                    let market = locked.row.clone();
                     let mut order = orders::Entity::find_by_id(order_id)
                         .one(txn)
                         .await?
@@ -1434,15 +1508,7 @@ pub async fn amend(
                     order.held = Amount(needed);
                     order.updated_at = now;
                     if !keeps_priority {
-                        order.sequence = market.next_sequence;
-                        market_rows::Entity::update_many()
-                            .col_expr(
-                                market_rows::Column::NextSequence,
-                                Expr::value(market.next_sequence + 1),
-                            )
-                            .filter(market_rows::Column::Symbol.eq(market.symbol.as_str()))
-                            .exec(txn)
-                            .await?;
+                        order.sequence = locked.take_sequence();
                     }
                     orders::ActiveModel::from(order.clone())
                         .reset_all()
@@ -1452,6 +1518,7 @@ pub async fn amend(
                     events.book_changed(&market.symbol);
                     audit_order(txn, &order, "order.amended", Some(order.user_id)).await?;
                     if keeps_priority || new_price.is_none() {
+                        locked.finish(txn).await?;
                         return Ok(order);
                     }
                     // A new price may cross the book: the order trades as a taker now.
@@ -1469,14 +1536,15 @@ pub async fn amend(
                         txn,
                         &events,
                         &prepared.fee_tiers,
-                        &market,
+                        &mut locked,
                         &mut order,
                         (&plan, &makers),
                         needed,
                         now,
                     )
                     .await?;
-                    trigger_stops(txn, &events, &prepared.fee_tiers, &market.symbol).await?;
+                    trigger_stops(txn, &events, &prepared.fee_tiers, &mut locked).await?;
+                    locked.finish(txn).await?;
                     Ok(order)
                 }
                 .await;
