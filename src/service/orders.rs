@@ -278,6 +278,9 @@ pub(super) struct LockedMarket {
     row: market_rows::Model,
     /// `next_sequence` as stored.
     stored_sequence: i64,
+    /// Users whose ledger accounts in this market's assets and whose event sequences
+    /// [`prelock_batch`] already locked (none outside a batch, and none on SQLite).
+    locked_users: std::collections::BTreeSet<Uuid>,
 }
 
 impl LockedMarket {
@@ -287,7 +290,22 @@ impl LockedMarket {
         Ok(LockedMarket {
             stored_sequence: row.next_sequence,
             row,
+            locked_users: Default::default(),
         })
+    }
+
+    /// Whether every row `plan` writes is already locked, so that [`prelock`] has
+    /// nothing left to do: the accounts and event sequences of the taker and of every
+    /// maker it trades with (the market's fee accounts are locked with them). Whose
+    /// orders a plan expires is not known without a read, so such a plan is never
+    /// covered.
+    fn covers(&self, taker: Uuid, plan: &matching::MatchPlan) -> bool {
+        plan.expired_makers.is_empty()
+            && self.locked_users.contains(&taker)
+            && plan
+                .fills
+                .iter()
+                .all(|fill| self.locked_users.contains(&fill.maker_owner))
     }
 
     /// Refuses orders while the market is halted.
@@ -624,7 +642,9 @@ pub(super) async fn execute(
 
     let (plan, makers) =
         plan_against_book(txn, &market.symbol, input.side, limit_ticks, &taker).await?;
-    prelock(txn, &market, user_id, &plan).await?;
+    if !locked.covers(user_id, &plan) {
+        prelock(txn, &market, user_id, &plan).await?;
+    }
 
     if let TakerOutcome::Rejected { reason } = &plan.outcome {
         if reason.is_book_fault() {
@@ -733,9 +753,11 @@ const BATCH_PRELOCK_OWNERS: u64 = 64;
 /// Locks, before a batch of placements in one market, what its orders are likely to
 /// write, in the global order [`prelock`] uses: the market's row, then the ledger
 /// accounts and event sequences of the batch's traders and of the owners of the best
-/// resting orders, as many as the batch's quantities could take. Each order still runs [`prelock`] for its own plan,
-/// but finds those rows already held; taking them order by order instead would let
-/// two batches in different markets (sharing traders) lock them in opposite orders.
+/// resting orders, as many as the batch's quantities could take. An order whose plan
+/// touches only those users skips [`prelock`]; any other still runs it for its own
+/// plan, and finds the rows taken here already held. Taking them order by order
+/// instead would let two batches in different markets (sharing traders) lock them in
+/// opposite orders.
 /// Returns the market, locked, for the batch's orders to share; a halted market fails
 /// the whole batch.
 pub(super) async fn prelock_batch(
@@ -745,7 +767,7 @@ pub(super) async fn prelock_batch(
     let Some((_, _, first)) = batch.first() else {
         return Err(ApiError::internal(anyhow::anyhow!("an empty batch")));
     };
-    let locked = LockedMarket::lock(txn, &first.symbol).await?;
+    let mut locked = LockedMarket::lock(txn, &first.symbol).await?;
     locked.ensure_trading()?;
     if txn.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(locked);
@@ -801,6 +823,7 @@ pub(super) async fn prelock_batch(
     }
     ledger::lock_accounts(txn, &accounts).await?;
     lock_sequences(txn, &users).await?;
+    locked.locked_users = users;
     Ok(locked)
 }
 
