@@ -409,6 +409,8 @@ async fn next_sequence(txn: &DatabaseTransaction, user_id: Uuid) -> Result<i64, 
     )))
 }
 
+/// Appends an event to the user's order event log under the next number of its
+/// gap-free sequence, and collects it for publication after commit.
 async fn record_event(
     txn: &DatabaseTransaction,
     events: &Collector,
@@ -417,17 +419,24 @@ async fn record_event(
     order_id: Uuid,
     fill_id: Option<Uuid>,
 ) -> Result<(), ApiError> {
-    let sequence = next_sequence(txn, user_id).await?;
-    order_events::ActiveModel {
-        user_id: Set(user_id),
-        sequence: Set(sequence),
-        kind: Set(kind.to_owned()),
-        order_id: Set(order_id),
-        fill_id: Set(fill_id),
-        created_at: Set(Utc::now()),
-    }
-    .insert(txn)
-    .await?;
+    let event = order_events::Model {
+        user_id,
+        sequence: 0,
+        kind: kind.to_owned(),
+        order_id,
+        fill_id,
+        created_at: Utc::now(),
+    };
+    let sequence = if txn.get_database_backend() == DatabaseBackend::Postgres {
+        insert_event_postgres(txn, &event).await?
+    } else {
+        let sequence = next_sequence(txn, user_id).await?;
+        order_events::ActiveModel::from(order_events::Model { sequence, ..event })
+            .reset_all()
+            .insert(txn)
+            .await?;
+        sequence
+    };
     events.push(Event::OrderUpdate {
         user_id,
         sequence,
@@ -436,6 +445,44 @@ async fn record_event(
         fill_id,
     });
     Ok(())
+}
+
+/// Takes the next number of the user's event sequence and stores the event under it
+/// in one statement (a data-modifying `WITH`), plus the sequence row's creation the
+/// first time: when the row is missing, the `UPDATE` finds nothing and nothing is
+/// inserted.
+async fn insert_event_postgres(
+    txn: &DatabaseTransaction,
+    event: &order_events::Model,
+) -> Result<i64, ApiError> {
+    const SQL: &str = "WITH taken AS (\
+             UPDATE user_sequences SET last_sequence = last_sequence + 1 \
+             WHERE user_id = $1 RETURNING last_sequence) \
+         INSERT INTO order_events (user_id, sequence, kind, order_id, fill_id, created_at) \
+         SELECT $1, last_sequence, $2, $3, $4, $5 FROM taken \
+         RETURNING sequence";
+    for _ in 0..2 {
+        let inserted = txn
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                SQL,
+                [
+                    event.user_id.into(),
+                    event.kind.as_str().into(),
+                    event.order_id.into(),
+                    event.fill_id.into(),
+                    event.created_at.into(),
+                ],
+            ))
+            .await?;
+        if let Some(row) = inserted {
+            return Ok(row.try_get("", "sequence")?);
+        }
+        ensure_sequence_row(txn, event.user_id).await?;
+    }
+    Err(ApiError::internal(anyhow::anyhow!(
+        "user sequence row missing after creation"
+    )))
 }
 
 /// What a resting limit order holds: its full value for a buy, its quantity for a sell.
