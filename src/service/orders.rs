@@ -281,6 +281,9 @@ pub(super) struct LockedMarket {
     /// Users whose ledger accounts in this market's assets and whose event sequences
     /// [`prelock_batch`] already locked (none outside a batch, and none on SQLite).
     locked_users: std::collections::BTreeSet<Uuid>,
+    /// The transaction's audit entries, in the order of what they record, written
+    /// together by [`LockedMarket::finish`].
+    audit: Vec<AuditEntry>,
 }
 
 impl LockedMarket {
@@ -291,6 +294,7 @@ impl LockedMarket {
             stored_sequence: row.next_sequence,
             row,
             locked_users: Default::default(),
+            audit: Vec::new(),
         })
     }
 
@@ -324,8 +328,8 @@ impl LockedMarket {
     }
 
     /// Writes what the transaction held back: the market's next sequence, when orders
-    /// took places. Runs before commit.
-    pub(super) async fn finish(&self, txn: &DatabaseTransaction) -> Result<(), ApiError> {
+    /// took places, and the audit entries. Runs before commit.
+    pub(super) async fn finish(&mut self, txn: &DatabaseTransaction) -> Result<(), ApiError> {
         if self.row.next_sequence != self.stored_sequence {
             market_rows::Entity::update_many()
                 .col_expr(
@@ -336,7 +340,7 @@ impl LockedMarket {
                 .exec(txn)
                 .await?;
         }
-        Ok(())
+        audit::record_all(txn, std::mem::take(&mut self.audit)).await
     }
 }
 
@@ -494,15 +498,9 @@ fn limit_hold(side: Side, price: Option<Decimal>, quantity: Option<Decimal>) -> 
     }
 }
 
-/// Stores a new order, holds its funds and records its CREATED event.
-/// Records an order action in the audit log, in the market's chain: the placing
-/// transaction already holds that market's lock, so the chain adds no waiting.
-async fn audit_order(
-    txn: &DatabaseTransaction,
-    order: &orders::Model,
-    action: &str,
-    actor: Option<Uuid>,
-) -> Result<(), ApiError> {
+/// An order action for the audit log, in the market's chain: the placing transaction
+/// already holds that market's lock, so the chain adds no waiting.
+fn order_audit(order: &orders::Model, action: &str, actor: Option<Uuid>) -> AuditEntry {
     let mut entry = AuditEntry::new(action, "order", order.id)
         .owner(order.user_id)
         .in_chain(format!("market:{}", order.market))
@@ -520,9 +518,10 @@ async fn audit_order(
     if let Some(actor) = actor {
         entry = entry.actor(actor);
     }
-    audit::record(txn, entry).await
+    entry
 }
 
+/// Stores a new order, holds its funds and records its CREATED event.
 async fn store_and_hold(
     txn: &DatabaseTransaction,
     events: &Collector,
@@ -679,7 +678,8 @@ pub(super) async fn execute(
         let hold = limit_hold(input.side, input.price, input.quantity);
         order.status = status::UNTRIGGERED.to_owned();
         store_and_hold(txn, events, &mut order, hold).await?;
-        audit_order(txn, &order, "order.placed", Some(user_id)).await?;
+        let placed = order_audit(&order, "order.placed", Some(user_id));
+        locked.audit.push(placed);
         return Ok(Placed {
             order,
             fills: Vec::new(),
@@ -706,7 +706,8 @@ pub(super) async fn execute(
             .insert(txn)
             .await?;
         record_event(txn, events, user_id, "REJECTED", order_id, None).await?;
-        audit_order(txn, &order, "order.rejected", Some(user_id)).await?;
+        let rejected = order_audit(&order, "order.rejected", Some(user_id));
+        locked.audit.push(rejected);
         return Ok(Placed {
             order,
             fills: Vec::new(),
@@ -735,7 +736,8 @@ pub(super) async fn execute(
         now,
     )
     .await?;
-    audit_order(txn, &order, "order.placed", Some(user_id)).await?;
+    let placed = order_audit(&order, "order.placed", Some(user_id));
+    locked.audit.push(placed);
     // Only a trade moves the last price, so an order that traded nothing cannot have
     // reached any stop's trigger.
     if !taker_fills.is_empty() {
@@ -1271,7 +1273,8 @@ async fn apply_plan(
 
     for maker_id in &plan.expired_makers {
         if let Some(maker) = makers_by_id.get(maker_id) {
-            close_order(txn, events, maker, status::EXPIRED, "EXPIRED", now).await?;
+            let audit = &mut locked.audit;
+            close_order(txn, events, audit, maker, status::EXPIRED, "EXPIRED", now).await?;
         }
     }
 
@@ -1442,7 +1445,8 @@ async fn trigger_stops(
                 .reset_all()
                 .update(txn)
                 .await?;
-            close_order(txn, events, &order, status::EXPIRED, "EXPIRED", now).await?;
+            let audit = &mut locked.audit;
+            close_order(txn, events, audit, &order, status::EXPIRED, "EXPIRED", now).await?;
             continue;
         }
         let hold = order.held.0;
@@ -1586,7 +1590,8 @@ pub async fn amend(
                         .await?;
                     record_event(txn, &events, order.user_id, "AMENDED", order.id, None).await?;
                     events.book_changed(&market.symbol);
-                    audit_order(txn, &order, "order.amended", Some(order.user_id)).await?;
+                    let amended = order_audit(&order, "order.amended", Some(order.user_id));
+                    locked.audit.push(amended);
                     if keeps_priority || new_price.is_none() {
                         locked.finish(txn).await?;
                         return Ok(order);
@@ -1652,15 +1657,18 @@ pub async fn expire_due(state: &AppState, batch: u64) -> Result<usize, ApiError>
                         if !current.is_open {
                             return Ok(false);
                         }
+                        let mut audit = Vec::new();
                         close_order(
                             txn,
                             &events,
+                            &mut audit,
                             &current,
                             status::EXPIRED,
                             "EXPIRED",
                             Utc::now(),
                         )
                         .await?;
+                        audit::record_all(txn, audit).await?;
                         Ok(true)
                     }
                     .await;
@@ -1678,6 +1686,7 @@ pub async fn expire_due(state: &AppState, batch: u64) -> Result<usize, ApiError>
 async fn close_order(
     txn: &DatabaseTransaction,
     events: &Collector,
+    audit: &mut Vec<AuditEntry>,
     order: &orders::Model,
     new_status: &str,
     event: &str,
@@ -1705,7 +1714,7 @@ async fn close_order(
     // A cancel is the owner's doing; an expiry is the system's.
     let actor = (new_status == status::CANCELLED).then_some(order.user_id);
     let action = format!("order.{}", new_status.to_lowercase());
-    audit_order(txn, &closed, &action, actor).await?;
+    audit.push(order_audit(&closed, &action, actor));
     if order.is_open {
         events.book_changed(&order.market);
     }
@@ -1747,15 +1756,19 @@ pub async fn cancel(
                             current.status
                         )));
                     }
-                    close_order(
+                    let mut audit = Vec::new();
+                    let cancelled = close_order(
                         txn,
                         &events,
+                        &mut audit,
                         &current,
                         status::CANCELLED,
                         "CANCELLED",
                         Utc::now(),
                     )
-                    .await
+                    .await?;
+                    audit::record_all(txn, audit).await?;
+                    Ok(cancelled)
                 }
                 .await;
                 Ok((value?, events.take()))
