@@ -102,6 +102,7 @@ impl App {
             events,
             tickers: Default::default(),
             order_batches: Default::default(),
+            market_rules: Default::default(),
             login_throttle,
             shutdown: shutdown_rx,
             live_sockets: Default::default(),

@@ -23,6 +23,8 @@ pub struct AppState {
     pub tickers: Arc<crate::service::live::TickerBoard>,
     /// Per-market placement tasks that commit waiting orders together.
     pub order_batches: Arc<crate::service::order_batches::OrderBatches>,
+    /// Markets' rules (increments, minimum, precisions), which never change.
+    pub market_rules: Arc<crate::service::markets::RulesCache>,
     pub login_throttle: Arc<LoginThrottles>,
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Signatures of signed API-key requests already seen, across replicas with Redis.

@@ -9,6 +9,7 @@ use sea_orm::{
 
 use super::audit::{self, AuditEntry};
 use crate::auth::Viewer;
+use crate::domain::order_rules::MarketRules;
 use crate::error::ApiError;
 use crate::state::AppState;
 use entity::{assets, markets, Amount, Role};
@@ -46,6 +47,59 @@ pub async fn find_market<C: ConnectionTrait>(
     Ok(markets::Entity::find_by_id(symbol.trim().to_uppercase())
         .one(conn)
         .await?)
+}
+
+/// The rules of the markets this process has placed orders in. A market's tick and lot
+/// size, minimum notional and its assets' precisions never change once it is created,
+/// so placing an order need not read them again. Whether a market trades is not kept
+/// here: halts come and go (on any replica), and placement reads the status under the
+/// market's lock.
+#[derive(Debug, Default)]
+pub struct RulesCache(std::sync::RwLock<std::collections::HashMap<String, MarketRules>>);
+
+impl RulesCache {
+    fn get(&self, symbol: &str) -> Option<MarketRules> {
+        let rules = self.0.read().unwrap_or_else(|p| p.into_inner());
+        rules.get(symbol).cloned()
+    }
+
+    fn insert(&self, symbol: &str, market_rules: MarketRules) {
+        let mut rules = self.0.write().unwrap_or_else(|p| p.into_inner());
+        rules.insert(symbol.to_owned(), market_rules);
+    }
+}
+
+/// A market's symbol as stored and its rules: from the cache, or the first time from
+/// its row and its assets' rows. `None` for an unknown market (not remembered: it may
+/// be created later).
+pub async fn rules(
+    state: &AppState,
+    symbol: &str,
+) -> Result<Option<(String, MarketRules)>, ApiError> {
+    let symbol = symbol.trim().to_uppercase();
+    if let Some(rules) = state.market_rules.get(&symbol) {
+        return Ok(Some((symbol, rules)));
+    }
+    let conn = state.db.conn();
+    let Some(market) = find_market(conn, &symbol).await? else {
+        return Ok(None);
+    };
+    let rules = MarketRules {
+        tick_size: market.tick_size.0,
+        lot_size: market.lot_size.0,
+        min_notional: market.min_notional.0,
+        base_precision: asset_precision(conn, &market.base_asset).await?,
+        quote_precision: asset_precision(conn, &market.quote_asset).await?,
+    };
+    state.market_rules.insert(&market.symbol, rules.clone());
+    Ok(Some((market.symbol, rules)))
+}
+
+async fn asset_precision<C: ConnectionTrait>(conn: &C, symbol: &str) -> Result<u32, ApiError> {
+    let asset = find_asset(conn, symbol)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("market asset {symbol} is missing")))?;
+    Ok(asset.precision as u32)
 }
 
 pub struct NewAsset {

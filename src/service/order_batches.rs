@@ -64,7 +64,7 @@ impl OrderBatches {
         prepared: Prepared,
     ) -> Result<Placed, ApiError> {
         let (reply, outcome) = oneshot::channel();
-        let market = prepared.market.symbol.clone();
+        let market = prepared.symbol.clone();
         let job = Job {
             user_id,
             input,
@@ -210,11 +210,13 @@ async fn place_together(
             let (specs, failed_at) = (specs.clone(), failed_at.clone());
             Box::pin(async move {
                 failed_at.store(usize::MAX, Ordering::Relaxed);
-                orders::prelock_batch(txn, &specs).await?;
+                let mut market = orders::prelock_batch(txn, &specs).await?;
                 let mut placed = Vec::with_capacity(specs.len());
                 for (at, (user_id, input, prepared)) in specs.iter().enumerate() {
                     let events = Collector::default();
-                    match orders::execute(txn, &events, *user_id, input, prepared).await {
+                    let order =
+                        orders::execute(txn, &mut market, &events, *user_id, input, prepared);
+                    match order.await {
                         Ok(order) => placed.push((order, events.take())),
                         Err(error) => {
                             failed_at.store(at, Ordering::Relaxed);
@@ -222,6 +224,7 @@ async fn place_together(
                         }
                     }
                 }
+                market.finish(txn).await?;
                 Ok(placed)
             })
         })
@@ -241,7 +244,8 @@ async fn place_alone(state: &AppState, job: &Job) -> Result<Placed, ApiError> {
             let (input, prepared) = (input.clone(), prepared.clone());
             Box::pin(async move {
                 let events = Collector::default();
-                let placed = orders::execute(txn, &events, user_id, &input, &prepared).await?;
+                let placed =
+                    orders::execute_alone(txn, &events, user_id, &input, &prepared).await?;
                 Ok((placed, events.take()))
             })
         })

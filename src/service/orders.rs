@@ -168,7 +168,7 @@ pub async fn preview(
             Box::pin(async move {
                 let mut input = input;
                 input.client_order_id = None;
-                execute(txn, &Collector::default(), user_id, &input, &prepared).await
+                execute_alone(txn, &Collector::default(), user_id, &input, &prepared).await
             })
         })
         .await
@@ -196,31 +196,37 @@ async fn find_by_client_id<C: ConnectionTrait>(
 /// The market's rules, checked before the transaction starts.
 #[derive(Clone, Debug)]
 pub(super) struct Prepared {
-    pub(super) market: market_rows::Model,
+    /// The market's symbol as stored.
+    pub(super) symbol: String,
     rules: MarketRules,
     fee_tiers: Vec<FeeTier>,
 }
 
+/// Checks an order against its market's rules, which come from the in-process cache
+/// after the market's first order. Whether the market trades is left to the placing
+/// transaction, which reads it under the market's lock anyway.
 async fn prepare(state: &AppState, input: &NewOrder) -> Result<Prepared, ApiError> {
-    let conn = state.db.conn();
-    let market = markets::find_market(conn, &input.market)
+    let (symbol, rules) = markets::rules(state, &input.market)
         .await?
         .ok_or_else(|| ApiError::bad_input("input.market", "unknown market"))?;
-    if market.status != markets::TRADING {
-        return Err(ApiError::Conflict(format!(
-            "market {} is halted",
-            market.symbol
-        )));
+    if let Err(error) = check_request(input, &rules) {
+        // A halted market refuses any order with CONFLICT before its input is judged.
+        // Only this (rare) path reads the status here; valid orders find it under the
+        // lock.
+        let market = markets::find_market(state.db.conn(), &symbol).await?;
+        if let Some(market) = market.filter(|m| m.status != markets::TRADING) {
+            return Err(halted(&market));
+        }
+        return Err(error);
     }
-    let base_precision = asset_precision(conn, &market.base_asset).await?;
-    let quote_precision = asset_precision(conn, &market.quote_asset).await?;
-    let rules = MarketRules {
-        tick_size: market.tick_size.0,
-        lot_size: market.lot_size.0,
-        min_notional: market.min_notional.0,
-        base_precision,
-        quote_precision,
-    };
+    Ok(Prepared {
+        symbol,
+        rules,
+        fee_tiers: state.config.fee_tiers.clone(),
+    })
+}
+
+fn check_request(input: &NewOrder, rules: &MarketRules) -> Result<(), ApiError> {
     let request = OrderRequest {
         side: input.side,
         order_type: input.order_type,
@@ -232,7 +238,7 @@ async fn prepare(state: &AppState, input: &NewOrder) -> Result<Prepared, ApiErro
         has_expire_at: input.expire_at.is_some(),
         post_only: input.post_only,
     };
-    order_rules::validate(&request, &rules).map_err(|e| ApiError::bad_input(e.field, e.message))?;
+    order_rules::validate(&request, rules).map_err(|e| ApiError::bad_input(e.field, e.message))?;
     if let Some(expire_at) = input.expire_at {
         if expire_at <= Utc::now() {
             return Err(ApiError::bad_input(
@@ -241,18 +247,12 @@ async fn prepare(state: &AppState, input: &NewOrder) -> Result<Prepared, ApiErro
             ));
         }
     }
-    Ok(Prepared {
-        market,
-        rules,
-        fee_tiers: state.config.fee_tiers.clone(),
-    })
+    Ok(())
 }
 
-async fn asset_precision<C: ConnectionTrait>(conn: &C, symbol: &str) -> Result<u32, ApiError> {
-    let asset = markets::find_asset(conn, symbol)
-        .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("market asset {symbol} is missing")))?;
-    Ok(asset.precision as u32)
+/// The refusal of an order in a halted market.
+fn halted(market: &market_rows::Model) -> ApiError {
+    ApiError::Conflict(format!("market {} is halted", market.symbol))
 }
 
 /// Locks the market row so one transaction at a time changes its book.
@@ -265,6 +265,83 @@ async fn lock_market(
         query = query.lock_exclusive();
     }
     query.one(txn).await?.ok_or(ApiError::NotFound("market"))
+}
+
+/// A market's row as the running transaction holds it locked, and the places in the
+/// market's price-time queue handed out under that lock. The row is read once per
+/// transaction rather than once per order of a batch, and the next sequence is written
+/// once, by [`LockedMarket::finish`]: nobody else reads or changes the row before
+/// commit. Made afresh for every attempt at a transaction, so an attempt rolled back
+/// and tried again starts from the stored row.
+pub(super) struct LockedMarket {
+    /// The row as this transaction has left it so far (last price, next sequence).
+    row: market_rows::Model,
+    /// `next_sequence` as stored.
+    stored_sequence: i64,
+    /// Users whose ledger accounts in this market's assets and whose event sequences
+    /// [`prelock_batch`] already locked (none outside a batch, and none on SQLite).
+    locked_users: std::collections::BTreeSet<Uuid>,
+    /// The transaction's audit entries, in the order of what they record, written
+    /// together by [`LockedMarket::finish`].
+    audit: Vec<AuditEntry>,
+}
+
+impl LockedMarket {
+    /// Locks the market's row (PostgreSQL `SELECT … FOR UPDATE`).
+    pub(super) async fn lock(txn: &DatabaseTransaction, symbol: &str) -> Result<Self, ApiError> {
+        let row = lock_market(txn, symbol).await?;
+        Ok(LockedMarket {
+            stored_sequence: row.next_sequence,
+            row,
+            locked_users: Default::default(),
+            audit: Vec::new(),
+        })
+    }
+
+    /// Whether every row `plan` writes is already locked, so that [`prelock`] has
+    /// nothing left to do: the accounts and event sequences of the taker and of every
+    /// maker it trades with (the market's fee accounts are locked with them). Whose
+    /// orders a plan expires is not known without a read, so such a plan is never
+    /// covered.
+    fn covers(&self, taker: Uuid, plan: &matching::MatchPlan) -> bool {
+        plan.expired_makers.is_empty()
+            && self.locked_users.contains(&taker)
+            && plan
+                .fills
+                .iter()
+                .all(|fill| self.locked_users.contains(&fill.maker_owner))
+    }
+
+    /// Refuses orders while the market is halted.
+    pub(super) fn ensure_trading(&self) -> Result<(), ApiError> {
+        if self.row.status != markets::TRADING {
+            return Err(halted(&self.row));
+        }
+        Ok(())
+    }
+
+    /// The next place in the market's queue.
+    fn take_sequence(&mut self) -> i64 {
+        let sequence = self.row.next_sequence;
+        self.row.next_sequence += 1;
+        sequence
+    }
+
+    /// Writes what the transaction held back: the market's next sequence, when orders
+    /// took places, and the audit entries. Runs before commit.
+    pub(super) async fn finish(&mut self, txn: &DatabaseTransaction) -> Result<(), ApiError> {
+        if self.row.next_sequence != self.stored_sequence {
+            market_rows::Entity::update_many()
+                .col_expr(
+                    market_rows::Column::NextSequence,
+                    Expr::value(self.row.next_sequence),
+                )
+                .filter(market_rows::Column::Symbol.eq(self.row.symbol.as_str()))
+                .exec(txn)
+                .await?;
+        }
+        audit::record_all(txn, std::mem::take(&mut self.audit)).await
+    }
 }
 
 /// Loads up to `limit` resting orders that the taker could trade with, best first.
@@ -336,6 +413,8 @@ async fn next_sequence(txn: &DatabaseTransaction, user_id: Uuid) -> Result<i64, 
     )))
 }
 
+/// Appends an event to the user's order event log under the next number of its
+/// gap-free sequence, and collects it for publication after commit.
 async fn record_event(
     txn: &DatabaseTransaction,
     events: &Collector,
@@ -344,17 +423,24 @@ async fn record_event(
     order_id: Uuid,
     fill_id: Option<Uuid>,
 ) -> Result<(), ApiError> {
-    let sequence = next_sequence(txn, user_id).await?;
-    order_events::ActiveModel {
-        user_id: Set(user_id),
-        sequence: Set(sequence),
-        kind: Set(kind.to_owned()),
-        order_id: Set(order_id),
-        fill_id: Set(fill_id),
-        created_at: Set(Utc::now()),
-    }
-    .insert(txn)
-    .await?;
+    let event = order_events::Model {
+        user_id,
+        sequence: 0,
+        kind: kind.to_owned(),
+        order_id,
+        fill_id,
+        created_at: Utc::now(),
+    };
+    let sequence = if txn.get_database_backend() == DatabaseBackend::Postgres {
+        insert_event_postgres(txn, &event).await?
+    } else {
+        let sequence = next_sequence(txn, user_id).await?;
+        order_events::ActiveModel::from(order_events::Model { sequence, ..event })
+            .reset_all()
+            .insert(txn)
+            .await?;
+        sequence
+    };
     events.push(Event::OrderUpdate {
         user_id,
         sequence,
@@ -363,6 +449,44 @@ async fn record_event(
         fill_id,
     });
     Ok(())
+}
+
+/// Takes the next number of the user's event sequence and stores the event under it
+/// in one statement (a data-modifying `WITH`), plus the sequence row's creation the
+/// first time: when the row is missing, the `UPDATE` finds nothing and nothing is
+/// inserted.
+async fn insert_event_postgres(
+    txn: &DatabaseTransaction,
+    event: &order_events::Model,
+) -> Result<i64, ApiError> {
+    const SQL: &str = "WITH taken AS (\
+             UPDATE user_sequences SET last_sequence = last_sequence + 1 \
+             WHERE user_id = $1 RETURNING last_sequence) \
+         INSERT INTO order_events (user_id, sequence, kind, order_id, fill_id, created_at) \
+         SELECT $1, last_sequence, $2, $3, $4, $5 FROM taken \
+         RETURNING sequence";
+    for _ in 0..2 {
+        let inserted = txn
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                SQL,
+                [
+                    event.user_id.into(),
+                    event.kind.as_str().into(),
+                    event.order_id.into(),
+                    event.fill_id.into(),
+                    event.created_at.into(),
+                ],
+            ))
+            .await?;
+        if let Some(row) = inserted {
+            return Ok(row.try_get("", "sequence")?);
+        }
+        ensure_sequence_row(txn, event.user_id).await?;
+    }
+    Err(ApiError::internal(anyhow::anyhow!(
+        "user sequence row missing after creation"
+    )))
 }
 
 /// What a resting limit order holds: its full value for a buy, its quantity for a sell.
@@ -374,15 +498,9 @@ fn limit_hold(side: Side, price: Option<Decimal>, quantity: Option<Decimal>) -> 
     }
 }
 
-/// Stores a new order, holds its funds and records its CREATED event.
-/// Records an order action in the audit log, in the market's chain: the placing
-/// transaction already holds that market's lock, so the chain adds no waiting.
-async fn audit_order(
-    txn: &DatabaseTransaction,
-    order: &orders::Model,
-    action: &str,
-    actor: Option<Uuid>,
-) -> Result<(), ApiError> {
+/// An order action for the audit log, in the market's chain: the placing transaction
+/// already holds that market's lock, so the chain adds no waiting.
+fn order_audit(order: &orders::Model, action: &str, actor: Option<Uuid>) -> AuditEntry {
     let mut entry = AuditEntry::new(action, "order", order.id)
         .owner(order.user_id)
         .in_chain(format!("market:{}", order.market))
@@ -400,9 +518,10 @@ async fn audit_order(
     if let Some(actor) = actor {
         entry = entry.actor(actor);
     }
-    audit::record(txn, entry).await
+    entry
 }
 
+/// Stores a new order, holds its funds and records its CREATED event.
 async fn store_and_hold(
     txn: &DatabaseTransaction,
     events: &Collector,
@@ -473,27 +592,34 @@ fn status_after_fill(order_quantity: Option<Decimal>, filled: Decimal) -> &'stat
     }
 }
 
-pub(super) async fn execute(
+/// Places one order in `txn`, under a market lock of its own.
+pub(super) async fn execute_alone(
     txn: &DatabaseTransaction,
     events: &Collector,
     user_id: Uuid,
     input: &NewOrder,
     prepared: &Prepared,
 ) -> Result<Placed, ApiError> {
-    let market = lock_market(txn, &prepared.market.symbol).await?;
-    if market.status != markets::TRADING {
-        return Err(ApiError::Conflict(format!(
-            "market {} is halted",
-            market.symbol
-        )));
-    }
+    let mut locked = LockedMarket::lock(txn, &prepared.symbol).await?;
+    let placed = execute(txn, &mut locked, events, user_id, input, prepared).await?;
+    locked.finish(txn).await?;
+    Ok(placed)
+}
+
+/// Places one order in `txn`, whose lock on the market is `locked` (the caller runs
+/// [`LockedMarket::finish`] after the last order).
+pub(super) async fn execute(
+    txn: &DatabaseTransaction,
+    locked: &mut LockedMarket,
+    events: &Collector,
+    user_id: Uuid,
+    input: &NewOrder,
+    prepared: &Prepared,
+) -> Result<Placed, ApiError> {
+    locked.ensure_trading()?;
     let now = Utc::now();
-    let sequence = market.next_sequence;
-    market_rows::Entity::update_many()
-        .col_expr(market_rows::Column::NextSequence, Expr::value(sequence + 1))
-        .filter(market_rows::Column::Symbol.eq(market.symbol.as_str()))
-        .exec(txn)
-        .await?;
+    let sequence = locked.take_sequence();
+    let market = locked.row.clone();
     let (base, quote) = (market.base_asset.clone(), market.quote_asset.clone());
     let tick = prepared.rules.tick_size;
     let limit_ticks = input.price.and_then(|p| order_rules::price_ticks(p, tick));
@@ -552,7 +678,8 @@ pub(super) async fn execute(
         let hold = limit_hold(input.side, input.price, input.quantity);
         order.status = status::UNTRIGGERED.to_owned();
         store_and_hold(txn, events, &mut order, hold).await?;
-        audit_order(txn, &order, "order.placed", Some(user_id)).await?;
+        let placed = order_audit(&order, "order.placed", Some(user_id));
+        locked.audit.push(placed);
         return Ok(Placed {
             order,
             fills: Vec::new(),
@@ -562,7 +689,9 @@ pub(super) async fn execute(
 
     let (plan, makers) =
         plan_against_book(txn, &market.symbol, input.side, limit_ticks, &taker).await?;
-    prelock(txn, &market, user_id, &plan).await?;
+    if !locked.covers(user_id, &plan) {
+        prelock(txn, &market, user_id, &plan).await?;
+    }
 
     if let TakerOutcome::Rejected { reason } = &plan.outcome {
         if reason.is_book_fault() {
@@ -577,7 +706,8 @@ pub(super) async fn execute(
             .insert(txn)
             .await?;
         record_event(txn, events, user_id, "REJECTED", order_id, None).await?;
-        audit_order(txn, &order, "order.rejected", Some(user_id)).await?;
+        let rejected = order_audit(&order, "order.rejected", Some(user_id));
+        locked.audit.push(rejected);
         return Ok(Placed {
             order,
             fills: Vec::new(),
@@ -599,18 +729,19 @@ pub(super) async fn execute(
         txn,
         events,
         &prepared.fee_tiers,
-        &market,
+        locked,
         &mut order,
         (&plan, &makers),
         hold,
         now,
     )
     .await?;
-    audit_order(txn, &order, "order.placed", Some(user_id)).await?;
+    let placed = order_audit(&order, "order.placed", Some(user_id));
+    locked.audit.push(placed);
     // Only a trade moves the last price, so an order that traded nothing cannot have
     // reached any stop's trigger.
     if !taker_fills.is_empty() {
-        trigger_stops(txn, events, &prepared.fee_tiers, &market.symbol).await?;
+        trigger_stops(txn, events, &prepared.fee_tiers, locked).await?;
     }
     Ok(Placed {
         order,
@@ -671,20 +802,26 @@ const BATCH_PRELOCK_OWNERS: u64 = 64;
 /// Locks, before a batch of placements in one market, what its orders are likely to
 /// write, in the global order [`prelock`] uses: the market's row, then the ledger
 /// accounts and event sequences of the batch's traders and of the owners of the best
-/// resting orders, as many as the batch's quantities could take. Each order still runs [`prelock`] for its own plan,
-/// but finds those rows already held; taking them order by order instead would let
-/// two batches in different markets (sharing traders) lock them in opposite orders.
+/// resting orders, as many as the batch's quantities could take. An order whose plan
+/// touches only those users skips [`prelock`]; any other still runs it for its own
+/// plan, and finds the rows taken here already held. Taking them order by order
+/// instead would let two batches in different markets (sharing traders) lock them in
+/// opposite orders.
+/// Returns the market, locked, for the batch's orders to share; a halted market fails
+/// the whole batch.
 pub(super) async fn prelock_batch(
     txn: &DatabaseTransaction,
     batch: &[(Uuid, NewOrder, Prepared)],
-) -> Result<(), ApiError> {
+) -> Result<LockedMarket, ApiError> {
     let Some((_, _, first)) = batch.first() else {
-        return Ok(());
+        return Err(ApiError::internal(anyhow::anyhow!("an empty batch")));
     };
-    let market = lock_market(txn, &first.market.symbol).await?;
+    let mut locked = LockedMarket::lock(txn, &first.symbol).await?;
+    locked.ensure_trading()?;
     if txn.get_database_backend() != DatabaseBackend::Postgres {
-        return Ok(());
+        return Ok(locked);
     }
+    let market = &locked.row;
     // How far into each side of the book the batch can reach: `None` is no bound (a
     // market order), and a side no order of the batch takes from stays untouched.
     let reach = |side: Side| -> Option<Option<i64>> {
@@ -734,7 +871,9 @@ pub(super) async fn prelock_batch(
         accounts.insert(AccountRef::fee_income(&market.symbol, asset));
     }
     ledger::lock_accounts(txn, &accounts).await?;
-    lock_sequences(txn, &users).await
+    lock_sequences(txn, &users).await?;
+    locked.locked_users = users;
+    Ok(locked)
 }
 
 /// Creates (if needed) and locks users' event-sequence rows, in user order.
@@ -935,12 +1074,13 @@ async fn apply_plan(
     txn: &DatabaseTransaction,
     events: &Collector,
     tiers: &[FeeTier],
-    market: &market_rows::Model,
+    locked: &mut LockedMarket,
     order: &mut orders::Model,
     (plan, makers): (&matching::MatchPlan, &[orders::Model]),
     hold: Decimal,
     now: DateTime<Utc>,
 ) -> Result<Vec<fills::Model>, ApiError> {
+    let market = &locked.row.clone();
     let side = if order.side == "BUY" {
         Side::Buy
     } else {
@@ -1144,7 +1284,8 @@ async fn apply_plan(
 
     for maker_id in &plan.expired_makers {
         if let Some(maker) = makers_by_id.get(maker_id) {
-            close_order(txn, events, maker, status::EXPIRED, "EXPIRED", now).await?;
+            let audit = &mut locked.audit;
+            close_order(txn, events, audit, maker, status::EXPIRED, "EXPIRED", now).await?;
         }
     }
 
@@ -1205,6 +1346,10 @@ async fn apply_plan(
     // and the market lock is held, so each crossing fires each alert exactly once;
     // `market.last_price` is still the price before these trades.
     super::alerts::on_trades(txn, events, market, plan.fills.iter().map(|f| f.price)).await?;
+    if let Some(price) = last_price {
+        locked.row.last_price = Some(Amount(price));
+        locked.row.updated_at = now;
+    }
     events.book_changed(&market.symbol);
     Ok(taker_fills)
 }
@@ -1261,14 +1406,14 @@ async fn trigger_stops(
     txn: &DatabaseTransaction,
     events: &Collector,
     tiers: &[FeeTier],
-    symbol: &str,
+    locked: &mut LockedMarket,
 ) -> Result<(), ApiError> {
     use sea_orm::Condition;
+    let symbol = locked.row.symbol.clone();
+    let symbol = symbol.as_str();
     for _ in 0..MAX_TRIGGERS_PER_TRADE {
-        let market = market_rows::Entity::find_by_id(symbol.to_owned())
-            .one(txn)
-            .await?
-            .ok_or(ApiError::NotFound("market"))?;
+        // The row as this transaction left it: the last price of its latest trade.
+        let market = locked.row.clone();
         let Some(last_ticks) = market
             .last_price
             .and_then(|p| order_rules::price_ticks(p.0, market.tick_size.0))
@@ -1311,7 +1456,8 @@ async fn trigger_stops(
                 .reset_all()
                 .update(txn)
                 .await?;
-            close_order(txn, events, &order, status::EXPIRED, "EXPIRED", now).await?;
+            let audit = &mut locked.audit;
+            close_order(txn, events, audit, &order, status::EXPIRED, "EXPIRED", now).await?;
             continue;
         }
         let hold = order.held.0;
@@ -1319,7 +1465,7 @@ async fn trigger_stops(
             txn,
             events,
             tiers,
-            &market,
+            locked,
             &mut order,
             (&plan, &makers),
             hold,
@@ -1399,7 +1545,9 @@ pub async fn amend(
             Box::pin(async move {
                 let events = Collector::default();
                 let value: Result<_, ApiError> = async {
-                    let market = lock_market(txn, &prepared.market.symbol).await?;
+                    let mut locked = LockedMarket::lock(txn, &prepared.symbol).await?;
+                    locked.ensure_trading()?;
+                    let market = locked.row.clone();
                     let mut order = orders::Entity::find_by_id(order_id)
                         .one(txn)
                         .await?
@@ -1445,15 +1593,7 @@ pub async fn amend(
                     order.held = Amount(needed);
                     order.updated_at = now;
                     if !keeps_priority {
-                        order.sequence = market.next_sequence;
-                        market_rows::Entity::update_many()
-                            .col_expr(
-                                market_rows::Column::NextSequence,
-                                Expr::value(market.next_sequence + 1),
-                            )
-                            .filter(market_rows::Column::Symbol.eq(market.symbol.as_str()))
-                            .exec(txn)
-                            .await?;
+                        order.sequence = locked.take_sequence();
                     }
                     orders::ActiveModel::from(order.clone())
                         .reset_all()
@@ -1461,8 +1601,10 @@ pub async fn amend(
                         .await?;
                     record_event(txn, &events, order.user_id, "AMENDED", order.id, None).await?;
                     events.book_changed(&market.symbol);
-                    audit_order(txn, &order, "order.amended", Some(order.user_id)).await?;
+                    let amended = order_audit(&order, "order.amended", Some(order.user_id));
+                    locked.audit.push(amended);
                     if keeps_priority || new_price.is_none() {
+                        locked.finish(txn).await?;
                         return Ok(order);
                     }
                     // A new price may cross the book: the order trades as a taker now.
@@ -1480,14 +1622,15 @@ pub async fn amend(
                         txn,
                         &events,
                         &prepared.fee_tiers,
-                        &market,
+                        &mut locked,
                         &mut order,
                         (&plan, &makers),
                         needed,
                         now,
                     )
                     .await?;
-                    trigger_stops(txn, &events, &prepared.fee_tiers, &market.symbol).await?;
+                    trigger_stops(txn, &events, &prepared.fee_tiers, &mut locked).await?;
+                    locked.finish(txn).await?;
                     Ok(order)
                 }
                 .await;
@@ -1525,15 +1668,18 @@ pub async fn expire_due(state: &AppState, batch: u64) -> Result<usize, ApiError>
                         if !current.is_open {
                             return Ok(false);
                         }
+                        let mut audit = Vec::new();
                         close_order(
                             txn,
                             &events,
+                            &mut audit,
                             &current,
                             status::EXPIRED,
                             "EXPIRED",
                             Utc::now(),
                         )
                         .await?;
+                        audit::record_all(txn, audit).await?;
                         Ok(true)
                     }
                     .await;
@@ -1551,6 +1697,7 @@ pub async fn expire_due(state: &AppState, batch: u64) -> Result<usize, ApiError>
 async fn close_order(
     txn: &DatabaseTransaction,
     events: &Collector,
+    audit: &mut Vec<AuditEntry>,
     order: &orders::Model,
     new_status: &str,
     event: &str,
@@ -1578,7 +1725,7 @@ async fn close_order(
     // A cancel is the owner's doing; an expiry is the system's.
     let actor = (new_status == status::CANCELLED).then_some(order.user_id);
     let action = format!("order.{}", new_status.to_lowercase());
-    audit_order(txn, &closed, &action, actor).await?;
+    audit.push(order_audit(&closed, &action, actor));
     if order.is_open {
         events.book_changed(&order.market);
     }
@@ -1620,15 +1767,19 @@ pub async fn cancel(
                             current.status
                         )));
                     }
-                    close_order(
+                    let mut audit = Vec::new();
+                    let cancelled = close_order(
                         txn,
                         &events,
+                        &mut audit,
                         &current,
                         status::CANCELLED,
                         "CANCELLED",
                         Utc::now(),
                     )
-                    .await
+                    .await?;
+                    audit::record_all(txn, audit).await?;
+                    Ok(cancelled)
                 }
                 .await;
                 Ok((value?, events.take()))

@@ -10,6 +10,7 @@ both_backends!(
     money_and_order_actions_land_in_the_owners_security_log,
     only_officers_read_the_full_log,
     tampering_with_a_stored_event_is_found,
+    orders_placed_together_chain_their_audit_entries,
 );
 
 const DEPOSIT: &str = "mutation($i: CreditDepositInput!) { creditDeposit(input: $i) { id } }";
@@ -278,6 +279,75 @@ async fn tampering_with_a_stored_event_is_found(backend: Backend) {
     assert_eq!(
         status["data"]["verifyAuditChain"]["firstBrokenEventId"],
         victim.as_str(),
+        "{status}"
+    );
+}
+
+/// Orders placed together in one transaction (group commit) append their audit entries
+/// to the market's chain together: every placement is there once, numbered without a
+/// gap, and the chain verifies.
+async fn orders_placed_together_chain_their_audit_entries(backend: Backend) {
+    let Some((app, admin)) = TestApp::spawn_with_admin(backend).await else {
+        return;
+    };
+    let app = std::sync::Arc::new(app);
+    let mut traders = Vec::new();
+    for side in ["BUY", "SELL"].into_iter().cycle().take(12) {
+        let trader = app.register(&email("trader")).await;
+        let (asset, amount) = if side == "BUY" {
+            ("USD", "100000")
+        } else {
+            ("BTC", "10")
+        };
+        fund(&app, &admin, &trader, asset, amount).await;
+        traders.push((trader, side));
+    }
+    let committed = r#"tradegraph_order_batches_total{outcome="committed"}"#;
+    let mut placed = 0;
+    for round in 0..8 {
+        if round > 0 && app.metric(committed).await > 0.0 {
+            break;
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (trader, side) in &traders {
+            let (app, access, side) = (app.clone(), trader.access.clone(), *side);
+            tasks.spawn(async move {
+                // Sells at the buys' price: some rest, some trade with resting buys.
+                let input = json!({"market": "BTC-USD", "side": side, "type": "LIMIT", "price": "30000", "quantity": "0.01"});
+                app.gql(PLACE, json!({"i": input}), Some(&access)).await
+            });
+        }
+        while let Some(body) = tasks.join_next().await {
+            let body = body.expect("order task");
+            assert!(body["data"]["placeOrder"]["id"].is_string(), "{body}");
+            placed += 1;
+        }
+    }
+    assert!(
+        app.metric(committed).await > 0.0,
+        "no batch of simultaneous orders was committed"
+    );
+
+    let query = "query($f: AuditLogFilter) { auditLog(filter: $f, first: 200) { edges { node { chain chainSequence } } } }";
+    let log = events(
+        &app.gql(
+            query,
+            json!({"f": {"action": "order.placed"}}),
+            Some(&admin.access),
+        )
+        .await,
+        "auditLog",
+    );
+    let mut numbers: Vec<i64> = log
+        .iter()
+        .inspect(|e| assert_eq!(e["chain"], "market:BTC-USD", "{e}"))
+        .filter_map(|e| e["chainSequence"].as_i64())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=placed).collect::<Vec<i64>>());
+    let status = app.gql(VERIFY, json!({}), Some(&admin.access)).await;
+    assert_eq!(
+        status["data"]["verifyAuditChain"]["valid"], true,
         "{status}"
     );
 }

@@ -23,6 +23,7 @@ both_backends!(
     orders_are_private_idempotent_and_validated,
     random_concurrent_trading_keeps_every_invariant,
     orders_arriving_together_commit_together_and_fail_alone,
+    halted_markets_refuse_orders_until_resumed,
 );
 
 fn d(s: &str) -> Decimal {
@@ -918,5 +919,99 @@ async fn orders_arriving_together_commit_together_and_fail_alone(backend: Backen
             .await;
         assert_eq!(body["data"]["orders"]["edges"], json!([]), "{body}");
     }
+    desk.ledger_ok().await;
+}
+
+/// A market's rules are kept in process once an order has used them, its trading status
+/// is not: halting a market refuses the next orders (placed, previewed or amended; an
+/// invalid one is refused for the halt before its input is judged, as an unknown market
+/// is refused before anything else), and resuming it accepts them again.
+async fn halted_markets_refuse_orders_until_resumed(backend: Backend) {
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    const PREVIEW: &str = "mutation($i: PlaceOrderInput!) { previewOrder(input: $i) { accepted } }";
+    const AMEND: &str =
+        "mutation($id: ID!, $i: AmendOrderInput!) { amendOrder(id: $id, input: $i) { price } }";
+    let trader = desk.trader(&[("USD", "100000")]).await;
+    let first = desk.place(&trader, limit("BUY", "30000", "0.01")).await;
+    assert_eq!(first["data"]["placeOrder"]["status"], "OPEN", "{first}");
+    let resting = first["data"]["placeOrder"]["id"].clone();
+    let set_halted = |halted: bool| {
+        let desk = &desk;
+        async move {
+            let field = if halted { "haltMarket" } else { "resumeMarket" };
+            let body = desk
+                .app
+                .gql(
+                    &format!("mutation {{ {field}(symbol: \"BTC-USD\") {{ status }} }}"),
+                    json!({}),
+                    Some(&desk.admin.access),
+                )
+                .await;
+            let status = if halted { "HALTED" } else { "TRADING" };
+            assert_eq!(body["data"][field]["status"], status, "{body}");
+        }
+    };
+
+    set_halted(true).await;
+    let off_tick = limit("BUY", "30000.001", "0.01");
+    for input in [limit("BUY", "30000", "0.01"), off_tick.clone()] {
+        let body = desk.place(&trader, input.clone()).await;
+        assert_eq!(code(&body), "CONFLICT", "{body}");
+        assert_eq!(
+            body["errors"][0]["message"], "market BTC-USD is halted",
+            "{body}"
+        );
+        let preview = desk
+            .app
+            .gql(PREVIEW, json!({"i": input}), Some(&trader.access))
+            .await;
+        assert_eq!(code(&preview), "CONFLICT", "{preview}");
+    }
+    let amend = desk
+        .app
+        .gql(
+            AMEND,
+            json!({"id": resting, "i": {"price": "29000"}}),
+            Some(&trader.access),
+        )
+        .await;
+    assert_eq!(code(&amend), "CONFLICT", "{amend}");
+    let unknown = json!({"market": "NOPE-USD", "side": "BUY", "type": "LIMIT", "price": "1", "quantity": "1"});
+    let body = desk.place(&trader, unknown).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["field"], "input.market",
+        "{body}"
+    );
+
+    set_halted(false).await;
+    let body = desk.place(&trader, limit("BUY", "30000", "0.01")).await;
+    assert_eq!(body["data"]["placeOrder"]["status"], "OPEN", "{body}");
+    let body = desk.place(&trader, off_tick.clone()).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    let preview = desk
+        .app
+        .gql(
+            PREVIEW,
+            json!({"i": limit("BUY", "30000", "0.01")}),
+            Some(&trader.access),
+        )
+        .await;
+    assert_eq!(
+        preview["data"]["previewOrder"]["accepted"], true,
+        "{preview}"
+    );
+    let amend = desk
+        .app
+        .gql(
+            AMEND,
+            json!({"id": resting, "i": {"price": "29000"}}),
+            Some(&trader.access),
+        )
+        .await;
+    assert_eq!(amend["data"]["amendOrder"]["price"], "29000", "{amend}");
+    let (available, locked) = desk.balance(&trader, "USD").await;
+    assert_eq!((available, locked), (d("100000") - d("590"), d("590")));
     desk.ledger_ok().await;
 }
