@@ -38,8 +38,7 @@ pub async fn post<C: ConnectionTrait>(
     conn: &C,
     draft: Draft,
 ) -> Result<journal_entries::Model, ApiError> {
-    rules::check_balanced(&draft.legs).map_err(ledger_bug)?;
-    let legs = rules::net_legs(draft.legs).map_err(ledger_bug)?;
+    let legs = checked_legs(draft.legs)?;
     let now = Utc::now();
     let entry = journal_entries::Model {
         id: Uuid::now_v7(),
@@ -202,6 +201,12 @@ async fn apply_leg<C: ConnectionTrait>(
     Ok((row.id, balance))
 }
 
+/// A draft's legs, refused unless they balance per asset, netted to one per account.
+pub fn checked_legs(legs: Vec<Leg>) -> Result<Vec<Leg>, ApiError> {
+    rules::check_balanced(&legs).map_err(ledger_bug)?;
+    rules::net_legs(legs).map_err(ledger_bug)
+}
+
 /// An unbalanced draft is a programming error, never the user's: report it as internal.
 fn ledger_bug(error: LedgerError) -> ApiError {
     ApiError::internal(anyhow::anyhow!(
@@ -253,8 +258,19 @@ pub async fn lock_accounts<C: ConnectionTrait>(
     conn: &C,
     accounts: &std::collections::BTreeSet<AccountRef>,
 ) -> Result<(), ApiError> {
-    if accounts.is_empty() || conn.get_database_backend() != DatabaseBackend::Postgres {
+    if conn.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(());
+    }
+    lock_and_read_accounts(conn, accounts).await.map(|_| ())
+}
+
+/// [`lock_accounts`], returning the rows as locked (PostgreSQL only).
+pub async fn lock_and_read_accounts<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &std::collections::BTreeSet<AccountRef>,
+) -> Result<Vec<ledger_accounts::Model>, ApiError> {
+    if accounts.is_empty() {
+        return Ok(Vec::new());
     }
     let mut wanted = sea_orm::Condition::any();
     for account in accounts {
@@ -273,16 +289,22 @@ pub async fn lock_accounts<C: ConnectionTrait>(
         .lock_exclusive()
         .all(conn)
         .await?;
-    let existing: std::collections::BTreeSet<(Uuid, &str, &str)> = found
+    let existing: std::collections::BTreeSet<(Uuid, String, String)> = found
         .iter()
-        .map(|a| (a.owner_id, a.asset.as_str(), a.kind.as_str()))
+        .map(|a| (a.owner_id, a.asset.clone(), a.kind.clone()))
         .collect();
+    let mut rows = found;
     for account in accounts {
-        if !existing.contains(&(account.owner, account.asset.as_str(), account.kind.as_str())) {
-            lock_account(conn, account).await?;
+        let key = (
+            account.owner,
+            account.asset.clone(),
+            account.kind.as_str().to_owned(),
+        );
+        if !existing.contains(&key) {
+            rows.push(lock_account(conn, account).await?);
         }
     }
-    Ok(())
+    Ok(rows)
 }
 
 /// Reads an account, locking its row on PostgreSQL (SQLite has one writer anyway).

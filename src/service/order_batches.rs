@@ -224,7 +224,12 @@ async fn place_together(
                         }
                     }
                 }
-                market.finish(txn).await?;
+                // Price alerts fired at the end belong with the last order's events.
+                let last = Collector::default();
+                market.finish(txn, &last).await?;
+                if let Some((_, events)) = placed.last_mut() {
+                    events.extend(last.take());
+                }
                 Ok(placed)
             })
         })

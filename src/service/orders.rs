@@ -6,7 +6,9 @@
 //! reads only the best opposite orders it needs through the book index, lets the pure
 //! planner (`domain::matching`) decide, then writes orders, fills, ledger entries and
 //! per-user order events before committing. Orders that arrive while a market is busy
-//! are placed together in one such transaction (`service::order_batches`).
+//! are placed together in one such transaction (`service::order_batches`); on
+//! PostgreSQL a placement's writes are held and sent together at the end of it
+//! (`service::order_writes`).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -18,9 +20,11 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
+use super::bulk::Bulk;
 use super::ledger::{self, Draft};
 use super::markets;
 use super::order_batches::OrderBatches;
+use super::order_writes::Pending;
 use crate::auth::Viewer;
 use crate::domain::fees::{self, FeeTier};
 use crate::domain::ledger::{AccountKind, AccountRef, Leg};
@@ -284,6 +288,11 @@ pub(super) struct LockedMarket {
     /// The transaction's audit entries, in the order of what they record, written
     /// together by [`LockedMarket::finish`].
     audit: Vec<AuditEntry>,
+    /// A placement's writes on PostgreSQL, held until [`LockedMarket::finish`]; `None`
+    /// where every write goes out at once (SQLite, amendments).
+    pending: Option<Pending>,
+    /// The last price as stored, for the price alerts of held trades.
+    stored_last_price: Option<Amount>,
 }
 
 impl LockedMarket {
@@ -292,10 +301,25 @@ impl LockedMarket {
         let row = lock_market(txn, symbol).await?;
         Ok(LockedMarket {
             stored_sequence: row.next_sequence,
+            stored_last_price: row.last_price,
             row,
             locked_users: Default::default(),
             audit: Vec::new(),
+            pending: None,
         })
+    }
+
+    /// [`LockedMarket::lock`] for placing orders: on PostgreSQL their writes are held
+    /// and sent together by [`LockedMarket::finish`] (`service::order_writes`).
+    pub(super) async fn lock_for_placement(
+        txn: &DatabaseTransaction,
+        symbol: &str,
+    ) -> Result<Self, ApiError> {
+        let mut locked = Self::lock(txn, symbol).await?;
+        if txn.get_database_backend() == DatabaseBackend::Postgres {
+            locked.pending = Some(Pending::default());
+        }
+        Ok(locked)
     }
 
     /// Whether every row `plan` writes is already locked, so that [`prelock`] has
@@ -328,9 +352,43 @@ impl LockedMarket {
     }
 
     /// Writes what the transaction held back: the market's next sequence, when orders
-    /// took places, and the audit entries. Runs before commit.
-    pub(super) async fn finish(&mut self, txn: &DatabaseTransaction) -> Result<(), ApiError> {
-        if self.row.next_sequence != self.stored_sequence {
+    /// took places, the held writes of placements (with the price alerts and P&L
+    /// state of their trades) and the audit entries. Runs before commit; events of
+    /// price alerts go to `events`.
+    pub(super) async fn finish(
+        &mut self,
+        txn: &DatabaseTransaction,
+        events: &Collector,
+    ) -> Result<(), ApiError> {
+        if let Some(pending) = self.pending.take() {
+            if !pending.prices().is_empty() {
+                // Alerts judge the whole path from the price before these trades.
+                let mut before = self.row.clone();
+                before.last_price = self.stored_last_price;
+                super::alerts::on_trades(txn, events, &before, pending.prices().iter().copied())
+                    .await?;
+            }
+            let mut bulk = Bulk::default();
+            super::portfolio::in_bulk::fold_trades(txn, &self.row, pending.fills(), &mut bulk)
+                .await?;
+            pending.write(&mut bulk, &self.row.symbol);
+            if self.row.next_sequence != self.stored_sequence
+                || self.row.last_price != self.stored_last_price
+            {
+                let row = &self.row;
+                bulk.add(|p| {
+                    format!(
+                        "UPDATE markets SET next_sequence = {}, last_price = {}, updated_at = {} \
+                         WHERE symbol = {}",
+                        p.bind(row.next_sequence, "bigint"),
+                        p.bind(row.last_price.map(|a| a.0), "numeric"),
+                        p.bind(row.updated_at, "timestamptz"),
+                        p.bind(row.symbol.as_str(), "text"),
+                    )
+                });
+            }
+            bulk.run(txn).await?;
+        } else if self.row.next_sequence != self.stored_sequence {
             market_rows::Entity::update_many()
                 .col_expr(
                     market_rows::Column::NextSequence,
@@ -417,12 +475,18 @@ async fn next_sequence(txn: &DatabaseTransaction, user_id: Uuid) -> Result<i64, 
 /// gap-free sequence, and collects it for publication after commit.
 async fn record_event(
     txn: &DatabaseTransaction,
+    pending: Option<&mut Pending>,
     events: &Collector,
     user_id: Uuid,
     kind: &str,
     order_id: Uuid,
     fill_id: Option<Uuid>,
 ) -> Result<(), ApiError> {
+    if let Some(pending) = pending {
+        return pending
+            .event(txn, events, user_id, kind, order_id, fill_id)
+            .await;
+    }
     let event = order_events::Model {
         user_id,
         sequence: 0,
@@ -521,26 +585,68 @@ fn order_audit(order: &orders::Model, action: &str, actor: Option<Uuid>) -> Audi
     entry
 }
 
+/// Stores an order's state: inserts a new one or overwrites a stored one (or keeps it
+/// with the transaction's held writes).
+async fn save_order(
+    txn: &DatabaseTransaction,
+    pending: Option<&mut Pending>,
+    order: &orders::Model,
+    new: bool,
+) -> Result<(), ApiError> {
+    let active = orders::ActiveModel::from(order.clone()).reset_all();
+    match pending {
+        Some(pending) => pending.save_order(order),
+        None if new => {
+            active.insert(txn).await?;
+        }
+        None => {
+            active.update(txn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Posts a journal entry, or keeps it with the transaction's held writes.
+async fn post(
+    txn: &DatabaseTransaction,
+    pending: Option<&mut Pending>,
+    draft: Draft,
+) -> Result<(), ApiError> {
+    match pending {
+        Some(pending) => pending.post(txn, draft).await,
+        None => ledger::post(txn, draft).await.map(|_| ()),
+    }
+}
+
 /// Stores a new order, holds its funds and records its CREATED event.
 async fn store_and_hold(
     txn: &DatabaseTransaction,
+    mut pending: Option<&mut Pending>,
     events: &Collector,
     order: &mut orders::Model,
     hold: Decimal,
 ) -> Result<(), ApiError> {
     order.held = Amount(hold);
-    orders::ActiveModel::from(order.clone())
-        .reset_all()
-        .insert(txn)
-        .await?;
+    save_order(txn, pending.as_deref_mut(), order, true).await?;
     let asset = order.held_asset.clone();
-    move_hold(txn, order.user_id, &asset, hold, true, order.id).await?;
-    record_event(txn, events, order.user_id, "CREATED", order.id, None).await
+    let (user_id, order_id) = (order.user_id, order.id);
+    move_hold(
+        txn,
+        pending.as_deref_mut(),
+        user_id,
+        &asset,
+        hold,
+        true,
+        order_id,
+    )
+    .await?;
+    record_event(txn, pending, events, user_id, "CREATED", order_id, None).await
 }
 
 /// Moves `amount` between a user's available and locked balances.
 async fn move_hold(
     txn: &DatabaseTransaction,
+    pending: Option<&mut Pending>,
     user_id: Uuid,
     asset: &str,
     amount: Decimal,
@@ -551,8 +657,9 @@ async fn move_hold(
         return Ok(());
     }
     let signed = if to_locked { amount } else { -amount };
-    ledger::post(
+    post(
         txn,
+        pending,
         Draft {
             kind: if to_locked {
                 "ORDER_HOLD"
@@ -581,7 +688,6 @@ async fn move_hold(
         },
     )
     .await
-    .map(|_| ())
 }
 
 fn status_after_fill(order_quantity: Option<Decimal>, filled: Decimal) -> &'static str {
@@ -600,9 +706,9 @@ pub(super) async fn execute_alone(
     input: &NewOrder,
     prepared: &Prepared,
 ) -> Result<Placed, ApiError> {
-    let mut locked = LockedMarket::lock(txn, &prepared.symbol).await?;
+    let mut locked = LockedMarket::lock_for_placement(txn, &prepared.symbol).await?;
     let placed = execute(txn, &mut locked, events, user_id, input, prepared).await?;
-    locked.finish(txn).await?;
+    locked.finish(txn, events).await?;
     Ok(placed)
 }
 
@@ -677,7 +783,7 @@ pub(super) async fn execute(
     if input.order_type == OrderType::StopLimit {
         let hold = limit_hold(input.side, input.price, input.quantity);
         order.status = status::UNTRIGGERED.to_owned();
-        store_and_hold(txn, events, &mut order, hold).await?;
+        store_and_hold(txn, locked.pending.as_mut(), events, &mut order, hold).await?;
         let placed = order_audit(&order, "order.placed", Some(user_id));
         locked.audit.push(placed);
         return Ok(Placed {
@@ -687,10 +793,25 @@ pub(super) async fn execute(
         });
     }
 
-    let (plan, makers) =
-        plan_against_book(txn, &market.symbol, input.side, limit_ticks, &taker).await?;
+    let (plan, makers) = plan_against_book(
+        txn,
+        locked.pending.as_ref(),
+        &market.symbol,
+        input.side,
+        limit_ticks,
+        &taker,
+    )
+    .await?;
     if !locked.covers(user_id, &plan) {
-        prelock(txn, &market, user_id, &plan).await?;
+        prelock(
+            txn,
+            locked.pending.as_mut(),
+            &market,
+            user_id,
+            &plan,
+            &makers,
+        )
+        .await?;
     }
 
     if let TakerOutcome::Rejected { reason } = &plan.outcome {
@@ -701,11 +822,9 @@ pub(super) async fn execute(
         }
         order.status = status::REJECTED.to_owned();
         order.reject_reason = Some(reason.to_string());
-        orders::ActiveModel::from(order.clone())
-            .reset_all()
-            .insert(txn)
-            .await?;
-        record_event(txn, events, user_id, "REJECTED", order_id, None).await?;
+        save_order(txn, locked.pending.as_mut(), &order, true).await?;
+        let pending = locked.pending.as_mut();
+        record_event(txn, pending, events, user_id, "REJECTED", order_id, None).await?;
         let rejected = order_audit(&order, "order.rejected", Some(user_id));
         locked.audit.push(rejected);
         return Ok(Placed {
@@ -723,7 +842,7 @@ pub(super) async fn execute(
         (Side::Sell, OrderType::Market) => plan.filled_quantity,
         (side, _) => limit_hold(side, input.price, input.quantity),
     };
-    store_and_hold(txn, events, &mut order, hold).await?;
+    store_and_hold(txn, locked.pending.as_mut(), events, &mut order, hold).await?;
 
     let taker_fills = apply_plan(
         txn,
@@ -758,9 +877,11 @@ pub(super) async fn execute(
 /// deadlock timeout.
 async fn prelock(
     txn: &DatabaseTransaction,
+    pending: Option<&mut Pending>,
     market: &market_rows::Model,
     taker: Uuid,
     plan: &matching::MatchPlan,
+    makers: &[orders::Model],
 ) -> Result<(), ApiError> {
     if txn.get_database_backend() != DatabaseBackend::Postgres {
         // SQLite has one writer at a time: there is nothing to order.
@@ -769,15 +890,12 @@ async fn prelock(
     let mut users: std::collections::BTreeSet<Uuid> =
         plan.fills.iter().map(|f| f.maker_owner).collect();
     users.insert(taker);
-    let expired: Vec<orders::Model> = if plan.expired_makers.is_empty() {
-        Vec::new()
-    } else {
-        orders::Entity::find()
-            .filter(orders::Column::Id.is_in(plan.expired_makers.iter().copied()))
-            .all(txn)
-            .await?
-    };
-    users.extend(expired.iter().map(|o| o.user_id));
+    users.extend(
+        makers
+            .iter()
+            .filter(|m| plan.expired_makers.contains(&m.id))
+            .map(|m| m.user_id),
+    );
     let mut accounts = std::collections::BTreeSet::new();
     for user in &users {
         for asset in [&market.base_asset, &market.quote_asset] {
@@ -791,8 +909,16 @@ async fn prelock(
             accounts.insert(AccountRef::fee_income(&market.symbol, asset));
         }
     }
-    ledger::lock_accounts(txn, &accounts).await?;
-    lock_sequences(txn, &users).await
+    match pending {
+        Some(pending) => {
+            pending.lock_accounts(txn, &accounts).await?;
+            pending.lock_sequences(txn, &users).await
+        }
+        None => {
+            ledger::lock_accounts(txn, &accounts).await?;
+            lock_sequences(txn, &users).await.map(|_| ())
+        }
+    }
 }
 
 /// Resting orders whose owners a batch locks up front at most; beyond those, rows are
@@ -816,7 +942,7 @@ pub(super) async fn prelock_batch(
     let Some((_, _, first)) = batch.first() else {
         return Err(ApiError::internal(anyhow::anyhow!("an empty batch")));
     };
-    let mut locked = LockedMarket::lock(txn, &first.symbol).await?;
+    let mut locked = LockedMarket::lock_for_placement(txn, &first.symbol).await?;
     locked.ensure_trading()?;
     if txn.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(locked);
@@ -852,6 +978,9 @@ pub(super) async fn prelock_batch(
             .map(|(_, input, _)| input.quantity)
             .sum();
         let makers = load_makers(txn, &market.symbol, side, bound, BATCH_PRELOCK_OWNERS).await?;
+        if let Some(pending) = locked.pending.as_mut() {
+            pending.keep_book(side, bound, &makers, BATCH_PRELOCK_OWNERS);
+        }
         let mut covered = Decimal::ZERO;
         for maker in makers {
             if wanted.is_some_and(|wanted| covered >= wanted) {
@@ -870,17 +999,29 @@ pub(super) async fn prelock_batch(
         }
         accounts.insert(AccountRef::fee_income(&market.symbol, asset));
     }
-    ledger::lock_accounts(txn, &accounts).await?;
-    lock_sequences(txn, &users).await?;
+    match locked.pending.as_mut() {
+        Some(pending) => {
+            pending.lock_accounts(txn, &accounts).await?;
+            pending.lock_sequences(txn, &users).await?;
+            // Fee tiers: every trader's volume in one read.
+            let symbol = locked.row.symbol.clone();
+            pending.volumes(txn, &users, &symbol, Utc::now()).await?;
+        }
+        None => {
+            ledger::lock_accounts(txn, &accounts).await?;
+            lock_sequences(txn, &users).await?;
+        }
+    }
     locked.locked_users = users;
     Ok(locked)
 }
 
-/// Creates (if needed) and locks users' event-sequence rows, in user order.
-async fn lock_sequences(
+/// Creates (if needed) and locks users' event-sequence rows, in user order, and
+/// returns them.
+pub(super) async fn lock_sequences(
     txn: &DatabaseTransaction,
     users: &std::collections::BTreeSet<Uuid>,
-) -> Result<(), ApiError> {
+) -> Result<Vec<user_sequences::Model>, ApiError> {
     let insert =
         user_sequences::Entity::insert_many(users.iter().map(|user| user_sequences::ActiveModel {
             user_id: Set(*user),
@@ -892,26 +1033,23 @@ async fn lock_sequences(
                 .to_owned(),
         );
     let _ = insert.exec_without_returning(txn).await?;
-    user_sequences::Entity::find()
+    Ok(user_sequences::Entity::find()
         .filter(user_sequences::Column::UserId.is_in(users.iter().copied()))
         .order_by_asc(user_sequences::Column::UserId)
         .lock_exclusive()
         .all(txn)
-        .await?;
-    Ok(())
+        .await?)
 }
 
 /// Traded volume in a market over the last 30 days (this day included) of each of
 /// `users`, in one read; zero for a user without trades.
-async fn volumes_30d(
+pub(super) async fn volumes_30d(
     txn: &DatabaseTransaction,
     users: &std::collections::BTreeSet<Uuid>,
     market: &str,
     now: DateTime<Utc>,
 ) -> Result<std::collections::HashMap<Uuid, Decimal>, ApiError> {
-    let since = (now - chrono::Duration::days(29))
-        .format("%Y-%m-%d")
-        .to_string();
+    let since = volume_window_start(now);
     let rows = user_daily_volumes::Entity::find()
         .filter(user_daily_volumes::Column::UserId.is_in(users.iter().copied()))
         .filter(user_daily_volumes::Column::Market.eq(market))
@@ -924,6 +1062,13 @@ async fn volumes_30d(
         *volumes.entry(row.user_id).or_default() += row.volume.0;
     }
     Ok(volumes)
+}
+
+/// The first day (as stored) of the fee-tier volume window ending today.
+pub(super) fn volume_window_start(now: DateTime<Utc>) -> String {
+    (now - chrono::Duration::days(29))
+        .format("%Y-%m-%d")
+        .to_string()
 }
 
 /// Adds a trade's quote value to its buyer's and seller's volume of the day (once when
@@ -1033,15 +1178,29 @@ fn fill_of(
 /// the match.
 async fn plan_against_book(
     txn: &DatabaseTransaction,
+    pending: Option<&Pending>,
     market: &str,
     side: Side,
     limit_ticks: Option<i64>,
     taker: &matching::Taker,
 ) -> Result<(matching::MatchPlan, Vec<orders::Model>), ApiError> {
     let mut page = BOOK_PAGE;
+    // A batch read the best of the book when it started: the first look comes from that.
+    let mut first_look = pending.and_then(|p| p.stored_book(side, limit_ticks));
     let planned = loop {
-        let makers = load_makers(txn, market, side, limit_ticks, page).await?;
-        let full_page = makers.len() as u64 == page;
+        let (stored, asked) = match first_look.take() {
+            Some(known) => known,
+            None => (
+                load_makers(txn, market, side, limit_ticks, page).await?,
+                page,
+            ),
+        };
+        let full_page = stored.len() as u64 == asked;
+        page = std::cmp::max(page, std::cmp::min(asked, 1 << 16));
+        let makers = match pending {
+            Some(pending) => pending.over_book(market, side, limit_ticks, stored, asked),
+            None => stored,
+        };
         let plan = matching::plan(
             taker,
             makers.iter().map(|m| Maker {
@@ -1096,7 +1255,10 @@ async fn apply_plan(
         let mut traders: std::collections::BTreeSet<Uuid> =
             plan.fills.iter().map(|f| f.maker_owner).collect();
         traders.insert(order.user_id);
-        volumes_30d(txn, &traders, &market.symbol, now).await?
+        match locked.pending.as_mut() {
+            Some(pending) => pending.volumes(txn, &traders, &market.symbol, now).await?,
+            None => volumes_30d(txn, &traders, &market.symbol, now).await?,
+        }
     };
     let volume_of = |user: Uuid| volumes.get(&user).copied().unwrap_or_default();
     let mut taker_fills = Vec::new();
@@ -1154,8 +1316,9 @@ async fn apply_plan(
                 amount: buyer_fee,
             });
         }
-        ledger::post(
+        post(
             txn,
+            locked.pending.as_mut(),
             Draft {
                 kind: "TRADE",
                 reference: None,
@@ -1187,27 +1350,24 @@ async fn apply_plan(
             Side::Buy => notional,
             Side::Sell => fill.quantity,
         };
-        orders::Entity::update_many()
-            .col_expr(orders::Column::FilledQuantity, Amount(maker_filled).into())
-            .col_expr(
-                orders::Column::FilledQuote,
-                Amount(maker.filled_quote.0 + notional).into(),
-            )
-            .col_expr(orders::Column::Fee, Amount(maker.fee.0 + maker_fee).into())
-            .col_expr(
-                orders::Column::Held,
-                Amount(maker.held.0 - maker_held_used).into(),
-            )
-            .col_expr(orders::Column::Status, Expr::value(maker_status))
-            .col_expr(
-                orders::Column::IsOpen,
-                Expr::value(maker_status != status::FILLED),
-            )
-            .col_expr(orders::Column::UpdatedAt, Expr::value(now))
-            .filter(orders::Column::Id.eq(maker.id))
-            .exec(txn)
-            .await?;
-        add_volume(txn, (buyer, seller), &market.symbol, now, notional).await?;
+        let filled_maker = orders::Model {
+            filled_quantity: Amount(maker_filled),
+            filled_quote: Amount(maker.filled_quote.0 + notional),
+            fee: Amount(maker.fee.0 + maker_fee),
+            held: Amount(maker.held.0 - maker_held_used),
+            status: maker_status.to_owned(),
+            is_open: maker_status != status::FILLED,
+            updated_at: now,
+            ..(*maker).clone()
+        };
+        save_order(txn, locked.pending.as_mut(), &filled_maker, false).await?;
+        match locked.pending.as_mut() {
+            Some(pending) => {
+                let day = now.format("%Y-%m-%d").to_string();
+                pending.add_volume((buyer, seller), &day, notional);
+            }
+            None => add_volume(txn, (buyer, seller), &market.symbol, now, notional).await?,
+        }
         let trade = TradeLeg {
             trade_id,
             market: &market.symbol,
@@ -1230,15 +1390,18 @@ async fn apply_plan(
             Side::Sell => seller_fee,
         };
         let taker_fill = fill_of(&trade, order, side, taker_fee, (&base, &quote), "TAKER");
-        // Both fills in one statement, before the events that point at them.
-        fills::Entity::insert_many(
-            [&maker_fill, &taker_fill]
-                .map(|fill| fills::ActiveModel::from(fill.clone()).reset_all()),
-        )
-        .exec_without_returning(txn)
-        .await?;
+        if locked.pending.is_none() {
+            // Both fills in one statement, before the events that point at them.
+            fills::Entity::insert_many(
+                [&maker_fill, &taker_fill]
+                    .map(|fill| fills::ActiveModel::from(fill.clone()).reset_all()),
+            )
+            .exec_without_returning(txn)
+            .await?;
+        }
         record_event(
             txn,
+            locked.pending.as_mut(),
             events,
             maker.user_id,
             maker_status,
@@ -1257,6 +1420,7 @@ async fn apply_plan(
         let interim = status_after_fill(order.quantity.map(|q| q.0), order.filled_quantity.0);
         record_event(
             txn,
+            locked.pending.as_mut(),
             events,
             order.user_id,
             if interim == status::FILLED {
@@ -1270,8 +1434,15 @@ async fn apply_plan(
         .await?;
         // PORTFOLIO HOOK (the only one in matching): P&L state (lots, running totals,
         // realized pieces) and price candles follow both fills of this trade, in this
-        // transaction. All of the logic lives in `service::portfolio`.
-        super::portfolio::on_trade(txn, market, &[maker_fill, taker_fill.clone()]).await?;
+        // transaction: now, or with the held writes (`LockedMarket::finish`). All of
+        // the logic lives in `service::portfolio`.
+        match locked.pending.as_mut() {
+            Some(pending) => pending.add_trade(maker_fill, taker_fill.clone()),
+            None => {
+                let both = [maker_fill, taker_fill.clone()];
+                super::portfolio::on_trade(txn, market, &both).await?
+            }
+        }
         events.push(Event::Trade {
             market: market.symbol.clone(),
             price: fill.price,
@@ -1284,8 +1455,9 @@ async fn apply_plan(
 
     for maker_id in &plan.expired_makers {
         if let Some(maker) = makers_by_id.get(maker_id) {
-            let audit = &mut locked.audit;
-            close_order(txn, events, audit, maker, status::EXPIRED, "EXPIRED", now).await?;
+            let (pending, audit) = (locked.pending.as_mut(), &mut locked.audit);
+            let expired = (status::EXPIRED, "EXPIRED");
+            close_order(txn, pending, events, audit, maker, expired, now).await?;
         }
     }
 
@@ -1314,6 +1486,7 @@ async fn apply_plan(
     };
     move_hold(
         txn,
+        locked.pending.as_mut(),
         order.user_id,
         &order.held_asset.clone(),
         held - keep,
@@ -1328,13 +1501,20 @@ async fn apply_plan(
         if *reason != ExpireReason::NoLiquidity || order.filled_quantity.0.is_zero() {
             order.reject_reason = Some(reason.to_string());
         }
-        record_event(txn, events, order.user_id, "EXPIRED", order.id, None).await?;
-    }
-    orders::ActiveModel::from(order.clone())
-        .reset_all()
-        .update(txn)
+        let pending = locked.pending.as_mut();
+        record_event(
+            txn,
+            pending,
+            events,
+            order.user_id,
+            "EXPIRED",
+            order.id,
+            None,
+        )
         .await?;
-    if let Some(price) = last_price {
+    }
+    save_order(txn, locked.pending.as_mut(), order, false).await?;
+    if let (Some(price), None) = (last_price, &locked.pending) {
         market_rows::Entity::update_many()
             .col_expr(market_rows::Column::LastPrice, Amount(price).into())
             .col_expr(market_rows::Column::UpdatedAt, Expr::value(now))
@@ -1344,8 +1524,12 @@ async fn apply_plan(
     }
     // Price alerts: the one hook into `service::alerts`. Here the trades are written
     // and the market lock is held, so each crossing fires each alert exactly once;
-    // `market.last_price` is still the price before these trades.
-    super::alerts::on_trades(txn, events, market, plan.fills.iter().map(|f| f.price)).await?;
+    // `market.last_price` is still the price before these trades. Held trades are
+    // judged together by `LockedMarket::finish`.
+    if locked.pending.is_none() {
+        let prices = plan.fills.iter().map(|f| f.price);
+        super::alerts::on_trades(txn, events, market, prices).await?;
+    }
     if let Some(price) = last_price {
         locked.row.last_price = Some(Amount(price));
         locked.row.updated_at = now;
@@ -1420,6 +1604,13 @@ async fn trigger_stops(
         else {
             return Ok(());
         };
+        if let Some(pending) = locked.pending.as_mut() {
+            if !pending.stops_may_trigger(txn, symbol, last_ticks).await? {
+                return Ok(());
+            }
+            // The read below must see the held orders as they are now.
+            pending.write_orders(txn).await?;
+        }
         let triggered = orders::Entity::find()
             .filter(orders::Column::Market.eq(symbol))
             .filter(orders::Column::Status.eq(status::UNTRIGGERED))
@@ -1445,19 +1636,26 @@ async fn trigger_stops(
         let now = Utc::now();
         order.status = status::OPEN.to_owned();
         order.updated_at = now;
-        record_event(txn, events, order.user_id, "TRIGGERED", order.id, None).await?;
+        let (user_id, order_id) = (order.user_id, order.id);
+        let pending = locked.pending.as_mut();
+        record_event(txn, pending, events, user_id, "TRIGGERED", order_id, None).await?;
         let taker = taker_for(&order, market.lot_size.0);
-        let (plan, makers) =
-            plan_against_book(txn, symbol, taker.side, order.price_ticks, &taker).await?;
+        let (plan, makers) = plan_against_book(
+            txn,
+            locked.pending.as_ref(),
+            symbol,
+            taker.side,
+            order.price_ticks,
+            &taker,
+        )
+        .await?;
         if let TakerOutcome::Rejected { reason } = &plan.outcome {
             // A triggered FOK that cannot fill: it ends, its funds return.
             order.reject_reason = Some(reason.to_string());
-            orders::ActiveModel::from(order.clone())
-                .reset_all()
-                .update(txn)
-                .await?;
-            let audit = &mut locked.audit;
-            close_order(txn, events, audit, &order, status::EXPIRED, "EXPIRED", now).await?;
+            save_order(txn, locked.pending.as_mut(), &order, false).await?;
+            let (pending, audit) = (locked.pending.as_mut(), &mut locked.audit);
+            let expired = (status::EXPIRED, "EXPIRED");
+            close_order(txn, pending, events, audit, &order, expired, now).await?;
             continue;
         }
         let hold = order.held.0;
@@ -1580,6 +1778,7 @@ pub async fn amend(
                     let held_asset = order.held_asset.clone();
                     move_hold(
                         txn,
+                        None,
                         order.user_id,
                         &held_asset,
                         difference.abs(),
@@ -1599,20 +1798,27 @@ pub async fn amend(
                         .reset_all()
                         .update(txn)
                         .await?;
-                    record_event(txn, &events, order.user_id, "AMENDED", order.id, None).await?;
+                    let (user_id, order_id) = (order.user_id, order.id);
+                    record_event(txn, None, &events, user_id, "AMENDED", order_id, None).await?;
                     events.book_changed(&market.symbol);
                     let amended = order_audit(&order, "order.amended", Some(order.user_id));
                     locked.audit.push(amended);
                     if keeps_priority || new_price.is_none() {
-                        locked.finish(txn).await?;
+                        locked.finish(txn, &events).await?;
                         return Ok(order);
                     }
                     // A new price may cross the book: the order trades as a taker now.
                     let mut taker = taker_for(&order, market.lot_size.0);
                     taker.time_in_force = TimeInForce::Gtc;
-                    let (plan, makers) =
-                        plan_against_book(txn, &market.symbol, side, order.price_ticks, &taker)
-                            .await?;
+                    let (plan, makers) = plan_against_book(
+                        txn,
+                        None,
+                        &market.symbol,
+                        side,
+                        order.price_ticks,
+                        &taker,
+                    )
+                    .await?;
                     if let TakerOutcome::Rejected { reason } = &plan.outcome {
                         return Err(ApiError::Conflict(format!(
                             "the amendment was refused: {reason}"
@@ -1630,7 +1836,7 @@ pub async fn amend(
                     )
                     .await?;
                     trigger_stops(txn, &events, &prepared.fee_tiers, &mut locked).await?;
-                    locked.finish(txn).await?;
+                    locked.finish(txn, &events).await?;
                     Ok(order)
                 }
                 .await;
@@ -1671,11 +1877,11 @@ pub async fn expire_due(state: &AppState, batch: u64) -> Result<usize, ApiError>
                         let mut audit = Vec::new();
                         close_order(
                             txn,
+                            None,
                             &events,
                             &mut audit,
                             &current,
-                            status::EXPIRED,
-                            "EXPIRED",
+                            (status::EXPIRED, "EXPIRED"),
                             Utc::now(),
                         )
                         .await?;
@@ -1696,15 +1902,16 @@ pub async fn expire_due(state: &AppState, batch: u64) -> Result<usize, ApiError>
 /// Ends an order that is still open or untriggered, releasing what it holds.
 async fn close_order(
     txn: &DatabaseTransaction,
+    mut pending: Option<&mut Pending>,
     events: &Collector,
     audit: &mut Vec<AuditEntry>,
     order: &orders::Model,
-    new_status: &str,
-    event: &str,
+    (new_status, event): (&str, &str),
     now: DateTime<Utc>,
 ) -> Result<orders::Model, ApiError> {
     move_hold(
         txn,
+        pending.as_deref_mut(),
         order.user_id,
         &order.held_asset,
         order.held.0,
@@ -1717,11 +1924,8 @@ async fn close_order(
     closed.is_open = false;
     closed.held = Amount::ZERO;
     closed.updated_at = now;
-    orders::ActiveModel::from(closed.clone())
-        .reset_all()
-        .update(txn)
-        .await?;
-    record_event(txn, events, order.user_id, event, order.id, None).await?;
+    save_order(txn, pending.as_deref_mut(), &closed, false).await?;
+    record_event(txn, pending, events, order.user_id, event, order.id, None).await?;
     // A cancel is the owner's doing; an expiry is the system's.
     let actor = (new_status == status::CANCELLED).then_some(order.user_id);
     let action = format!("order.{}", new_status.to_lowercase());
@@ -1770,11 +1974,11 @@ pub async fn cancel(
                     let mut audit = Vec::new();
                     let cancelled = close_order(
                         txn,
+                        None,
                         &events,
                         &mut audit,
                         &current,
-                        status::CANCELLED,
-                        "CANCELLED",
+                        (status::CANCELLED, "CANCELLED"),
                         Utc::now(),
                     )
                     .await?;

@@ -31,7 +31,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::bulk::Bulk;
 use super::{ledger, markets};
+
+pub(super) mod in_bulk;
 use crate::domain::cost_basis::{self, Lot, Method, Pool, Realized};
 use crate::domain::pricing::{self, PriceTable};
 use crate::domain::returns;
@@ -155,92 +158,94 @@ async fn apply_fills(
         let Some(market) = by_symbol.get(fill.market.as_str()) else {
             continue;
         };
-        let (base, quote) = (market.base_asset.as_str(), market.quote_asset.as_str());
-        let quote_rate = table.price(quote, COST_CURRENCY);
-        let notional = fill.price.0 * fill.quantity.0;
-        let fee = fill.fee.0;
-        let fee_in = |asset: &str| {
-            if fill.fee_asset == asset {
-                fee
-            } else {
-                Decimal::ZERO
-            }
-        };
-        let value = |quote_amount: Decimal| quote_rate.map(|r| quote_amount * r);
-        let at = fill.created_at;
-        let user = fill.user_id;
-        if fill.side == "BUY" {
-            // The fee comes out of what the buyer receives: the whole price paid is the
-            // cost of what arrived.
-            let base_in = fill.quantity.0 - fee_in(base);
-            let quote_out = notional + fee_in(quote);
-            let cost = value(quote_out);
-            apply(
-                txn,
-                user,
-                quote,
-                Movement::Dispose {
-                    quantity: quote_out,
-                    proceeds: cost,
-                },
-                at,
-            )
-            .await?;
-            apply(
-                txn,
-                user,
-                base,
-                Movement::Acquire {
-                    quantity: base_in,
-                    cost,
-                },
-                at,
-            )
-            .await?;
-        } else {
-            // The fee comes out of the proceeds.
-            let base_out = fill.quantity.0 + fee_in(base);
-            let quote_in = notional - fee_in(quote);
-            let proceeds = value(quote_in);
-            apply(
-                txn,
-                user,
-                base,
-                Movement::Dispose {
-                    quantity: base_out,
-                    proceeds,
-                },
-                at,
-            )
-            .await?;
-            apply(
-                txn,
-                user,
-                quote,
-                Movement::Acquire {
-                    quantity: quote_in,
-                    cost: proceeds,
-                },
-                at,
-            )
-            .await?;
-        }
-        if !fee.is_zero() && fill.fee_asset != base && fill.fee_asset != quote {
-            // A fee in a third asset is a disposal of it that brings nothing back.
-            apply(
-                txn,
-                user,
-                &fill.fee_asset,
-                Movement::Dispose {
-                    quantity: fee,
-                    proceeds: Some(Decimal::ZERO),
-                },
-                at,
-            )
-            .await?;
+        for step in movements_of(fill, market, &table) {
+            apply(txn, step.user, &step.asset, step.movement, step.at).await?;
         }
     }
     Ok(())
+}
+
+/// One movement of one user's holding of one asset.
+struct Step {
+    user: Uuid,
+    asset: String,
+    movement: Movement,
+    at: DateTime<Utc>,
+}
+
+/// What a fill moves in its user's holdings, in order, valued in the cost currency
+/// through `table`.
+fn movements_of(fill: &fills::Model, market: &market_rows::Model, table: &PriceTable) -> Vec<Step> {
+    let (base, quote) = (market.base_asset.as_str(), market.quote_asset.as_str());
+    let quote_rate = table.price(quote, COST_CURRENCY);
+    let notional = fill.price.0 * fill.quantity.0;
+    let fee = fill.fee.0;
+    let fee_in = |asset: &str| {
+        if fill.fee_asset == asset {
+            fee
+        } else {
+            Decimal::ZERO
+        }
+    };
+    let value = |quote_amount: Decimal| quote_rate.map(|r| quote_amount * r);
+    let step = |asset: &str, movement: Movement| Step {
+        user: fill.user_id,
+        asset: asset.to_owned(),
+        movement,
+        at: fill.created_at,
+    };
+    let mut steps = Vec::with_capacity(3);
+    if fill.side == "BUY" {
+        // The fee comes out of what the buyer receives: the whole price paid is the
+        // cost of what arrived.
+        let base_in = fill.quantity.0 - fee_in(base);
+        let quote_out = notional + fee_in(quote);
+        let cost = value(quote_out);
+        steps.push(step(
+            quote,
+            Movement::Dispose {
+                quantity: quote_out,
+                proceeds: cost,
+            },
+        ));
+        steps.push(step(
+            base,
+            Movement::Acquire {
+                quantity: base_in,
+                cost,
+            },
+        ));
+    } else {
+        // The fee comes out of the proceeds.
+        let base_out = fill.quantity.0 + fee_in(base);
+        let quote_in = notional - fee_in(quote);
+        let proceeds = value(quote_in);
+        steps.push(step(
+            base,
+            Movement::Dispose {
+                quantity: base_out,
+                proceeds,
+            },
+        ));
+        steps.push(step(
+            quote,
+            Movement::Acquire {
+                quantity: quote_in,
+                cost: proceeds,
+            },
+        ));
+    }
+    if !fee.is_zero() && fill.fee_asset != base && fill.fee_asset != quote {
+        // A fee in a third asset is a disposal of it that brings nothing back.
+        steps.push(step(
+            &fill.fee_asset,
+            Movement::Dispose {
+                quantity: fee,
+                proceeds: Some(Decimal::ZERO),
+            },
+        ));
+    }
+    steps
 }
 
 /// Records an external deposit: an acquisition at the asset's last price in the cost
@@ -653,6 +658,27 @@ async fn read_lots(
     asset: &str,
     quantity: Decimal,
 ) -> Result<HashMap<Method, Vec<Lot<Uuid>>>, ApiError> {
+    let pages = read_lot_pages(txn, user_id, asset, quantity).await?;
+    Ok(pages
+        .into_iter()
+        .map(|(method, page)| (method, page.lots))
+        .collect())
+}
+
+/// Open lots of one method, in its consumption order: all of them (`complete`) or the
+/// first ones.
+struct LotPage {
+    lots: Vec<Lot<Uuid>>,
+    complete: bool,
+}
+
+/// [`read_lots`], saying for each method whether the page holds every open lot.
+async fn read_lot_pages(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    asset: &str,
+    quantity: Decimal,
+) -> Result<HashMap<Method, LotPage>, ApiError> {
     let postgres = txn.get_database_backend() == DatabaseBackend::Postgres;
     let mut first_pages: HashMap<Method, Vec<portfolio_lots::Model>> = HashMap::new();
     if postgres {
@@ -679,20 +705,26 @@ async fn read_lots(
             }
             break;
         }
-        let mut lots: Vec<Lot<Uuid>> = rows
-            .iter()
-            .map(|r| Lot {
-                key: r.id,
-                quantity: r.quantity.0,
-                cost: r.cost.map(|c| c.0),
-                acquired_at: r.acquired_at,
-            })
-            .collect();
-        // The rank is coarse (1e-8 a unit): the exact order is decided here.
-        cost_basis::sort_lots(method, &mut lots);
-        all.insert(method, lots);
+        let complete = (rows.len() as u64) < page;
+        all.insert(method, lot_page_of(method, &rows, complete));
     }
     Ok(all)
+}
+
+/// Stored lots as a [`LotPage`], in the method's exact order.
+fn lot_page_of(method: Method, rows: &[portfolio_lots::Model], complete: bool) -> LotPage {
+    let mut lots: Vec<Lot<Uuid>> = rows
+        .iter()
+        .map(|r| Lot {
+            key: r.id,
+            quantity: r.quantity.0,
+            cost: r.cost.map(|c| c.0),
+            acquired_at: r.acquired_at,
+        })
+        .collect();
+    // The rank is coarse (1e-8 a unit): the exact order is decided here.
+    cost_basis::sort_lots(method, &mut lots);
+    LotPage { lots, complete }
 }
 
 /// The SQL order in which `method` consumes lots (HIFO's rank is refined in Rust).
@@ -841,22 +873,8 @@ async fn write_one_by_one(
     Ok(())
 }
 
-/// Numbered parameters for a statement assembled from parts.
-#[derive(Default)]
-struct Params(Vec<sea_orm::Value>);
-
-impl Params {
-    /// Binds `value` and returns its placeholder, with a type cast: `$3::numeric`.
-    fn bind(&mut self, value: impl Into<sea_orm::Value>, cast: &str) -> String {
-        self.0.push(value.into());
-        format!("${}::{cast}", self.0.len())
-    }
-}
-
-/// PostgreSQL: every change of a movement in one statement: data-modifying parts in a
-/// `WITH` run exactly once each, on distinct rows (new, shrunk and gone lots are
-/// different lots), and a disposal on a busy trading path is then three round trips
-/// (positions, lots, this) instead of a dozen.
+/// PostgreSQL: every change of a movement in one statement (see `service::bulk`), so a
+/// disposal is three round trips (positions, lots, this) instead of a dozen.
 async fn write_in_one_statement(
     txn: &DatabaseTransaction,
     user_id: Uuid,
@@ -864,34 +882,67 @@ async fn write_in_one_statement(
     writes: &Writes,
     at: DateTime<Utc>,
 ) -> Result<(), ApiError> {
-    let mut p = Params::default();
-    let user = p.bind(user_id, "uuid");
-    let asset = p.bind(asset, "text");
-    let now = p.bind(at, "timestamptz");
-    let mut parts = Vec::new();
-    if !writes.new_lots.is_empty() {
-        let rows: Vec<String> = writes
-            .new_lots
+    let changes = PairChanges {
+        user_id,
+        asset: asset.to_owned(),
+        new_lots: writes.new_lots.clone(),
+        changed_lots: writes.changed_lots.clone(),
+        gone_lots: writes.gone_lots.clone(),
+        realized: writes.realized.clone(),
+        positions: writes.positions.clone(),
+        held: vec![(hour_of(at), writes.held)],
+    };
+    let mut bulk = Bulk::default();
+    add_changes(&mut bulk, std::slice::from_ref(&changes), at);
+    bulk.run(txn).await
+}
+
+/// Changes to one (user, asset)'s P&L state, ready to be written.
+#[derive(Default)]
+struct PairChanges {
+    user_id: Uuid,
+    asset: String,
+    new_lots: Vec<portfolio_lots::Model>,
+    /// Lots partly consumed: (id, quantity left, cost left).
+    changed_lots: Vec<(Uuid, Decimal, Option<Decimal>)>,
+    gone_lots: Vec<Uuid>,
+    realized: Vec<portfolio_realized::Model>,
+    positions: Vec<portfolio_positions::Model>,
+    /// The quantity held at the end of each hour touched.
+    held: Vec<(DateTime<Utc>, Decimal)>,
+}
+
+/// Adds the changes of several (user, asset) pairs to `bulk`: one part per kind of
+/// row. Distinct pairs never touch the same row.
+fn add_changes(bulk: &mut Bulk, pairs: &[PairChanges], at: DateTime<Utc>) {
+    let new_lots: Vec<&portfolio_lots::Model> = pairs.iter().flat_map(|c| &c.new_lots).collect();
+    bulk.add_rows(&new_lots, |p, rows| {
+        let values: Vec<String> = rows
             .iter()
             .map(|lot| {
                 format!(
-                    "({}, {user}, {asset}, {}, {}, {}, {}, {now})",
+                    "({}, {}, {}, {}, {}, {}, {}, {})",
                     p.bind(lot.id, "uuid"),
-                    p.bind(lot.method.clone(), "text"),
+                    p.bind(lot.user_id, "uuid"),
+                    p.bind(lot.asset.as_str(), "text"),
+                    p.bind(lot.method.as_str(), "text"),
                     p.bind(lot.quantity.0, "numeric"),
                     p.bind(lot.cost.map(|c| c.0), "numeric"),
                     p.bind(lot.cost_rank, "bigint"),
+                    p.bind(lot.acquired_at, "timestamptz"),
                 )
             })
             .collect();
-        parts.push(format!(
-            "INSERT INTO portfolio_lots (id, user_id, asset, method, quantity, cost, cost_rank, acquired_at) VALUES {}",
-            rows.join(", ")
-        ));
-    }
-    if !writes.changed_lots.is_empty() {
-        let rows: Vec<String> = writes
-            .changed_lots
+        format!(
+            "INSERT INTO portfolio_lots (id, user_id, asset, method, quantity, cost, cost_rank, \
+             acquired_at) VALUES {}",
+            values.join(", ")
+        )
+    });
+    let changed: Vec<&(Uuid, Decimal, Option<Decimal>)> =
+        pairs.iter().flat_map(|c| &c.changed_lots).collect();
+    bulk.add_rows(&changed, |p, rows| {
+        let values: Vec<String> = rows
             .iter()
             .map(|(id, quantity, cost)| {
                 format!(
@@ -902,32 +953,35 @@ async fn write_in_one_statement(
                 )
             })
             .collect();
-        parts.push(format!(
+        format!(
             "UPDATE portfolio_lots AS l SET quantity = v.quantity, cost = v.cost \
              FROM (VALUES {}) AS v (id, quantity, cost) WHERE l.id = v.id",
-            rows.join(", ")
-        ));
-    }
-    if !writes.gone_lots.is_empty() {
-        let ids: Vec<String> = writes
-            .gone_lots
-            .iter()
-            .map(|id| p.bind(*id, "uuid"))
-            .collect();
-        parts.push(format!(
+            values.join(", ")
+        )
+    });
+    let gone: Vec<Uuid> = pairs
+        .iter()
+        .flat_map(|c| c.gone_lots.iter().copied())
+        .collect();
+    bulk.add_rows(&gone, |p, ids| {
+        let ids: Vec<String> = ids.iter().map(|id| p.bind(*id, "uuid")).collect();
+        format!(
             "DELETE FROM portfolio_lots WHERE id IN ({})",
             ids.join(", ")
-        ));
-    }
-    if !writes.realized.is_empty() {
-        let rows: Vec<String> = writes
-            .realized
+        )
+    });
+    let realized: Vec<&portfolio_realized::Model> =
+        pairs.iter().flat_map(|c| &c.realized).collect();
+    bulk.add_rows(&realized, |p, rows| {
+        let values: Vec<String> = rows
             .iter()
             .map(|piece| {
                 format!(
-                    "({}, {user}, {asset}, {}, {}, {}, {}, {}, {})",
+                    "({}, {}, {}, {}, {}, {}, {}, {}, {})",
                     p.bind(piece.id, "uuid"),
-                    p.bind(piece.method.clone(), "text"),
+                    p.bind(piece.user_id, "uuid"),
+                    p.bind(piece.asset.as_str(), "text"),
+                    p.bind(piece.method.as_str(), "text"),
                     p.bind(piece.quantity.0, "numeric"),
                     p.bind(piece.acquired_at, "timestamptz"),
                     p.bind(piece.disposed_at, "timestamptz"),
@@ -936,56 +990,71 @@ async fn write_in_one_statement(
                 )
             })
             .collect();
-        parts.push(format!(
-            "INSERT INTO portfolio_realized (id, user_id, asset, method, quantity, acquired_at, disposed_at, proceeds, cost) VALUES {}",
-            rows.join(", ")
-        ));
-    }
-    let positions: Vec<String> = writes
-        .positions
+        format!(
+            "INSERT INTO portfolio_realized (id, user_id, asset, method, quantity, acquired_at, \
+             disposed_at, proceeds, cost) VALUES {}",
+            values.join(", ")
+        )
+    });
+    let positions: Vec<&portfolio_positions::Model> =
+        pairs.iter().flat_map(|c| &c.positions).collect();
+    bulk.add_rows(&positions, |p, rows| {
+        let values: Vec<String> = rows
+            .iter()
+            .map(|position| {
+                format!(
+                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    p.bind(position.user_id, "uuid"),
+                    p.bind(position.asset.as_str(), "text"),
+                    p.bind(position.method.as_str(), "text"),
+                    p.bind(position.quantity.0, "numeric"),
+                    p.bind(position.cost.0, "numeric"),
+                    p.bind(position.unknown_quantity.0, "numeric"),
+                    p.bind(position.realized_pnl.0, "numeric"),
+                    p.bind(position.unknown_realized.0, "numeric"),
+                    p.bind(position.since, "timestamptz"),
+                    p.bind(at, "timestamptz"),
+                )
+            })
+            .collect();
+        format!(
+            "INSERT INTO portfolio_positions (user_id, asset, method, quantity, cost, \
+             unknown_quantity, realized_pnl, unknown_realized, since, updated_at) VALUES {} \
+             ON CONFLICT (user_id, method, asset) DO UPDATE SET \
+             quantity = EXCLUDED.quantity, cost = EXCLUDED.cost, \
+             unknown_quantity = EXCLUDED.unknown_quantity, realized_pnl = EXCLUDED.realized_pnl, \
+             unknown_realized = EXCLUDED.unknown_realized, since = EXCLUDED.since, \
+             updated_at = EXCLUDED.updated_at",
+            values.join(", ")
+        )
+    });
+    let held: Vec<(Uuid, &str, DateTime<Utc>, Decimal)> = pairs
         .iter()
-        .map(|position| {
-            format!(
-                "({user}, {asset}, {}, {}, {}, {}, {}, {}, {}, {now})",
-                p.bind(position.method.clone(), "text"),
-                p.bind(position.quantity.0, "numeric"),
-                p.bind(position.cost.0, "numeric"),
-                p.bind(position.unknown_quantity.0, "numeric"),
-                p.bind(position.realized_pnl.0, "numeric"),
-                p.bind(position.unknown_realized.0, "numeric"),
-                p.bind(position.since, "timestamptz"),
-            )
+        .flat_map(|c| {
+            c.held
+                .iter()
+                .map(|(bucket, quantity)| (c.user_id, c.asset.as_str(), *bucket, *quantity))
         })
         .collect();
-    parts.push(format!(
-        "INSERT INTO portfolio_positions (user_id, asset, method, quantity, cost, unknown_quantity, realized_pnl, unknown_realized, since, updated_at) \
-         VALUES {} ON CONFLICT (user_id, method, asset) DO UPDATE SET \
-         quantity = EXCLUDED.quantity, cost = EXCLUDED.cost, \
-         unknown_quantity = EXCLUDED.unknown_quantity, realized_pnl = EXCLUDED.realized_pnl, \
-         unknown_realized = EXCLUDED.unknown_realized, since = EXCLUDED.since, \
-         updated_at = EXCLUDED.updated_at",
-        positions.join(", ")
-    ));
-    let held = p.bind(writes.held, "numeric");
-    let bucket = p.bind(hour_of(at), "timestamptz");
-    let with: Vec<String> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, part)| format!("w{i} AS ({part})"))
-        .collect();
-    let sql = format!(
-        "WITH {} INSERT INTO portfolio_holdings_history (user_id, asset, bucket, quantity) \
-         VALUES ({user}, {asset}, {bucket}, {held}) \
-         ON CONFLICT (user_id, asset, bucket) DO UPDATE SET quantity = EXCLUDED.quantity",
-        with.join(", ")
-    );
-    txn.execute_raw(sea_orm::Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        sql,
-        p.0,
-    ))
-    .await?;
-    Ok(())
+    bulk.add_rows(&held, |p, rows| {
+        let values: Vec<String> = rows
+            .iter()
+            .map(|(user, asset, bucket, quantity)| {
+                format!(
+                    "({}, {}, {}, {})",
+                    p.bind(*user, "uuid"),
+                    p.bind(*asset, "text"),
+                    p.bind(*bucket, "timestamptz"),
+                    p.bind(*quantity, "numeric"),
+                )
+            })
+            .collect();
+        format!(
+            "INSERT INTO portfolio_holdings_history (user_id, asset, bucket, quantity) \
+             VALUES {} ON CONFLICT (user_id, asset, bucket) DO UPDATE SET quantity = EXCLUDED.quantity",
+            values.join(", ")
+        )
+    });
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,852 @@
+//! The writes of order placement on PostgreSQL, held until the end of the placing
+//! transaction and sent together (see `service::bulk`).
+//!
+//! Everything a placement writes is decided in this process, under locks its
+//! transaction holds: the market's row, and the ledger accounts and event sequences of
+//! the traders involved, each locked and read before the first change to it. So rather
+//! than one round trip per row while the market is held, the rows are worked out here
+//! and kept in [`Pending`]; the placement's later reads see them through it (the book,
+//! balances, event numbers, 30-day volumes), and [`Pending::write`] sends them all just
+//! before commit. Nothing is published before commit either way: events wait in their
+//! collector. SQLite keeps writing row by row: one writer at a time, no round trips.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction, Statement};
+use uuid::Uuid;
+
+use super::bulk::{Bulk, Params};
+use super::ledger::{self, Draft};
+use super::orders::{self, status};
+use crate::domain::ledger::{AccountKind, AccountRef};
+use crate::domain::matching::Side;
+use crate::error::ApiError;
+use crate::events::{Collector, Event};
+use entity::{fills, journal_entries, order_events, orders as order_rows, postings, Amount};
+
+/// A ledger account as this transaction has left it.
+struct Account {
+    id: Uuid,
+    balance: Decimal,
+    changed: bool,
+}
+
+/// A user's order-event sequence: as stored, and as this transaction has taken it.
+struct Sequence {
+    stored: i64,
+    last: i64,
+}
+
+/// The lowest trigger of a waiting buy stop and the highest of a waiting sell stop in
+/// the market: no trade price between them can trigger anything.
+#[derive(Clone, Copy, Default)]
+struct StopBounds {
+    buy_min: Option<i64>,
+    sell_max: Option<i64>,
+}
+
+impl StopBounds {
+    fn include(&mut self, order: &order_rows::Model) {
+        let Some(ticks) = order.trigger_ticks else {
+            return;
+        };
+        if order.side == "BUY" {
+            self.buy_min = Some(self.buy_min.map_or(ticks, |t| t.min(ticks)));
+        } else {
+            self.sell_max = Some(self.sell_max.map_or(ticks, |t| t.max(ticks)));
+        }
+    }
+}
+
+/// The best resting orders of one side of the book as stored when a batch began, up to
+/// the farthest price any order of the batch could reach.
+struct StoredPage {
+    bound: Option<i64>,
+    rows: Vec<order_rows::Model>,
+    /// How many rows were asked for.
+    asked: u64,
+}
+
+/// What one placing transaction has decided to write, not written yet.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// New and changed orders, latest state, first-touched first.
+    orders: Vec<order_rows::Model>,
+    order_index: HashMap<Uuid, usize>,
+    fills: Vec<fills::Model>,
+    entries: Vec<journal_entries::Model>,
+    postings: Vec<postings::Model>,
+    accounts: BTreeMap<AccountRef, Account>,
+    sequences: BTreeMap<Uuid, Sequence>,
+    events: Vec<order_events::Model>,
+    /// Traded volume over the fee-tier window, this transaction's trades included.
+    volumes: HashMap<Uuid, Decimal>,
+    /// What this transaction's trades add to each (user, day)'s volume.
+    volume_added: BTreeMap<(Uuid, String), Decimal>,
+    /// The transaction's trade prices, in order, for price alerts.
+    prices: Vec<Decimal>,
+    stop_bounds: Option<StopBounds>,
+    /// The book as stored at the start, for buyers and for sellers.
+    book_for_buyers: Option<StoredPage>,
+    book_for_sellers: Option<StoredPage>,
+}
+
+/// Whether a resting order at `ticks` is within a taker's limit.
+fn reachable(taker_side: Side, limit_ticks: Option<i64>, ticks: Option<i64>) -> bool {
+    match (taker_side, limit_ticks, ticks) {
+        (_, None, _) => true,
+        (Side::Buy, Some(limit), Some(ticks)) => ticks <= limit,
+        (Side::Sell, Some(limit), Some(ticks)) => ticks >= limit,
+        (_, Some(_), None) => false,
+    }
+}
+
+impl Pending {
+    /// Keeps the page of the book a batch read before its first order (resting orders
+    /// a taker on `taker_side` could meet, up to `bound`), so that its orders need not
+    /// read the book again.
+    pub(super) fn keep_book(
+        &mut self,
+        taker_side: Side,
+        bound: Option<i64>,
+        rows: &[order_rows::Model],
+        asked: u64,
+    ) {
+        let page = Some(StoredPage {
+            bound,
+            rows: rows.to_vec(),
+            asked,
+        });
+        match taker_side {
+            Side::Buy => self.book_for_buyers = page,
+            Side::Sell => self.book_for_sellers = page,
+        }
+    }
+
+    /// The stored book a taker on `taker_side` with `limit_ticks` would read, from the
+    /// page kept by [`Pending::keep_book`] when it covers that limit: the rows and how
+    /// many were asked for (more than were found when the limit cut the page short, so
+    /// the rows are all there is).
+    pub(super) fn stored_book(
+        &self,
+        taker_side: Side,
+        limit_ticks: Option<i64>,
+    ) -> Option<(Vec<order_rows::Model>, u64)> {
+        let page = match taker_side {
+            Side::Buy => self.book_for_buyers.as_ref(),
+            Side::Sell => self.book_for_sellers.as_ref(),
+        }?;
+        let covered = match (page.bound, limit_ticks) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(bound), Some(limit)) => reachable(taker_side, Some(bound), Some(limit)),
+        };
+        if !covered {
+            return None;
+        }
+        let rows: Vec<order_rows::Model> = page
+            .rows
+            .iter()
+            .filter(|r| reachable(taker_side, limit_ticks, r.price_ticks))
+            .cloned()
+            .collect();
+        let asked = if rows.len() == page.rows.len() {
+            page.asked
+        } else {
+            u64::MAX
+        };
+        Some((rows, asked))
+    }
+
+    /// Locks and reads the accounts not yet held (creating those used for the first
+    /// time), in the global account order.
+    pub(super) async fn lock_accounts(
+        &mut self,
+        txn: &DatabaseTransaction,
+        accounts: &BTreeSet<AccountRef>,
+    ) -> Result<(), ApiError> {
+        let missing: BTreeSet<AccountRef> = accounts
+            .iter()
+            .filter(|a| !self.accounts.contains_key(a))
+            .cloned()
+            .collect();
+        for row in ledger::lock_and_read_accounts(txn, &missing).await? {
+            let Some(kind) = AccountKind::parse(&row.kind) else {
+                continue;
+            };
+            let account = AccountRef {
+                owner: row.owner_id,
+                asset: row.asset,
+                kind,
+            };
+            let state = Account {
+                id: row.id,
+                balance: row.balance.0,
+                changed: false,
+            };
+            self.accounts.insert(account, state);
+        }
+        Ok(())
+    }
+
+    /// Posts a balanced entry against the balances held here: the same checks as
+    /// [`ledger::post`], `INSUFFICIENT_FUNDS` before anything changes.
+    pub(super) async fn post(
+        &mut self,
+        txn: &DatabaseTransaction,
+        draft: Draft,
+    ) -> Result<(), ApiError> {
+        let legs = ledger::checked_legs(draft.legs)?;
+        let touched: BTreeSet<AccountRef> = legs.iter().map(|l| l.account.clone()).collect();
+        self.lock_accounts(txn, &touched).await?;
+        let mut after = Vec::with_capacity(legs.len());
+        for leg in &legs {
+            let account = self
+                .accounts
+                .get(&leg.account)
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("ledger account not locked")))?;
+            let balance = account
+                .balance
+                .checked_add(leg.amount)
+                .ok_or_else(|| ApiError::bad_input("amount", "the amount is out of range"))?;
+            if balance.is_sign_negative() && !leg.account.kind.may_go_negative() {
+                return Err(ApiError::InsufficientFunds(format!(
+                    "not enough {} available",
+                    leg.account.asset
+                )));
+            }
+            after.push(balance);
+        }
+        let now = Utc::now();
+        let entry_id = Uuid::now_v7();
+        self.entries.push(journal_entries::Model {
+            id: entry_id,
+            kind: draft.kind.to_owned(),
+            reference: draft.reference,
+            user_id: draft.user_id,
+            asset: draft.asset,
+            amount: Amount(draft.amount),
+            description: draft.description,
+            created_at: now,
+        });
+        for (leg, balance) in legs.into_iter().zip(after) {
+            let Some(account) = self.accounts.get_mut(&leg.account) else {
+                continue;
+            };
+            account.balance = balance;
+            account.changed = true;
+            self.postings.push(postings::Model {
+                id: Uuid::now_v7(),
+                entry_id,
+                account_id: account.id,
+                asset: leg.account.asset,
+                amount: Amount(leg.amount),
+                balance_after: Amount(balance),
+                created_at: now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Locks and reads the event sequences not yet held.
+    pub(super) async fn lock_sequences(
+        &mut self,
+        txn: &DatabaseTransaction,
+        users: &BTreeSet<Uuid>,
+    ) -> Result<(), ApiError> {
+        let missing: BTreeSet<Uuid> = users
+            .iter()
+            .filter(|u| !self.sequences.contains_key(u))
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for row in orders::lock_sequences(txn, &missing).await? {
+            let sequence = Sequence {
+                stored: row.last_sequence,
+                last: row.last_sequence,
+            };
+            self.sequences.insert(row.user_id, sequence);
+        }
+        Ok(())
+    }
+
+    /// Appends an event to the user's order event log under the next number of its
+    /// gap-free sequence, and collects it for publication after commit.
+    pub(super) async fn event(
+        &mut self,
+        txn: &DatabaseTransaction,
+        events: &Collector,
+        user_id: Uuid,
+        kind: &str,
+        order_id: Uuid,
+        fill_id: Option<Uuid>,
+    ) -> Result<(), ApiError> {
+        if !self.sequences.contains_key(&user_id) {
+            self.lock_sequences(txn, &BTreeSet::from([user_id])).await?;
+        }
+        let sequence = self.sequences.get_mut(&user_id).ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("user sequence row missing after creation"))
+        })?;
+        sequence.last += 1;
+        self.events.push(order_events::Model {
+            user_id,
+            sequence: sequence.last,
+            kind: kind.to_owned(),
+            order_id,
+            fill_id,
+            created_at: Utc::now(),
+        });
+        events.push(Event::OrderUpdate {
+            user_id,
+            sequence: sequence.last,
+            kind: kind.to_owned(),
+            order_id,
+            fill_id,
+        });
+        Ok(())
+    }
+
+    /// Keeps an order's latest state, new or changed.
+    pub(super) fn save_order(&mut self, order: &order_rows::Model) {
+        if order.status == status::UNTRIGGERED {
+            if let Some(bounds) = &mut self.stop_bounds {
+                bounds.include(order);
+            }
+        }
+        match self.order_index.get(&order.id) {
+            Some(&at) => self.orders[at] = order.clone(),
+            None => {
+                self.order_index.insert(order.id, self.orders.len());
+                self.orders.push(order.clone());
+            }
+        }
+    }
+
+    /// Resting orders of `market` a taker on `taker_side` could trade with, best
+    /// first: `stored`, one page of the book as stored (`page` rows asked for), with
+    /// this transaction's changes over it. When the page was full, orders that sort
+    /// after its last row are left out: stored rows beyond the page could come first.
+    pub(super) fn over_book(
+        &self,
+        market: &str,
+        taker_side: Side,
+        limit_ticks: Option<i64>,
+        stored: Vec<order_rows::Model>,
+        page: u64,
+    ) -> Vec<order_rows::Model> {
+        let maker_side = orders::side_str(taker_side.opposite());
+        let order = |a: &order_rows::Model, b: &order_rows::Model| {
+            let by_price = match taker_side {
+                Side::Buy => a.price_ticks.cmp(&b.price_ticks),
+                Side::Sell => b.price_ticks.cmp(&a.price_ticks),
+            };
+            by_price.then(a.sequence.cmp(&b.sequence))
+        };
+        let frontier = (stored.len() as u64 == page)
+            .then(|| stored.last().cloned())
+            .flatten();
+        let mut book: Vec<order_rows::Model> = stored
+            .into_iter()
+            .filter(|row| !self.order_index.contains_key(&row.id))
+            .collect();
+        book.extend(
+            self.orders
+                .iter()
+                .filter(|o| {
+                    o.is_open
+                        && o.market == market
+                        && o.side == maker_side
+                        && reachable(taker_side, limit_ticks, o.price_ticks)
+                })
+                .cloned(),
+        );
+        book.sort_by(order);
+        if let Some(frontier) = frontier {
+            book.retain(|o| order(o, &frontier) != std::cmp::Ordering::Greater);
+        }
+        book
+    }
+
+    /// Whether a trade at `last_ticks` could trigger a waiting stop order of `market`
+    /// (read once per transaction, then kept up to date here).
+    pub(super) async fn stops_may_trigger(
+        &mut self,
+        txn: &DatabaseTransaction,
+        market: &str,
+        last_ticks: i64,
+    ) -> Result<bool, ApiError> {
+        let bounds = match self.stop_bounds {
+            Some(bounds) => bounds,
+            None => {
+                let mut bounds = read_stop_bounds(txn, market).await?;
+                for order in &self.orders {
+                    if order.status == status::UNTRIGGERED && order.market == market {
+                        bounds.include(order);
+                    }
+                }
+                self.stop_bounds = Some(bounds);
+                bounds
+            }
+        };
+        Ok(bounds.buy_min.is_some_and(|t| t <= last_ticks)
+            || bounds.sell_max.is_some_and(|t| t >= last_ticks))
+    }
+
+    /// Writes the orders held so far, so that a read of the `orders` table sees them.
+    pub(super) async fn write_orders(&mut self, txn: &DatabaseTransaction) -> Result<(), ApiError> {
+        let mut bulk = Bulk::default();
+        add_orders(&mut bulk, &self.orders);
+        self.orders.clear();
+        self.order_index.clear();
+        // Stored rows are current now; the pages kept from before are not.
+        self.book_for_buyers = None;
+        self.book_for_sellers = None;
+        bulk.run(txn).await
+    }
+
+    /// The traders' volumes over the fee-tier window (from `since`, a day as stored),
+    /// this transaction's trades included; one read for those not yet known.
+    pub(super) async fn volumes(
+        &mut self,
+        txn: &DatabaseTransaction,
+        users: &BTreeSet<Uuid>,
+        market: &str,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<Uuid, Decimal>, ApiError> {
+        let missing: BTreeSet<Uuid> = users
+            .iter()
+            .filter(|u| !self.volumes.contains_key(u))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            let since = orders::volume_window_start(now);
+            for (user, stored) in orders::volumes_30d(txn, &missing, market, now).await? {
+                let added: Decimal = self
+                    .volume_added
+                    .range((user, since.clone())..=(user, String::from("~")))
+                    .map(|(_, amount)| *amount)
+                    .sum();
+                self.volumes.insert(user, stored + added);
+            }
+        }
+        Ok(users
+            .iter()
+            .map(|u| (*u, self.volumes.get(u).copied().unwrap_or_default()))
+            .collect())
+    }
+
+    /// Adds a trade's quote value to its buyer's and seller's volume (twice to one
+    /// user who was both).
+    pub(super) fn add_volume(
+        &mut self,
+        (buyer, seller): (Uuid, Uuid),
+        day: &str,
+        notional: Decimal,
+    ) {
+        for user in [buyer, seller] {
+            *self.volume_added.entry((user, day.to_owned())).or_default() += notional;
+            if let Some(volume) = self.volumes.get_mut(&user) {
+                *volume += notional;
+            }
+        }
+    }
+
+    /// Keeps a trade's two fills, in trade order.
+    pub(super) fn add_trade(&mut self, maker: fills::Model, taker: fills::Model) {
+        self.prices.push(taker.price.0);
+        self.fills.push(maker);
+        self.fills.push(taker);
+    }
+
+    /// The fills of this transaction's trades, in order.
+    pub(super) fn fills(&self) -> &[fills::Model] {
+        &self.fills
+    }
+
+    /// The prices this transaction traded at, in order.
+    pub(super) fn prices(&self) -> &[Decimal] {
+        &self.prices
+    }
+
+    /// Adds every held row to `bulk`, in an order that suits the foreign keys when the
+    /// parts run as separate statements too.
+    pub(super) fn write(self, bulk: &mut Bulk, market: &str) {
+        add_orders(bulk, &self.orders);
+        bulk.add_rows(&self.fills, |p, rows| {
+            let values: Vec<String> = rows
+                .iter()
+                .map(|f| {
+                    format!(
+                        "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                        p.bind(f.id, "uuid"),
+                        p.bind(f.order_id, "uuid"),
+                        p.bind(f.user_id, "uuid"),
+                        p.bind(f.trade_id, "uuid"),
+                        p.bind(f.market.as_str(), "text"),
+                        p.bind(f.side.as_str(), "text"),
+                        p.bind(f.price.0, "numeric"),
+                        p.bind(f.quantity.0, "numeric"),
+                        p.bind(f.fee.0, "numeric"),
+                        p.bind(f.fee_asset.as_str(), "text"),
+                        p.bind(f.liquidity.as_str(), "text"),
+                        p.bind(f.created_at, "timestamptz"),
+                    )
+                })
+                .collect();
+            format!(
+                "INSERT INTO fills (id, order_id, user_id, trade_id, market, side, price, \
+                 quantity, fee, fee_asset, liquidity, created_at) VALUES {}",
+                values.join(", ")
+            )
+        });
+        bulk.add_rows(&self.entries, |p, rows| {
+            let values: Vec<String> = rows
+                .iter()
+                .map(|e| {
+                    format!(
+                        "({}, {}, {}, {}, {}, {}, {}, {})",
+                        p.bind(e.id, "uuid"),
+                        p.bind(e.kind.as_str(), "text"),
+                        p.bind(e.reference.clone(), "text"),
+                        p.bind(e.user_id, "uuid"),
+                        p.bind(e.asset.as_str(), "text"),
+                        p.bind(e.amount.0, "numeric"),
+                        p.bind(e.description.as_str(), "text"),
+                        p.bind(e.created_at, "timestamptz"),
+                    )
+                })
+                .collect();
+            format!(
+                "INSERT INTO journal_entries (id, kind, reference, user_id, asset, amount, \
+                 description, created_at) VALUES {}",
+                values.join(", ")
+            )
+        });
+        bulk.add_rows(&self.postings, |p, rows| {
+            let values: Vec<String> = rows
+                .iter()
+                .map(|posting| {
+                    format!(
+                        "({}, {}, {}, {}, {}, {}, {})",
+                        p.bind(posting.id, "uuid"),
+                        p.bind(posting.entry_id, "uuid"),
+                        p.bind(posting.account_id, "uuid"),
+                        p.bind(posting.asset.as_str(), "text"),
+                        p.bind(posting.amount.0, "numeric"),
+                        p.bind(posting.balance_after.0, "numeric"),
+                        p.bind(posting.created_at, "timestamptz"),
+                    )
+                })
+                .collect();
+            format!(
+                "INSERT INTO postings (id, entry_id, account_id, asset, amount, balance_after, \
+                 created_at) VALUES {}",
+                values.join(", ")
+            )
+        });
+        let now = Utc::now();
+        let balances: Vec<(Uuid, Decimal)> = self
+            .accounts
+            .values()
+            .filter(|a| a.changed)
+            .map(|a| (a.id, a.balance))
+            .collect();
+        bulk.add_rows(&balances, |p, rows| {
+            let values: Vec<String> = rows
+                .iter()
+                .map(|(id, balance)| {
+                    format!("({}, {})", p.bind(*id, "uuid"), p.bind(*balance, "numeric"))
+                })
+                .collect();
+            format!(
+                "UPDATE ledger_accounts AS a SET balance = v.balance, updated_at = {} \
+                 FROM (VALUES {}) AS v (id, balance) WHERE a.id = v.id",
+                p.bind(now, "timestamptz"),
+                values.join(", ")
+            )
+        });
+        bulk.add_rows(&self.events, |p, rows| {
+            let values: Vec<String> = rows
+                .iter()
+                .map(|e| {
+                    format!(
+                        "({}, {}, {}, {}, {}, {})",
+                        p.bind(e.user_id, "uuid"),
+                        p.bind(e.sequence, "bigint"),
+                        p.bind(e.kind.as_str(), "text"),
+                        p.bind(e.order_id, "uuid"),
+                        p.bind(e.fill_id, "uuid"),
+                        p.bind(e.created_at, "timestamptz"),
+                    )
+                })
+                .collect();
+            format!(
+                "INSERT INTO order_events (user_id, sequence, kind, order_id, fill_id, \
+                 created_at) VALUES {}",
+                values.join(", ")
+            )
+        });
+        let sequences: Vec<(Uuid, i64)> = self
+            .sequences
+            .iter()
+            .filter(|(_, s)| s.last != s.stored)
+            .map(|(user, s)| (*user, s.last))
+            .collect();
+        bulk.add_rows(&sequences, |p, rows| {
+            let values: Vec<String> = rows
+                .iter()
+                .map(|(user, last)| {
+                    format!("({}, {})", p.bind(*user, "uuid"), p.bind(*last, "bigint"))
+                })
+                .collect();
+            format!(
+                "UPDATE user_sequences AS s SET last_sequence = v.last \
+                 FROM (VALUES {}) AS v (user_id, last) WHERE s.user_id = v.user_id",
+                values.join(", ")
+            )
+        });
+        let volumes: Vec<((Uuid, String), Decimal)> = self.volume_added.into_iter().collect();
+        bulk.add_rows(&volumes, |p, rows| {
+            let symbol = p.bind(market, "text");
+            let values: Vec<String> = rows
+                .iter()
+                .map(|((user, day), amount)| {
+                    format!(
+                        "({}, {symbol}, {}, {})",
+                        p.bind(*user, "uuid"),
+                        p.bind(day.as_str(), "text"),
+                        p.bind(*amount, "numeric")
+                    )
+                })
+                .collect();
+            format!(
+                "INSERT INTO user_daily_volumes AS v (user_id, market, day, volume) VALUES {} \
+                 ON CONFLICT (user_id, market, day) DO UPDATE SET volume = v.volume + EXCLUDED.volume",
+                values.join(", ")
+            )
+        });
+    }
+}
+
+/// Inserts new orders and overwrites changed ones with their latest state.
+fn add_orders(bulk: &mut Bulk, orders: &[order_rows::Model]) {
+    bulk.add_rows(orders, |p, rows| {
+        let values: Vec<String> = rows.iter().map(|o| order_values(p, o)).collect();
+        format!(
+            "INSERT INTO orders AS o (id, user_id, market, side, order_type, status, is_open, \
+             price, price_ticks, trigger_price, trigger_ticks, quantity, quote_quantity, \
+             filled_quantity, filled_quote, fee, held_asset, held, time_in_force, expire_at, \
+             post_only, self_trade_prevention, client_order_id, reject_reason, sequence, \
+             created_at, updated_at) VALUES {} \
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, \
+             is_open = EXCLUDED.is_open, filled_quantity = EXCLUDED.filled_quantity, \
+             filled_quote = EXCLUDED.filled_quote, fee = EXCLUDED.fee, held = EXCLUDED.held, \
+             reject_reason = EXCLUDED.reject_reason, updated_at = EXCLUDED.updated_at",
+            values.join(", ")
+        )
+    });
+}
+
+fn order_values(p: &mut Params, o: &order_rows::Model) -> String {
+    let amount = |a: Option<Amount>| a.map(|a| a.0);
+    let parts = [
+        p.bind(o.id, "uuid"),
+        p.bind(o.user_id, "uuid"),
+        p.bind(o.market.as_str(), "text"),
+        p.bind(o.side.as_str(), "text"),
+        p.bind(o.order_type.as_str(), "text"),
+        p.bind(o.status.as_str(), "text"),
+        p.bind(o.is_open, "boolean"),
+        p.bind(amount(o.price), "numeric"),
+        p.bind(o.price_ticks, "bigint"),
+        p.bind(amount(o.trigger_price), "numeric"),
+        p.bind(o.trigger_ticks, "bigint"),
+        p.bind(amount(o.quantity), "numeric"),
+        p.bind(amount(o.quote_quantity), "numeric"),
+        p.bind(o.filled_quantity.0, "numeric"),
+        p.bind(o.filled_quote.0, "numeric"),
+        p.bind(o.fee.0, "numeric"),
+        p.bind(o.held_asset.as_str(), "text"),
+        p.bind(o.held.0, "numeric"),
+        p.bind(o.time_in_force.as_str(), "text"),
+        p.bind(o.expire_at, "timestamptz"),
+        p.bind(o.post_only, "boolean"),
+        p.bind(o.self_trade_prevention.as_str(), "text"),
+        p.bind(o.client_order_id.clone(), "text"),
+        p.bind(o.reject_reason.clone(), "text"),
+        p.bind(o.sequence, "bigint"),
+        p.bind(o.created_at, "timestamptz"),
+        p.bind(o.updated_at, "timestamptz"),
+    ];
+    format!("({})", parts.join(", "))
+}
+
+/// The trigger bounds of the market's waiting stop orders, as stored (two index
+/// lookups).
+async fn read_stop_bounds(txn: &DatabaseTransaction, market: &str) -> Result<StopBounds, ApiError> {
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT \
+             (SELECT min(trigger_ticks) FROM orders WHERE market = $1 AND status = $2 \
+              AND side = 'BUY') AS buy_min, \
+             (SELECT max(trigger_ticks) FROM orders WHERE market = $1 AND status = $2 \
+              AND side = 'SELL') AS sell_max",
+            [market.into(), status::UNTRIGGERED.into()],
+        ))
+        .await?;
+    let Some(row) = row else {
+        return Ok(StopBounds::default());
+    };
+    Ok(StopBounds {
+        buy_min: row.try_get("", "buy_min")?,
+        sell_max: row.try_get("", "sell_max")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resting(side: &str, ticks: i64, sequence: i64) -> order_rows::Model {
+        let now = Utc::now();
+        order_rows::Model {
+            id: Uuid::now_v7(),
+            user_id: Uuid::nil(),
+            market: "BTC-USD".into(),
+            side: side.into(),
+            order_type: "LIMIT".into(),
+            status: status::OPEN.into(),
+            is_open: true,
+            price: Some(Amount(Decimal::from(ticks))),
+            price_ticks: Some(ticks),
+            trigger_price: None,
+            trigger_ticks: None,
+            quantity: Some(Amount(Decimal::ONE)),
+            quote_quantity: None,
+            filled_quantity: Amount::ZERO,
+            filled_quote: Amount::ZERO,
+            fee: Amount::ZERO,
+            held_asset: "BTC".into(),
+            held: Amount(Decimal::ONE),
+            time_in_force: "GTC".into(),
+            expire_at: None,
+            post_only: false,
+            self_trade_prevention: "EXPIRE_TAKER".into(),
+            client_order_id: None,
+            reject_reason: None,
+            sequence,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn sequences(book: &[order_rows::Model]) -> Vec<i64> {
+        book.iter().map(|o| o.sequence).collect()
+    }
+
+    #[test]
+    fn held_changes_replace_stored_rows_and_new_orders_join_in_priority() {
+        let stored = vec![resting("SELL", 100, 1), resting("SELL", 101, 2)];
+        let mut pending = Pending::default();
+        // The best stored sell was filled by an earlier order of the transaction.
+        let mut filled = stored[0].clone();
+        filled.is_open = false;
+        filled.status = status::FILLED.into();
+        pending.save_order(&filled);
+        // New sells rest: one between the stored prices, one out of the buyer's reach,
+        // one on the other side.
+        pending.save_order(&resting("SELL", 100, 3));
+        pending.save_order(&resting("SELL", 105, 4));
+        pending.save_order(&resting("BUY", 99, 5));
+
+        let book = pending.over_book("BTC-USD", Side::Buy, Some(101), stored.clone(), 64);
+        assert_eq!(sequences(&book), vec![3, 2]);
+        let book = pending.over_book("BTC-USD", Side::Buy, None, stored, 64);
+        assert_eq!(sequences(&book), vec![3, 2, 4]);
+    }
+
+    #[test]
+    fn past_a_full_page_only_what_sorts_before_its_last_row_is_known() {
+        // A page of two was asked for and came back full: stored orders beyond it
+        // (price 102 and worse) may exist, so a held order at 103 cannot be placed yet.
+        let stored = vec![resting("BUY", 104, 1), resting("BUY", 102, 2)];
+        let mut pending = Pending::default();
+        pending.save_order(&resting("BUY", 105, 3));
+        pending.save_order(&resting("BUY", 103, 4));
+        pending.save_order(&resting("BUY", 101, 5));
+        let book = pending.over_book("BTC-USD", Side::Sell, None, stored.clone(), 2);
+        assert_eq!(sequences(&book), vec![3, 1, 4, 2]);
+        // The same page that was not full is the whole book.
+        let book = pending.over_book("BTC-USD", Side::Sell, None, stored, 3);
+        assert_eq!(sequences(&book), vec![3, 1, 4, 2, 5]);
+    }
+
+    #[test]
+    fn the_page_a_batch_read_first_serves_any_limit_within_its_reach() {
+        let rows = vec![
+            resting("SELL", 100, 1),
+            resting("SELL", 101, 2),
+            resting("SELL", 102, 3),
+        ];
+        let mut pending = Pending::default();
+        // Buyers of the batch reach up to 102; the page of three came back full.
+        pending.keep_book(Side::Buy, Some(102), &rows, 3);
+        let (all, asked) = pending.stored_book(Side::Buy, Some(102)).expect("in reach");
+        assert_eq!((sequences(&all), asked), (vec![1, 2, 3], 3));
+        // A lower limit sees a prefix, and that prefix is the whole of its book.
+        let (some, asked) = pending.stored_book(Side::Buy, Some(100)).expect("in reach");
+        assert_eq!((sequences(&some), asked), (vec![1], u64::MAX));
+        // Beyond the reach, or without a limit, the page says nothing.
+        assert!(pending.stored_book(Side::Buy, Some(103)).is_none());
+        assert!(pending.stored_book(Side::Buy, None).is_none());
+        assert!(pending.stored_book(Side::Sell, Some(100)).is_none());
+        // A side read without bound (a market order in the batch) serves any limit.
+        pending.keep_book(Side::Sell, None, &[], 64);
+        let (none, asked) = pending.stored_book(Side::Sell, Some(1)).expect("unbounded");
+        assert_eq!((none.len(), asked), (0, 64));
+    }
+
+    #[test]
+    fn held_stop_orders_widen_the_known_trigger_bounds() {
+        let mut pending = Pending {
+            stop_bounds: Some(StopBounds {
+                buy_min: Some(110),
+                sell_max: None,
+            }),
+            ..Pending::default()
+        };
+        let mut stop = resting("SELL", 90, 1);
+        stop.status = status::UNTRIGGERED.into();
+        stop.is_open = false;
+        stop.trigger_ticks = Some(95);
+        pending.save_order(&stop);
+        let bounds = pending.stop_bounds.expect("bounds known");
+        assert_eq!(bounds.buy_min, Some(110));
+        assert_eq!(bounds.sell_max, Some(95));
+    }
+
+    #[test]
+    fn volumes_add_both_sides_and_twice_for_one_user_on_both() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut pending = Pending::default();
+        pending.volumes.insert(a, Decimal::from(10));
+        pending.add_volume((a, b), "2026-11-22", Decimal::from(5));
+        pending.add_volume((a, a), "2026-11-22", Decimal::from(1));
+        assert_eq!(pending.volumes[&a], Decimal::from(17));
+        // Not read yet: only the day's addition is kept, for when it is read.
+        assert!(!pending.volumes.contains_key(&b));
+        assert_eq!(
+            pending.volume_added[&(b, "2026-11-22".to_owned())],
+            Decimal::from(5)
+        );
+        assert_eq!(
+            pending.volume_added[&(a, "2026-11-22".to_owned())],
+            Decimal::from(7)
+        );
+    }
+}
