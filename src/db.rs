@@ -37,10 +37,19 @@ pub struct Db {
     sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
+/// The port a PostgreSQL URL connects to (5432 when it names none).
+fn postgres_port(url: &str) -> u16 {
+    use std::str::FromStr;
+    sea_orm::sqlx::postgres::PgConnectOptions::from_str(url)
+        .map(|options| options.get_port())
+        .unwrap_or(5432)
+}
+
 impl Db {
     /// Connects, applying SQLite's WAL mode and busy timeout where relevant, and counts
     /// every SQL statement in `metrics`.
     pub async fn connect(url: &str, max_connections: u32, metrics: &Metrics) -> anyhow::Result<Db> {
+        let postgres_port = postgres_port(url);
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .max_connections(max_connections)
@@ -56,6 +65,15 @@ impl Db {
             // with their length), and sqlx's default of 100 would evict and re-prepare
             // them, costing an extra round trip each time.
             .map_sqlx_postgres_opts(|opts| opts.statement_cache_capacity(STATEMENT_CACHE))
+            // Statements of many rows must not wait for delayed ACKs (`db_nodelay`).
+            .map_sqlx_postgres_pool_opts(move |pool| {
+                pool.after_connect(move |_, _| {
+                    Box::pin(async move {
+                        crate::db_nodelay::set_towards(postgres_port);
+                        Ok(())
+                    })
+                })
+            })
             .map_sqlx_sqlite_opts(|opts| {
                 opts.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)

@@ -10,6 +10,8 @@ pub mod auth;
 pub mod config;
 /// The database pool, migrations and the retrying write-transaction helper.
 pub mod db;
+/// `TCP_NODELAY` on the database connections, which sqlx 0.9.0 leaves off.
+pub mod db_nodelay;
 /// The demo bot: market making and trading on the demo markets, only when asked for.
 pub mod demo;
 /// Pure rules with no I/O (input validation and, later, matching, P&L, compliance).
