@@ -66,8 +66,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
         let other = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
         let port = listener.local_addr().expect("address").port();
-        let to_db = std::net::TcpStream::connect(listener.local_addr().expect("address"))
-            .expect("connect");
+        let to_db =
+            std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
         let elsewhere =
             std::net::TcpStream::connect(other.local_addr().expect("address")).expect("connect");
         assert!(!to_db.nodelay().expect("read option"));

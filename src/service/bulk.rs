@@ -3,22 +3,22 @@
 //! On a busy market the time an order takes is mostly the round trips its transaction
 //! makes while it holds the market's lock, not the work PostgreSQL does for each. Writes
 //! that are decided in this process can instead go out together: each kind of row as
-//! one multi-row part, and all the parts as one statement (`WITH w0 AS (…), w1 AS (…)
-//! SELECT 1`). PostgreSQL runs every data-modifying part exactly once and checks
-//! foreign keys at the end of the statement, so one part may insert rows that another
-//! part's rows refer to. Two parts must never change the same row.
+//! one part, and all the parts as one statement (`WITH w0 AS (…), w1 AS (…) SELECT 1`).
+//! PostgreSQL runs every data-modifying part exactly once and checks foreign keys at the
+//! end of the statement, so one part may insert rows that another part's rows refer to.
+//! Two parts must never change the same row.
+//!
+//! Rows travel as [`Columns`]: one text array per column, turned back into rows by
+//! `unnest`. The statement's text then does not depend on how many rows there are, so
+//! each connection prepares it once; a `VALUES` list would be a new statement, kept
+//! prepared by the connection and by the server, for every count of rows.
 
+use chrono::{DateTime, SecondsFormat, Utc};
+use rust_decimal::Decimal;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction, Statement, Value};
+use uuid::Uuid;
 
 use crate::error::ApiError;
-
-/// PostgreSQL's limit on bind parameters in one statement is 65,535; a statement is
-/// closed well before it.
-const MAX_PARAMS: usize = 30_000;
-
-/// Rows per part for callers that write long lists: keeps any single part far below
-/// [`MAX_PARAMS`] even for wide rows.
-pub const ROWS_PER_PART: usize = 500;
 
 /// Numbered parameters for a statement assembled from parts.
 #[derive(Default)]
@@ -36,64 +36,156 @@ impl Params {
     }
 }
 
-/// Data-modifying parts, sent as few statements as the parameter limit allows.
+/// One value of a row, as text; `None` is SQL `NULL`.
+pub trait Cell {
+    fn cell(&self) -> Option<String>;
+}
+
+impl Cell for Uuid {
+    fn cell(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+impl Cell for Decimal {
+    fn cell(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+impl Cell for i64 {
+    fn cell(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+impl Cell for bool {
+    fn cell(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+impl Cell for str {
+    fn cell(&self) -> Option<String> {
+        Some(self.to_owned())
+    }
+}
+
+impl Cell for String {
+    fn cell(&self) -> Option<String> {
+        Some(self.clone())
+    }
+}
+
+impl Cell for DateTime<Utc> {
+    fn cell(&self) -> Option<String> {
+        // PostgreSQL keeps microseconds, as it does from a bound timestamp.
+        Some(self.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+}
+
+impl Cell for entity::Amount {
+    fn cell(&self) -> Option<String> {
+        self.0.cell()
+    }
+}
+
+impl<T: Cell> Cell for Option<T> {
+    fn cell(&self) -> Option<String> {
+        self.as_ref().and_then(Cell::cell)
+    }
+}
+
+/// Rows as one text array per column. A column's type is a PostgreSQL type to cast to
+/// (`""` for text); a trailing `?` marks a column that may be `NULL`, sent as an empty
+/// string (none of those columns ever holds one).
+pub struct Columns {
+    columns: &'static [(&'static str, &'static str)],
+    values: Vec<Vec<String>>,
+}
+
+impl Columns {
+    pub fn new(columns: &'static [(&'static str, &'static str)]) -> Self {
+        Columns {
+            columns,
+            values: vec![Vec::new(); columns.len()],
+        }
+    }
+
+    /// Adds a row: one cell per column, in order.
+    pub fn push<const N: usize>(&mut self, row: [Option<String>; N]) {
+        debug_assert_eq!(N, self.columns.len(), "a row has one cell per column");
+        for (column, cell) in self.values.iter_mut().zip(row) {
+            column.push(cell.unwrap_or_default());
+        }
+    }
+
+    /// `SELECT <column> [, …] FROM unnest(<arrays>) AS <alias> (<columns>)`, with each
+    /// column cast to its type.
+    pub fn select(self, p: &mut Params, alias: &str) -> String {
+        let mut arrays = Vec::with_capacity(self.columns.len());
+        let mut names = Vec::with_capacity(self.columns.len());
+        let mut exprs = Vec::with_capacity(self.columns.len());
+        for ((name, kind), values) in self.columns.iter().zip(self.values) {
+            arrays.push(p.bind(values, "text[]"));
+            names.push(*name);
+            let (kind, nullable) = match kind.strip_suffix('?') {
+                Some(kind) => (kind, true),
+                None => (*kind, false),
+            };
+            let value = if nullable {
+                format!("NULLIF({alias}.{name}, '')")
+            } else {
+                format!("{alias}.{name}")
+            };
+            exprs.push(match kind {
+                "" => format!("{value} AS {name}"),
+                kind => format!("{value}::{kind} AS {name}"),
+            });
+        }
+        format!(
+            "SELECT {} FROM unnest({}) AS {alias} ({})",
+            exprs.join(", "),
+            arrays.join(", "),
+            names.join(", ")
+        )
+    }
+}
+
+/// Data-modifying parts, sent as one statement.
 #[derive(Default)]
 pub struct Bulk {
-    done: Vec<(Params, Vec<String>)>,
     params: Params,
     parts: Vec<String>,
 }
 
 impl Bulk {
-    /// Adds one part. `part` binds its values and returns its SQL; it runs again, on a
-    /// fresh statement, when the current one would exceed the parameter limit.
-    pub fn add(&mut self, mut part: impl FnMut(&mut Params) -> String) {
-        let mark = self.params.0.len();
+    /// Adds one part: `part` binds its values and returns its SQL.
+    pub fn add(&mut self, part: impl FnOnce(&mut Params) -> String) {
         let sql = part(&mut self.params);
-        if self.params.0.len() > MAX_PARAMS && mark > 0 {
-            self.params.0.truncate(mark);
-            self.done.push((
-                std::mem::take(&mut self.params),
-                std::mem::take(&mut self.parts),
-            ));
-            let sql = part(&mut self.params);
-            self.parts.push(sql);
-        } else {
-            self.parts.push(sql);
-        }
+        self.parts.push(sql);
     }
 
-    /// Adds `rows` as parts of at most [`ROWS_PER_PART`] rows each.
-    pub fn add_rows<T>(&mut self, rows: &[T], mut part: impl FnMut(&mut Params, &[T]) -> String) {
-        for chunk in rows.chunks(ROWS_PER_PART) {
-            self.add(|p| part(p, chunk));
-        }
-    }
-
-    /// Runs every part, in as few statements as the parameter limit allows.
-    pub async fn run(mut self, txn: &DatabaseTransaction) -> Result<(), ApiError> {
-        if !self.parts.is_empty() {
-            self.done.push((self.params, self.parts));
-        }
-        for (params, parts) in self.done {
-            let sql = match parts.as_slice() {
-                [only] => only.clone(),
-                _ => {
-                    let with: Vec<String> = parts
-                        .iter()
-                        .enumerate()
-                        .map(|(i, part)| format!("w{i} AS ({part})"))
-                        .collect();
-                    format!("WITH {} SELECT 1", with.join(", "))
-                }
-            };
-            txn.execute_raw(Statement::from_sql_and_values(
-                DatabaseBackend::Postgres,
-                sql,
-                params.into_values(),
-            ))
-            .await?;
-        }
+    /// Runs every part.
+    pub async fn run(self, txn: &DatabaseTransaction) -> Result<(), ApiError> {
+        let sql = match self.parts.as_slice() {
+            [] => return Ok(()),
+            [only] => only.clone(),
+            parts => {
+                let with: Vec<String> = parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, part)| format!("w{i} AS ({part})"))
+                    .collect();
+                format!("WITH {} SELECT 1", with.join(", "))
+            }
+        };
+        txn.execute_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            sql,
+            self.params.into_values(),
+        ))
+        .await?;
         Ok(())
     }
 }
@@ -103,60 +195,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_number_on_from_the_statement_so_far() {
+    fn rows_travel_as_one_array_per_column_whatever_their_number() {
+        const COLUMNS: &[(&str, &str)] = &[("id", "uuid"), ("note", "?"), ("amount", "numeric?")];
+        let statement = |rows: usize| {
+            let mut columns = Columns::new(COLUMNS);
+            for n in 0..rows {
+                columns.push([
+                    Uuid::nil().cell(),
+                    (n % 2 == 0).then(|| format!("row {n}")).cell(),
+                    Some(Decimal::new(n as i64, 2)).cell(),
+                ]);
+            }
+            let mut p = Params::default();
+            let sql = columns.select(&mut p, "r");
+            (sql, p.into_values())
+        };
+        let (one, one_values) = statement(1);
+        let (many, many_values) = statement(50);
+        assert_eq!(one, many, "the text does not depend on the number of rows");
+        assert_eq!(
+            many,
+            "SELECT r.id::uuid AS id, NULLIF(r.note, '') AS note, \
+             NULLIF(r.amount, '')::numeric AS amount \
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS r (id, note, amount)"
+        );
+        assert_eq!((one_values.len(), many_values.len()), (3, 3));
+        let Value::Array(_, Some(notes)) = &many_values[1] else {
+            panic!("an array: {:?}", many_values[1]);
+        };
+        assert_eq!(notes[0], Value::from("row 0"));
+        assert_eq!(notes[1], Value::from(""), "NULL travels as an empty string");
+    }
+
+    #[test]
+    fn cells_keep_exact_decimals_and_microseconds() {
+        assert_eq!(Decimal::new(1_000, 4).cell().as_deref(), Some("0.1000"));
+        let at = DateTime::parse_from_rfc3339("2026-11-22T10:11:12.123456789Z")
+            .expect("a time")
+            .with_timezone(&Utc);
+        assert_eq!(at.cell().as_deref(), Some("2026-11-22T10:11:12.123456Z"));
+        assert_eq!(None::<Uuid>.cell(), None);
+    }
+
+    #[test]
+    fn parts_become_one_statement_in_order() {
         let mut bulk = Bulk::default();
         bulk.add(|p| format!("INSERT INTO t VALUES ({})", p.bind(1i64, "bigint")));
-        bulk.add(|p| {
-            format!(
-                "INSERT INTO u VALUES ({}, {})",
-                p.bind(2i64, "bigint"),
-                p.bind("x", "text")
-            )
-        });
-        assert_eq!(bulk.parts[1], "INSERT INTO u VALUES ($2::bigint, $3::text)");
-        assert_eq!(bulk.params.0.len(), 3);
-        assert!(bulk.done.is_empty());
-    }
-
-    #[test]
-    fn a_part_that_would_pass_the_limit_starts_a_new_statement_and_is_bound_afresh() {
-        let mut bulk = Bulk::default();
-        let rows: Vec<i64> = (0..(MAX_PARAMS as i64 - 10)).collect();
-        bulk.add(|p| {
-            let placeholders: Vec<String> = rows.iter().map(|r| p.bind(*r, "bigint")).collect();
-            placeholders.join(",")
-        });
-        bulk.add(|p| format!("{},{}", p.bind(0i64, "bigint"), p.bind(1i64, "bigint")));
-        assert!(bulk.done.is_empty(), "still under the limit");
-        let mut calls = 0;
-        bulk.add(|p| {
-            calls += 1;
-            (0..20)
-                .map(|i| p.bind(i as i64, "bigint"))
-                .collect::<Vec<_>>()
-                .join(",")
-        });
-        assert_eq!(calls, 2, "bound once, then again on a fresh statement");
-        assert_eq!(bulk.done.len(), 1);
-        assert_eq!(bulk.done[0].0 .0.len(), MAX_PARAMS - 8);
-        assert_eq!(bulk.params.0.len(), 20);
-        assert!(bulk.parts[0].starts_with("$1::bigint,$2::bigint"));
-    }
-
-    #[test]
-    fn long_row_lists_are_split_into_parts() {
-        let mut bulk = Bulk::default();
-        let rows: Vec<i64> = (0..(ROWS_PER_PART as i64 * 2 + 1)).collect();
-        let mut sizes = Vec::new();
-        bulk.add_rows(&rows, |p, chunk| {
-            sizes.push(chunk.len());
-            chunk
-                .iter()
-                .map(|r| p.bind(*r, "bigint"))
-                .collect::<Vec<_>>()
-                .join(",")
-        });
-        assert_eq!(sizes, vec![ROWS_PER_PART, ROWS_PER_PART, 1]);
-        assert_eq!(bulk.parts.len(), 3);
+        bulk.add(|p| format!("DELETE FROM u WHERE id = {}", p.bind(2i64, "bigint")));
+        assert_eq!(bulk.parts[1], "DELETE FROM u WHERE id = $2::bigint");
+        assert_eq!(bulk.params.0.len(), 2);
     }
 }

@@ -17,7 +17,7 @@ use rust_decimal::Decimal;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction, Statement};
 use uuid::Uuid;
 
-use super::bulk::{Bulk, Params};
+use super::bulk::{Bulk, Cell, Columns};
 use super::ledger::{self, Draft};
 use super::orders::{self, status};
 use crate::domain::ledger::{AccountKind, AccountRef};
@@ -472,161 +472,163 @@ impl Pending {
         &self.prices
     }
 
-    /// Adds every held row to `bulk`, in an order that suits the foreign keys when the
-    /// parts run as separate statements too.
+    /// Adds every held row to `bulk`: one part per table, present even when it has no
+    /// rows, so the statement's text is always the same.
     pub(super) fn write(self, bulk: &mut Bulk, market: &str) {
         add_orders(bulk, &self.orders);
-        bulk.add_rows(&self.fills, |p, rows| {
-            let values: Vec<String> = rows
-                .iter()
-                .map(|f| {
-                    format!(
-                        "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                        p.bind(f.id, "uuid"),
-                        p.bind(f.order_id, "uuid"),
-                        p.bind(f.user_id, "uuid"),
-                        p.bind(f.trade_id, "uuid"),
-                        p.bind(f.market.as_str(), "text"),
-                        p.bind(f.side.as_str(), "text"),
-                        p.bind(f.price.0, "numeric"),
-                        p.bind(f.quantity.0, "numeric"),
-                        p.bind(f.fee.0, "numeric"),
-                        p.bind(f.fee_asset.as_str(), "text"),
-                        p.bind(f.liquidity.as_str(), "text"),
-                        p.bind(f.created_at, "timestamptz"),
-                    )
-                })
-                .collect();
+        let mut fills = Columns::new(&[
+            ("id", "uuid"),
+            ("order_id", "uuid"),
+            ("user_id", "uuid"),
+            ("trade_id", "uuid"),
+            ("market", ""),
+            ("side", ""),
+            ("price", "numeric"),
+            ("quantity", "numeric"),
+            ("fee", "numeric"),
+            ("fee_asset", ""),
+            ("liquidity", ""),
+            ("created_at", "timestamptz"),
+        ]);
+        for f in &self.fills {
+            fills.push([
+                f.id.cell(),
+                f.order_id.cell(),
+                f.user_id.cell(),
+                f.trade_id.cell(),
+                f.market.cell(),
+                f.side.cell(),
+                f.price.cell(),
+                f.quantity.cell(),
+                f.fee.cell(),
+                f.fee_asset.cell(),
+                f.liquidity.cell(),
+                f.created_at.cell(),
+            ]);
+        }
+        bulk.add(|p| {
             format!(
                 "INSERT INTO fills (id, order_id, user_id, trade_id, market, side, price, \
-                 quantity, fee, fee_asset, liquidity, created_at) VALUES {}",
-                values.join(", ")
+                 quantity, fee, fee_asset, liquidity, created_at) {}",
+                fills.select(p, "r")
             )
         });
-        bulk.add_rows(&self.entries, |p, rows| {
-            let values: Vec<String> = rows
-                .iter()
-                .map(|e| {
-                    format!(
-                        "({}, {}, {}, {}, {}, {}, {}, {})",
-                        p.bind(e.id, "uuid"),
-                        p.bind(e.kind.as_str(), "text"),
-                        p.bind(e.reference.clone(), "text"),
-                        p.bind(e.user_id, "uuid"),
-                        p.bind(e.asset.as_str(), "text"),
-                        p.bind(e.amount.0, "numeric"),
-                        p.bind(e.description.as_str(), "text"),
-                        p.bind(e.created_at, "timestamptz"),
-                    )
-                })
-                .collect();
+        let mut entries = Columns::new(&[
+            ("id", "uuid"),
+            ("kind", ""),
+            ("reference", "?"),
+            ("user_id", "uuid?"),
+            ("asset", ""),
+            ("amount", "numeric"),
+            ("description", ""),
+            ("created_at", "timestamptz"),
+        ]);
+        for e in &self.entries {
+            entries.push([
+                e.id.cell(),
+                e.kind.cell(),
+                e.reference.cell(),
+                e.user_id.cell(),
+                e.asset.cell(),
+                e.amount.cell(),
+                e.description.cell(),
+                e.created_at.cell(),
+            ]);
+        }
+        bulk.add(|p| {
             format!(
                 "INSERT INTO journal_entries (id, kind, reference, user_id, asset, amount, \
-                 description, created_at) VALUES {}",
-                values.join(", ")
+                 description, created_at) {}",
+                entries.select(p, "r")
             )
         });
-        bulk.add_rows(&self.postings, |p, rows| {
-            let values: Vec<String> = rows
-                .iter()
-                .map(|posting| {
-                    format!(
-                        "({}, {}, {}, {}, {}, {}, {})",
-                        p.bind(posting.id, "uuid"),
-                        p.bind(posting.entry_id, "uuid"),
-                        p.bind(posting.account_id, "uuid"),
-                        p.bind(posting.asset.as_str(), "text"),
-                        p.bind(posting.amount.0, "numeric"),
-                        p.bind(posting.balance_after.0, "numeric"),
-                        p.bind(posting.created_at, "timestamptz"),
-                    )
-                })
-                .collect();
+        let mut postings = Columns::new(&[
+            ("id", "uuid"),
+            ("entry_id", "uuid"),
+            ("account_id", "uuid"),
+            ("asset", ""),
+            ("amount", "numeric"),
+            ("balance_after", "numeric"),
+            ("created_at", "timestamptz"),
+        ]);
+        for posting in &self.postings {
+            postings.push([
+                posting.id.cell(),
+                posting.entry_id.cell(),
+                posting.account_id.cell(),
+                posting.asset.cell(),
+                posting.amount.cell(),
+                posting.balance_after.cell(),
+                posting.created_at.cell(),
+            ]);
+        }
+        bulk.add(|p| {
             format!(
                 "INSERT INTO postings (id, entry_id, account_id, asset, amount, balance_after, \
-                 created_at) VALUES {}",
-                values.join(", ")
+                 created_at) {}",
+                postings.select(p, "r")
             )
         });
+        let mut balances = Columns::new(&[("id", "uuid"), ("balance", "numeric")]);
+        for account in self.accounts.values().filter(|a| a.changed) {
+            balances.push([account.id.cell(), account.balance.cell()]);
+        }
         let now = Utc::now();
-        let balances: Vec<(Uuid, Decimal)> = self
-            .accounts
-            .values()
-            .filter(|a| a.changed)
-            .map(|a| (a.id, a.balance))
-            .collect();
-        bulk.add_rows(&balances, |p, rows| {
-            let values: Vec<String> = rows
-                .iter()
-                .map(|(id, balance)| {
-                    format!("({}, {})", p.bind(*id, "uuid"), p.bind(*balance, "numeric"))
-                })
-                .collect();
+        bulk.add(|p| {
             format!(
                 "UPDATE ledger_accounts AS a SET balance = v.balance, updated_at = {} \
-                 FROM (VALUES {}) AS v (id, balance) WHERE a.id = v.id",
+                 FROM ({}) AS v WHERE a.id = v.id",
                 p.bind(now, "timestamptz"),
-                values.join(", ")
+                balances.select(p, "r")
             )
         });
-        bulk.add_rows(&self.events, |p, rows| {
-            let values: Vec<String> = rows
-                .iter()
-                .map(|e| {
-                    format!(
-                        "({}, {}, {}, {}, {}, {})",
-                        p.bind(e.user_id, "uuid"),
-                        p.bind(e.sequence, "bigint"),
-                        p.bind(e.kind.as_str(), "text"),
-                        p.bind(e.order_id, "uuid"),
-                        p.bind(e.fill_id, "uuid"),
-                        p.bind(e.created_at, "timestamptz"),
-                    )
-                })
-                .collect();
+        let mut events = Columns::new(&[
+            ("user_id", "uuid"),
+            ("sequence", "bigint"),
+            ("kind", ""),
+            ("order_id", "uuid"),
+            ("fill_id", "uuid?"),
+            ("created_at", "timestamptz"),
+        ]);
+        for e in &self.events {
+            events.push([
+                e.user_id.cell(),
+                e.sequence.cell(),
+                e.kind.cell(),
+                e.order_id.cell(),
+                e.fill_id.cell(),
+                e.created_at.cell(),
+            ]);
+        }
+        bulk.add(|p| {
             format!(
                 "INSERT INTO order_events (user_id, sequence, kind, order_id, fill_id, \
-                 created_at) VALUES {}",
-                values.join(", ")
+                 created_at) {}",
+                events.select(p, "r")
             )
         });
-        let sequences: Vec<(Uuid, i64)> = self
-            .sequences
-            .iter()
-            .filter(|(_, s)| s.last != s.stored)
-            .map(|(user, s)| (*user, s.last))
-            .collect();
-        bulk.add_rows(&sequences, |p, rows| {
-            let values: Vec<String> = rows
-                .iter()
-                .map(|(user, last)| {
-                    format!("({}, {})", p.bind(*user, "uuid"), p.bind(*last, "bigint"))
-                })
-                .collect();
+        let mut sequences = Columns::new(&[("user_id", "uuid"), ("last", "bigint")]);
+        for (user, sequence) in self.sequences.iter().filter(|(_, s)| s.last != s.stored) {
+            sequences.push([user.cell(), sequence.last.cell()]);
+        }
+        bulk.add(|p| {
             format!(
                 "UPDATE user_sequences AS s SET last_sequence = v.last \
-                 FROM (VALUES {}) AS v (user_id, last) WHERE s.user_id = v.user_id",
-                values.join(", ")
+                 FROM ({}) AS v WHERE s.user_id = v.user_id",
+                sequences.select(p, "r")
             )
         });
-        let volumes: Vec<((Uuid, String), Decimal)> = self.volume_added.into_iter().collect();
-        bulk.add_rows(&volumes, |p, rows| {
-            let symbol = p.bind(market, "text");
-            let values: Vec<String> = rows
-                .iter()
-                .map(|((user, day), amount)| {
-                    format!(
-                        "({}, {symbol}, {}, {})",
-                        p.bind(*user, "uuid"),
-                        p.bind(day.as_str(), "text"),
-                        p.bind(*amount, "numeric")
-                    )
-                })
-                .collect();
+        let mut volumes = Columns::new(&[("user_id", "uuid"), ("day", ""), ("volume", "numeric")]);
+        for ((user, day), amount) in &self.volume_added {
+            volumes.push([user.cell(), day.cell(), amount.cell()]);
+        }
+        bulk.add(|p| {
             format!(
-                "INSERT INTO user_daily_volumes AS v (user_id, market, day, volume) VALUES {} \
+                "INSERT INTO user_daily_volumes AS v (user_id, market, day, volume) \
+                 SELECT r.user_id, {}, r.day, r.volume FROM ({}) AS r \
                  ON CONFLICT (user_id, market, day) DO UPDATE SET volume = v.volume + EXCLUDED.volume",
-                values.join(", ")
+                p.bind(market, "text"),
+                volumes.select(p, "r")
             )
         });
     }
@@ -634,55 +636,80 @@ impl Pending {
 
 /// Inserts new orders and overwrites changed ones with their latest state.
 fn add_orders(bulk: &mut Bulk, orders: &[order_rows::Model]) {
-    bulk.add_rows(orders, |p, rows| {
-        let values: Vec<String> = rows.iter().map(|o| order_values(p, o)).collect();
+    let mut rows = Columns::new(&[
+        ("id", "uuid"),
+        ("user_id", "uuid"),
+        ("market", ""),
+        ("side", ""),
+        ("order_type", ""),
+        ("status", ""),
+        ("is_open", "boolean"),
+        ("price", "numeric?"),
+        ("price_ticks", "bigint?"),
+        ("trigger_price", "numeric?"),
+        ("trigger_ticks", "bigint?"),
+        ("quantity", "numeric?"),
+        ("quote_quantity", "numeric?"),
+        ("filled_quantity", "numeric"),
+        ("filled_quote", "numeric"),
+        ("fee", "numeric"),
+        ("held_asset", ""),
+        ("held", "numeric"),
+        ("time_in_force", ""),
+        ("expire_at", "timestamptz?"),
+        ("post_only", "boolean"),
+        ("self_trade_prevention", ""),
+        ("client_order_id", "?"),
+        ("reject_reason", "?"),
+        ("sequence", "bigint"),
+        ("created_at", "timestamptz"),
+        ("updated_at", "timestamptz"),
+    ]);
+    for o in orders {
+        rows.push([
+            o.id.cell(),
+            o.user_id.cell(),
+            o.market.cell(),
+            o.side.cell(),
+            o.order_type.cell(),
+            o.status.cell(),
+            o.is_open.cell(),
+            o.price.cell(),
+            o.price_ticks.cell(),
+            o.trigger_price.cell(),
+            o.trigger_ticks.cell(),
+            o.quantity.cell(),
+            o.quote_quantity.cell(),
+            o.filled_quantity.cell(),
+            o.filled_quote.cell(),
+            o.fee.cell(),
+            o.held_asset.cell(),
+            o.held.cell(),
+            o.time_in_force.cell(),
+            o.expire_at.cell(),
+            o.post_only.cell(),
+            o.self_trade_prevention.cell(),
+            o.client_order_id.cell(),
+            o.reject_reason.cell(),
+            o.sequence.cell(),
+            o.created_at.cell(),
+            o.updated_at.cell(),
+        ]);
+    }
+    bulk.add(|p| {
         format!(
             "INSERT INTO orders AS o (id, user_id, market, side, order_type, status, is_open, \
              price, price_ticks, trigger_price, trigger_ticks, quantity, quote_quantity, \
              filled_quantity, filled_quote, fee, held_asset, held, time_in_force, expire_at, \
              post_only, self_trade_prevention, client_order_id, reject_reason, sequence, \
-             created_at, updated_at) VALUES {} \
+             created_at, updated_at) {} \
              ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, \
              is_open = EXCLUDED.is_open, filled_quantity = EXCLUDED.filled_quantity, \
              filled_quote = EXCLUDED.filled_quote, fee = EXCLUDED.fee, held = EXCLUDED.held, \
              reject_reason = EXCLUDED.reject_reason, updated_at = EXCLUDED.updated_at",
-            values.join(", ")
+            rows.select(p, "r")
         )
     });
-}
-
-fn order_values(p: &mut Params, o: &order_rows::Model) -> String {
-    let amount = |a: Option<Amount>| a.map(|a| a.0);
-    let parts = [
-        p.bind(o.id, "uuid"),
-        p.bind(o.user_id, "uuid"),
-        p.bind(o.market.as_str(), "text"),
-        p.bind(o.side.as_str(), "text"),
-        p.bind(o.order_type.as_str(), "text"),
-        p.bind(o.status.as_str(), "text"),
-        p.bind(o.is_open, "boolean"),
-        p.bind(amount(o.price), "numeric"),
-        p.bind(o.price_ticks, "bigint"),
-        p.bind(amount(o.trigger_price), "numeric"),
-        p.bind(o.trigger_ticks, "bigint"),
-        p.bind(amount(o.quantity), "numeric"),
-        p.bind(amount(o.quote_quantity), "numeric"),
-        p.bind(o.filled_quantity.0, "numeric"),
-        p.bind(o.filled_quote.0, "numeric"),
-        p.bind(o.fee.0, "numeric"),
-        p.bind(o.held_asset.as_str(), "text"),
-        p.bind(o.held.0, "numeric"),
-        p.bind(o.time_in_force.as_str(), "text"),
-        p.bind(o.expire_at, "timestamptz"),
-        p.bind(o.post_only, "boolean"),
-        p.bind(o.self_trade_prevention.as_str(), "text"),
-        p.bind(o.client_order_id.clone(), "text"),
-        p.bind(o.reject_reason.clone(), "text"),
-        p.bind(o.sequence, "bigint"),
-        p.bind(o.created_at, "timestamptz"),
-        p.bind(o.updated_at, "timestamptz"),
-    ];
-    format!("({})", parts.join(", "))
 }
 
 /// The trigger bounds of the market's waiting stop orders, as stored (two index

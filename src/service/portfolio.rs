@@ -31,7 +31,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::bulk::Bulk;
+use super::bulk::{Bulk, Cell, Columns};
 use super::{ledger, markets};
 
 pub(super) mod in_bulk;
@@ -913,146 +913,153 @@ struct PairChanges {
 }
 
 /// Adds the changes of several (user, asset) pairs to `bulk`: one part per kind of
-/// row. Distinct pairs never touch the same row.
+/// row, present even when it has no rows (the statement's text stays the same).
+/// Distinct pairs never touch the same row.
 fn add_changes(bulk: &mut Bulk, pairs: &[PairChanges], at: DateTime<Utc>) {
-    let new_lots: Vec<&portfolio_lots::Model> = pairs.iter().flat_map(|c| &c.new_lots).collect();
-    bulk.add_rows(&new_lots, |p, rows| {
-        let values: Vec<String> = rows
-            .iter()
-            .map(|lot| {
-                format!(
-                    "({}, {}, {}, {}, {}, {}, {}, {})",
-                    p.bind(lot.id, "uuid"),
-                    p.bind(lot.user_id, "uuid"),
-                    p.bind(lot.asset.as_str(), "text"),
-                    p.bind(lot.method.as_str(), "text"),
-                    p.bind(lot.quantity.0, "numeric"),
-                    p.bind(lot.cost.map(|c| c.0), "numeric"),
-                    p.bind(lot.cost_rank, "bigint"),
-                    p.bind(lot.acquired_at, "timestamptz"),
-                )
-            })
-            .collect();
+    let mut new_lots = Columns::new(&[
+        ("id", "uuid"),
+        ("user_id", "uuid"),
+        ("asset", ""),
+        ("method", ""),
+        ("quantity", "numeric"),
+        ("cost", "numeric?"),
+        ("cost_rank", "bigint"),
+        ("acquired_at", "timestamptz"),
+    ]);
+    for lot in pairs.iter().flat_map(|c| &c.new_lots) {
+        new_lots.push([
+            lot.id.cell(),
+            lot.user_id.cell(),
+            lot.asset.cell(),
+            lot.method.cell(),
+            lot.quantity.cell(),
+            lot.cost.cell(),
+            lot.cost_rank.cell(),
+            lot.acquired_at.cell(),
+        ]);
+    }
+    bulk.add(|p| {
         format!(
             "INSERT INTO portfolio_lots (id, user_id, asset, method, quantity, cost, cost_rank, \
-             acquired_at) VALUES {}",
-            values.join(", ")
+             acquired_at) {}",
+            new_lots.select(p, "r")
         )
     });
-    let changed: Vec<&(Uuid, Decimal, Option<Decimal>)> =
-        pairs.iter().flat_map(|c| &c.changed_lots).collect();
-    bulk.add_rows(&changed, |p, rows| {
-        let values: Vec<String> = rows
-            .iter()
-            .map(|(id, quantity, cost)| {
-                format!(
-                    "({}, {}, {})",
-                    p.bind(*id, "uuid"),
-                    p.bind(*quantity, "numeric"),
-                    p.bind(*cost, "numeric")
-                )
-            })
-            .collect();
+    let mut changed = Columns::new(&[
+        ("id", "uuid"),
+        ("quantity", "numeric"),
+        ("cost", "numeric?"),
+    ]);
+    for (id, quantity, cost) in pairs.iter().flat_map(|c| &c.changed_lots) {
+        changed.push([id.cell(), quantity.cell(), cost.cell()]);
+    }
+    bulk.add(|p| {
         format!(
             "UPDATE portfolio_lots AS l SET quantity = v.quantity, cost = v.cost \
-             FROM (VALUES {}) AS v (id, quantity, cost) WHERE l.id = v.id",
-            values.join(", ")
+             FROM ({}) AS v WHERE l.id = v.id",
+            changed.select(p, "r")
         )
     });
-    let gone: Vec<Uuid> = pairs
-        .iter()
-        .flat_map(|c| c.gone_lots.iter().copied())
-        .collect();
-    bulk.add_rows(&gone, |p, ids| {
-        let ids: Vec<String> = ids.iter().map(|id| p.bind(*id, "uuid")).collect();
+    let mut gone = Columns::new(&[("id", "uuid")]);
+    for id in pairs.iter().flat_map(|c| &c.gone_lots) {
+        gone.push([id.cell()]);
+    }
+    bulk.add(|p| {
         format!(
             "DELETE FROM portfolio_lots WHERE id IN ({})",
-            ids.join(", ")
+            gone.select(p, "r")
         )
     });
-    let realized: Vec<&portfolio_realized::Model> =
-        pairs.iter().flat_map(|c| &c.realized).collect();
-    bulk.add_rows(&realized, |p, rows| {
-        let values: Vec<String> = rows
-            .iter()
-            .map(|piece| {
-                format!(
-                    "({}, {}, {}, {}, {}, {}, {}, {}, {})",
-                    p.bind(piece.id, "uuid"),
-                    p.bind(piece.user_id, "uuid"),
-                    p.bind(piece.asset.as_str(), "text"),
-                    p.bind(piece.method.as_str(), "text"),
-                    p.bind(piece.quantity.0, "numeric"),
-                    p.bind(piece.acquired_at, "timestamptz"),
-                    p.bind(piece.disposed_at, "timestamptz"),
-                    p.bind(piece.proceeds.map(|v| v.0), "numeric"),
-                    p.bind(piece.cost.map(|v| v.0), "numeric"),
-                )
-            })
-            .collect();
+    let mut realized = Columns::new(&[
+        ("id", "uuid"),
+        ("user_id", "uuid"),
+        ("asset", ""),
+        ("method", ""),
+        ("quantity", "numeric"),
+        ("acquired_at", "timestamptz"),
+        ("disposed_at", "timestamptz"),
+        ("proceeds", "numeric?"),
+        ("cost", "numeric?"),
+    ]);
+    for piece in pairs.iter().flat_map(|c| &c.realized) {
+        realized.push([
+            piece.id.cell(),
+            piece.user_id.cell(),
+            piece.asset.cell(),
+            piece.method.cell(),
+            piece.quantity.cell(),
+            piece.acquired_at.cell(),
+            piece.disposed_at.cell(),
+            piece.proceeds.cell(),
+            piece.cost.cell(),
+        ]);
+    }
+    bulk.add(|p| {
         format!(
             "INSERT INTO portfolio_realized (id, user_id, asset, method, quantity, acquired_at, \
-             disposed_at, proceeds, cost) VALUES {}",
-            values.join(", ")
+             disposed_at, proceeds, cost) {}",
+            realized.select(p, "r")
         )
     });
-    let positions: Vec<&portfolio_positions::Model> =
-        pairs.iter().flat_map(|c| &c.positions).collect();
-    bulk.add_rows(&positions, |p, rows| {
-        let values: Vec<String> = rows
-            .iter()
-            .map(|position| {
-                format!(
-                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                    p.bind(position.user_id, "uuid"),
-                    p.bind(position.asset.as_str(), "text"),
-                    p.bind(position.method.as_str(), "text"),
-                    p.bind(position.quantity.0, "numeric"),
-                    p.bind(position.cost.0, "numeric"),
-                    p.bind(position.unknown_quantity.0, "numeric"),
-                    p.bind(position.realized_pnl.0, "numeric"),
-                    p.bind(position.unknown_realized.0, "numeric"),
-                    p.bind(position.since, "timestamptz"),
-                    p.bind(at, "timestamptz"),
-                )
-            })
-            .collect();
+    let mut positions = Columns::new(&[
+        ("user_id", "uuid"),
+        ("asset", ""),
+        ("method", ""),
+        ("quantity", "numeric"),
+        ("cost", "numeric"),
+        ("unknown_quantity", "numeric"),
+        ("realized_pnl", "numeric"),
+        ("unknown_realized", "numeric"),
+        ("since", "timestamptz?"),
+    ]);
+    for position in pairs.iter().flat_map(|c| &c.positions) {
+        positions.push([
+            position.user_id.cell(),
+            position.asset.cell(),
+            position.method.cell(),
+            position.quantity.cell(),
+            position.cost.cell(),
+            position.unknown_quantity.cell(),
+            position.realized_pnl.cell(),
+            position.unknown_realized.cell(),
+            position.since.cell(),
+        ]);
+    }
+    bulk.add(|p| {
         format!(
             "INSERT INTO portfolio_positions (user_id, asset, method, quantity, cost, \
-             unknown_quantity, realized_pnl, unknown_realized, since, updated_at) VALUES {} \
+             unknown_quantity, realized_pnl, unknown_realized, since, updated_at) \
+             SELECT r.*, {} FROM ({}) AS r \
              ON CONFLICT (user_id, method, asset) DO UPDATE SET \
              quantity = EXCLUDED.quantity, cost = EXCLUDED.cost, \
              unknown_quantity = EXCLUDED.unknown_quantity, realized_pnl = EXCLUDED.realized_pnl, \
              unknown_realized = EXCLUDED.unknown_realized, since = EXCLUDED.since, \
              updated_at = EXCLUDED.updated_at",
-            values.join(", ")
+            p.bind(at, "timestamptz"),
+            positions.select(p, "r")
         )
     });
-    let held: Vec<(Uuid, &str, DateTime<Utc>, Decimal)> = pairs
-        .iter()
-        .flat_map(|c| {
-            c.held
-                .iter()
-                .map(|(bucket, quantity)| (c.user_id, c.asset.as_str(), *bucket, *quantity))
-        })
-        .collect();
-    bulk.add_rows(&held, |p, rows| {
-        let values: Vec<String> = rows
-            .iter()
-            .map(|(user, asset, bucket, quantity)| {
-                format!(
-                    "({}, {}, {}, {})",
-                    p.bind(*user, "uuid"),
-                    p.bind(*asset, "text"),
-                    p.bind(*bucket, "timestamptz"),
-                    p.bind(*quantity, "numeric"),
-                )
-            })
-            .collect();
+    let mut held = Columns::new(&[
+        ("user_id", "uuid"),
+        ("asset", ""),
+        ("bucket", "timestamptz"),
+        ("quantity", "numeric"),
+    ]);
+    for c in pairs {
+        for (bucket, quantity) in &c.held {
+            held.push([
+                c.user_id.cell(),
+                c.asset.cell(),
+                bucket.cell(),
+                quantity.cell(),
+            ]);
+        }
+    }
+    bulk.add(|p| {
         format!(
-            "INSERT INTO portfolio_holdings_history (user_id, asset, bucket, quantity) \
-             VALUES {} ON CONFLICT (user_id, asset, bucket) DO UPDATE SET quantity = EXCLUDED.quantity",
-            values.join(", ")
+            "INSERT INTO portfolio_holdings_history (user_id, asset, bucket, quantity) {} \
+             ON CONFLICT (user_id, asset, bucket) DO UPDATE SET quantity = EXCLUDED.quantity",
+            held.select(p, "r")
         )
     });
 }

@@ -21,7 +21,7 @@ use super::{
 use crate::domain::cost_basis::{self, Lot, Method};
 use crate::domain::pricing::PriceTable;
 use crate::error::ApiError;
-use crate::service::bulk::Bulk;
+use crate::service::bulk::{Bulk, Cell, Columns, Params};
 use entity::{
     fills, markets as market_rows, portfolio_lots, portfolio_positions, price_candles, Amount,
 };
@@ -311,20 +311,13 @@ async fn read_positions(
     if pairs.is_empty() {
         return Ok(state);
     }
-    let mut values = Vec::new();
-    let keys: Vec<String> = pairs
-        .iter()
-        .map(|(user, asset)| {
-            values.push((*user).into());
-            values.push(asset.clone().into());
-            format!("(${}::uuid, ${}::text)", values.len() - 1, values.len())
-        })
-        .collect();
+    let mut p = Params::default();
+    let keys = pair_keys(pairs).select(&mut p, "k");
     let sql = format!(
-        "SELECT * FROM portfolio_positions WHERE (user_id, asset) IN (VALUES {}) \
-         ORDER BY user_id, asset, method FOR UPDATE",
-        keys.join(", ")
+        "SELECT * FROM portfolio_positions WHERE (user_id, asset) IN ({keys}) \
+         ORDER BY user_id, asset, method FOR UPDATE"
     );
+    let values = p.into_values();
     let rows = portfolio_positions::Entity::find()
         .from_raw_sql(Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
@@ -344,6 +337,15 @@ async fn read_positions(
     Ok(state)
 }
 
+/// The (user, asset) pairs as rows.
+fn pair_keys(pairs: &BTreeSet<(Uuid, String)>) -> Columns {
+    let mut keys = Columns::new(&[("user_id", "uuid"), ("asset", "")]);
+    for (user, asset) in pairs {
+        keys.push([user.cell(), asset.cell()]);
+    }
+    keys
+}
+
 /// The first page of every lot method of each pair, in one read.
 async fn read_first_lot_pages(
     txn: &DatabaseTransaction,
@@ -352,21 +354,14 @@ async fn read_first_lot_pages(
     if pairs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut values = Vec::new();
-    let keys: Vec<String> = pairs
-        .iter()
-        .map(|(user, asset)| {
-            values.push((*user).into());
-            values.push(asset.clone().into());
-            format!("(${}::uuid, ${}::text)", values.len() - 1, values.len())
-        })
-        .collect();
-    let keys = keys.join(", ");
+    let mut p = Params::default();
+    let keys = pair_keys(pairs).select(&mut p, "k");
+    let values = p.into_values();
     let pages: Vec<String> = Method::LOT_METHODS
         .into_iter()
         .map(|method| {
             format!(
-                "SELECT l.* FROM (VALUES {keys}) AS k (user_id, asset) CROSS JOIN LATERAL \
+                "SELECT l.* FROM ({keys}) AS k CROSS JOIN LATERAL \
                  (SELECT * FROM portfolio_lots p WHERE p.user_id = k.user_id \
                  AND p.asset = k.asset AND p.method = '{}' ORDER BY {} LIMIT {LOT_PAGE}) AS l",
                 method.as_str(),
@@ -439,29 +434,32 @@ impl Candles {
 
     /// Merges into stored candles: an existing candle keeps its open.
     fn write(self, bulk: &mut Bulk, market: &str) {
-        let candles: Vec<price_candles::Model> = self.0.into_values().collect();
-        bulk.add_rows(&candles, |p, rows| {
-            let symbol = p.bind(market, "text");
-            let values: Vec<String> = rows
-                .iter()
-                .map(|c| {
-                    format!(
-                        "({symbol}, {}, {}, {}, {}, {}, {})",
-                        p.bind(c.bucket, "timestamptz"),
-                        p.bind(c.open.0, "numeric"),
-                        p.bind(c.high.0, "numeric"),
-                        p.bind(c.low.0, "numeric"),
-                        p.bind(c.close.0, "numeric"),
-                        p.bind(c.volume.0, "numeric"),
-                    )
-                })
-                .collect();
+        let mut candles = Columns::new(&[
+            ("bucket", "timestamptz"),
+            ("open", "numeric"),
+            ("high", "numeric"),
+            ("low", "numeric"),
+            ("close", "numeric"),
+            ("volume", "numeric"),
+        ]);
+        for c in self.0.values() {
+            candles.push([
+                c.bucket.cell(),
+                c.open.cell(),
+                c.high.cell(),
+                c.low.cell(),
+                c.close.cell(),
+                c.volume.cell(),
+            ]);
+        }
+        bulk.add(|p| {
             format!(
                 "INSERT INTO price_candles AS c (market, bucket, open, high, low, close, volume) \
-                 VALUES {} ON CONFLICT (market, bucket) DO UPDATE SET \
+                 SELECT {}, r.* FROM ({}) AS r ON CONFLICT (market, bucket) DO UPDATE SET \
                  high = GREATEST(c.high, EXCLUDED.high), low = LEAST(c.low, EXCLUDED.low), \
                  close = EXCLUDED.close, volume = c.volume + EXCLUDED.volume",
-                values.join(", ")
+                p.bind(market, "text"),
+                candles.select(p, "r")
             )
         });
     }
