@@ -118,7 +118,8 @@ impl App {
         let router = http::router(HttpState {
             app: Arc::new(state.clone()),
             schema,
-            shared: http::shared_streams::SharedStreams::new(state.metrics.clone()),
+            shared: http::shared_streams::SharedStreams::new(state.metrics.clone())
+                .context("cannot start the runtime of shared subscription pushes")?,
         });
         let listener = TcpListener::bind(state.config.bind_addr)
             .await

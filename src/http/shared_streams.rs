@@ -10,6 +10,16 @@
 //! which is what `ticker` promises anyway. When the last subscriber of a document
 //! leaves, its execution stops.
 //!
+//! # Where the pushes run
+//!
+//! One new ticker is a write to every subscriber's socket: ten thousand `send`s, a
+//! good part of a second of CPU on a small machine. Run by the connections' own tasks,
+//! those writes fill the runtime's queues, and a fill committed meanwhile reaches its
+//! owner only after them. So the writes of shared results are made by a runtime of their
+//! own ([`SharedStreams::pushers`]), one thread at a lower scheduling priority: private
+//! events (fills, order updates) keep the server's cores, and tickers take what is left,
+//! which is fine for a feed that only ever promises the latest value.
+//!
 //! # What may be shared
 //!
 //! Only documents whose operations are all subscriptions selecting nothing at the root
@@ -103,14 +113,69 @@ pub enum End {
 pub struct SharedStreams {
     running: Mutex<HashMap<Key, watch::Sender<Shared>>>,
     metrics: Metrics,
+    pushers: Pushers,
+}
+
+/// How much lower than the server's the pushers' thread runs (a Linux nice value: at 19
+/// it gets about 1.5 % of a core that a nice-0 thread also wants, and every idle cycle).
+#[cfg(target_os = "linux")]
+const PUSHER_NICENESS: i32 = 19;
+
+/// The runtime that writes shared results to subscribers' sockets.
+struct Pushers(Option<tokio::runtime::Runtime>);
+
+impl Pushers {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("shared-pushes")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()?;
+        Ok(Pushers(Some(runtime)))
+    }
+}
+
+impl Drop for Pushers {
+    fn drop(&mut self) {
+        // Dropped from async code, where waiting for the runtime's tasks is not allowed;
+        // they are connections' pushers, which end with their connections anyway.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (on Linux, where a nice value can be
+/// set per thread); elsewhere the pushers still keep their writes off the server's
+/// runtime, at the same priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let thread = rustix::thread::gettid();
+        if let Err(error) = rustix::process::setpriority_process(Some(thread), PUSHER_NICENESS) {
+            tracing::warn!(%error, "cannot lower the priority of the shared pushes' thread");
+        }
+    }
 }
 
 impl SharedStreams {
-    pub fn new(metrics: Metrics) -> Arc<Self> {
-        Arc::new(SharedStreams {
+    pub fn new(metrics: Metrics) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(SharedStreams {
             running: Mutex::default(),
             metrics,
-        })
+            pushers: Pushers::start()?,
+        }))
+    }
+
+    /// Where the writes of shared results to subscribers go: a thread of lower priority
+    /// than the server's runtime (see the module documentation).
+    pub fn pushers(&self) -> tokio::runtime::Handle {
+        match &self.pushers.0 {
+            Some(runtime) => runtime.handle().clone(),
+            // Only while being dropped, when nobody can ask.
+            None => tokio::runtime::Handle::current(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, watch::Sender<Shared>>> {
@@ -298,7 +363,7 @@ mod tests {
     #[tokio::test]
     async fn subscribers_of_one_document_share_one_execution_until_the_last_leaves() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let streams = SharedStreams::new(Metrics::new());
+        let streams = SharedStreams::new(Metrics::new()).expect("pushers start");
         let executions = Arc::new(AtomicUsize::new(0));
         let ticker = key(TICKER, None).expect("shared");
         let mut first = streams.join(ticker.clone(), responses(value, executions.clone()));
@@ -326,9 +391,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pushes_run_on_a_thread_of_their_own_at_a_lower_priority() {
+        use std::time::{Duration, Instant};
+        let streams = SharedStreams::new(Metrics::new()).expect("pushers start");
+        let (started, running) = tokio::sync::oneshot::channel();
+        // A push that keeps its thread, as ten thousand writes do.
+        streams.pushers().spawn(async move {
+            let _ = started.send((std::thread::current().id(), niceness()));
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let (thread, nice) = running.await.expect("the push runs");
+        assert_ne!(thread, std::thread::current().id());
+        let before = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(
+            before.elapsed() < Duration::from_millis(400),
+            "the caller's runtime waited for the push"
+        );
+        if cfg!(target_os = "linux") {
+            assert!(nice > niceness(), "{nice} is not below {}", niceness());
+        }
+    }
+
+    /// The calling thread's nice value (0 where it cannot be read).
+    fn niceness() -> i32 {
+        #[cfg(target_os = "linux")]
+        {
+            rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(0)
+        }
+        #[cfg(not(target_os = "linux"))]
+        0
+    }
+
+    #[tokio::test]
     async fn a_refused_document_is_forgotten_so_the_next_subscriber_runs_it_again() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let streams = SharedStreams::new(Metrics::new());
+        let streams = SharedStreams::new(Metrics::new()).expect("pushers start");
         let executions = Arc::new(AtomicUsize::new(0));
         let ticker = key(TICKER, None).expect("shared");
         let mut receiver = streams.join(ticker.clone(), responses(refusal, executions.clone()));

@@ -12,16 +12,22 @@
 //! Each connection has a bounded outbox. A client that reads slowly fills it, and then
 //! its subscriptions wait (falling behind on the bus, which they handle alone); one
 //! that takes nothing for `WS_WRITE_TIMEOUT_MS` is cut off. Nobody else waits for it.
+//!
+//! Two tasks write to a socket: the connection loop writes what is the connection's own
+//! (acks, private events, errors, ends), and, once it follows a shared execution, a
+//! pusher on the shared streams' lower-priority runtime writes those results, so that a
+//! ticker's ten thousand writes never stand in front of somebody's fill.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::Response as GqlResponse;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value as Json};
 use tokio::sync::{mpsc, watch};
@@ -83,8 +89,9 @@ pub fn upgrade(
         metrics.websockets_open.inc();
         match protocol {
             Some(protocol) => {
-                Connection::new(state, protocol, client, target)
-                    .run(socket)
+                let (sink, stream) = socket.split();
+                Connection::new(state, protocol, client, target, sink)
+                    .run(stream)
                     .await
             }
             None => {
@@ -131,6 +138,7 @@ fn complete_message(id: &str) -> Message {
 }
 
 /// Why a write did not go out.
+#[derive(Clone, Copy, Debug)]
 enum WriteFailure {
     /// The connection is gone.
     Closed,
@@ -138,19 +146,40 @@ enum WriteFailure {
     Stalled,
 }
 
+/// The sending half of a connection's socket, written by the connection loop and by
+/// the connection's pusher.
+type Outlet = Arc<tokio::sync::Mutex<OutletState>>;
+
+struct OutletState {
+    sink: SplitSink<WebSocket, Message>,
+    /// Why the first failed write failed: after it nothing goes out, whoever writes.
+    failed: Option<WriteFailure>,
+}
+
 /// Writes one message, giving up when the peer takes nothing for `limit`.
 async fn write(
-    sink: &mut SplitSink<WebSocket, Message>,
+    outlet: &Outlet,
     message: Message,
     limit: Duration,
     metrics: &Metrics,
 ) -> Result<(), WriteFailure> {
     let _pending = Pending::new(&metrics.websocket_writes_pending);
-    match tokio::time::timeout(limit, sink.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(WriteFailure::Closed),
-        Err(_) => Err(WriteFailure::Stalled),
+    let deadline = tokio::time::Instant::now() + limit;
+    // The other writer holds the socket for one write only: when that takes the whole
+    // limit, the peer is not reading, and the connection ends all the same.
+    let Ok(mut outlet) = tokio::time::timeout_at(deadline, outlet.lock()).await else {
+        return Err(WriteFailure::Stalled);
+    };
+    if let Some(failure) = outlet.failed {
+        return Err(failure);
     }
+    let failure = match tokio::time::timeout_at(deadline, outlet.sink.send(message)).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(_)) => WriteFailure::Closed,
+        Err(_) => WriteFailure::Stalled,
+    };
+    outlet.failed = Some(failure);
+    Err(failure)
 }
 
 /// What the connection loop does after handling one client message.
@@ -169,8 +198,50 @@ enum Outgoing {
 enum Operation {
     /// Executed by a task of its own, which sends through the outbox.
     Task(JoinHandle<()>),
-    /// Following a shared execution, polled by the connection loop itself.
+    /// Following a shared execution, written by the connection's pusher.
     Shared,
+}
+
+/// What the connection loop tells its pusher.
+enum Follow {
+    Start(String, FollowStream),
+    Stop(String),
+}
+
+/// What the connection loop has told its pusher and the pusher not yet taken. (A
+/// channel would do, but costs two kilobytes per connection even when empty.)
+#[derive(Default)]
+struct Follows {
+    pending: std::sync::Mutex<Vec<Follow>>,
+    added: tokio::sync::Notify,
+}
+
+impl Follows {
+    fn send(&self, follow: Follow) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(follow);
+        self.added.notify_one();
+    }
+
+    async fn recv(&self) -> Vec<Follow> {
+        loop {
+            let taken =
+                std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            if !taken.is_empty() {
+                return taken;
+            }
+            self.added.notified().await;
+        }
+    }
+}
+
+/// A connection's pusher: the task writing the shared executions it follows.
+struct Pusher {
+    follows: Arc<Follows>,
+    /// Ends with the write failure that ends the connection.
+    task: JoinHandle<Option<WriteFailure>>,
 }
 
 struct Connection {
@@ -182,10 +253,10 @@ struct Connection {
     context: Option<RequestContext>,
     init_received: bool,
     operations: HashMap<String, Operation>,
-    /// The shared executions followed, by operation id. Polled by the connection loop
-    /// only when it is ready to write, so a client slower than the updates is sent the
-    /// latest value instead of a queue of stale ones, and no task is spent per subscriber.
-    shared: StreamMap<String, FollowStream>,
+    outlet: Outlet,
+    /// Started by the first shared subscription: a task for all of the connection's,
+    /// and none for a connection without any.
+    pusher: Option<Pusher>,
     outbox_tx: mpsc::Sender<Outgoing>,
     outbox_rx: mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
@@ -194,7 +265,13 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(state: HttpState, protocol: Protocol, client: ClientInfo, target: String) -> Self {
+    fn new(
+        state: HttpState,
+        protocol: Protocol,
+        client: ClientInfo,
+        target: String,
+        sink: SplitSink<WebSocket, Message>,
+    ) -> Self {
         let config = &state.app.config;
         let (outbox_tx, outbox_rx) = mpsc::channel(config.ws_outbox_capacity);
         let write_timeout = config.ws_write_timeout;
@@ -206,7 +283,8 @@ impl Connection {
             context: None,
             init_received: false,
             operations: HashMap::new(),
-            shared: StreamMap::new(),
+            outlet: Arc::new(tokio::sync::Mutex::new(OutletState { sink, failed: None })),
+            pusher: None,
             outbox_tx,
             outbox_rx,
             write_timeout,
@@ -214,8 +292,7 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, socket: WebSocket) {
-        let (mut sink, mut stream) = socket.split();
+    async fn run(mut self, mut stream: SplitStream<WebSocket>) {
         let init_deadline = tokio::time::sleep(self.state.app.config.ws_init_timeout);
         tokio::pin!(init_deadline);
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
@@ -245,16 +322,11 @@ impl Connection {
                 }
                 Some(outgoing) = self.outbox_rx.recv() => {
                     let Some(message) = self.outgoing(outgoing) else { continue };
-                    if let Err(failure) = write(&mut sink, message, limit, &metrics).await {
+                    if let Err(failure) = write(&self.outlet, message, limit, &metrics).await {
                         break self.write_failed(failure);
                     }
                 }
-                Some((_, outgoing)) = self.shared.next(), if !self.shared.is_empty() => {
-                    let Some(message) = self.outgoing(outgoing) else { continue };
-                    if let Err(failure) = write(&mut sink, message, limit, &metrics).await {
-                        break self.write_failed(failure);
-                    }
-                }
+                failure = pusher_failure(&mut self.pusher) => break self.write_failed(failure),
                 Some(delivery) = next_revocation(&mut self.revocations) => {
                     if Box::pin(self.session_ended(delivery)).await {
                         break Some((4403, "Forbidden: the session was revoked".into()));
@@ -268,7 +340,7 @@ impl Connection {
                         Protocol::Legacy if self.context.is_some() => text(json!({"type": "ka"})),
                         _ => Message::Ping(Default::default()),
                     };
-                    if let Err(failure) = write(&mut sink, message, limit, &metrics).await {
+                    if let Err(failure) = write(&self.outlet, message, limit, &metrics).await {
                         break self.write_failed(failure);
                     }
                 }
@@ -285,14 +357,41 @@ impl Connection {
                 task.abort();
             }
         }
+        if let Some(pusher) = self.pusher.take() {
+            // Not waited for: a write it has under way finishes first (it holds the
+            // outlet), and whatever it might try after the close frame is refused.
+            pusher.task.abort();
+        }
         if let Some((code, reason)) = closing {
             // A peer that reads nothing must not hold the connection (or shutdown) open.
             let _ = tokio::time::timeout(limit, async {
-                let _ = sink.send(close(code, &reason)).await;
-                let _ = sink.flush().await;
+                let mut outlet = self.outlet.lock().await;
+                if outlet.failed.is_none() {
+                    let _ = outlet.sink.send(close(code, &reason)).await;
+                    let _ = outlet.sink.flush().await;
+                }
             })
             .await;
         }
+    }
+
+    /// Follows a shared execution as operation `id`, starting the pusher if need be.
+    fn follow_shared(&mut self, id: String, stream: FollowStream) {
+        let pusher = match &mut self.pusher {
+            Some(pusher) => pusher,
+            None => {
+                let follows = Arc::new(Follows::default());
+                let task = self.state.shared.pushers().spawn(push_shared(
+                    self.outlet.clone(),
+                    follows.clone(),
+                    self.outbox_tx.clone(),
+                    self.write_timeout,
+                    self.state.app.metrics.clone(),
+                ));
+                self.pusher.insert(Pusher { follows, task })
+            }
+        };
+        pusher.follows.send(Follow::Start(id, stream));
     }
 
     /// The message to write for `outgoing`, after noting a finished operation.
@@ -311,7 +410,9 @@ impl Connection {
         match self.operations.remove(id) {
             Some(Operation::Task(task)) => task.abort(),
             Some(Operation::Shared) => {
-                self.shared.remove(id);
+                if let Some(pusher) = &self.pusher {
+                    pusher.follows.send(Follow::Stop(id.to_owned()));
+                }
             }
             None => {}
         }
@@ -474,8 +575,7 @@ impl Connection {
                     .shared
                     .join(key, move || schema.execute_stream(request.data(anonymous)));
                 let active = ActiveSubscription::new(&metrics);
-                self.shared
-                    .insert(id.clone(), follow(shared, protocol, task_id, active));
+                self.follow_shared(id.clone(), follow(shared, protocol, task_id, active));
                 Operation::Shared
             }
             None => {
@@ -547,12 +647,21 @@ async fn forward(
     let _ = tx.send(Outgoing::Message(complete_message(id))).await;
 }
 
-/// A subscriber's following of a shared execution (`Sync`, as the connection is).
-type FollowStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Outgoing> + Send + Sync>>;
+/// What a subscriber's following of a shared execution yields.
+enum Followed {
+    /// A new result, to write.
+    Next(Message),
+    /// How the execution ended (nothing, when the runtime is going away), to send
+    /// through the outbox like an operation task's ending.
+    End(Vec<Message>),
+}
+
+/// A subscriber's following of a shared execution.
+type FollowStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Followed> + Send>>;
 
 /// One subscriber's view of a shared execution: the latest payload at once, then the
-/// latest one each time the connection is ready for more (so a slow subscriber skips
-/// straight to the newest), then how it ended, then `Finished`.
+/// latest one each time the pusher is ready for more (so a slow subscriber skips
+/// straight to the newest), then how it ended.
 fn follow(
     shared: watch::Receiver<Shared>,
     protocol: Protocol,
@@ -563,57 +672,101 @@ fn follow(
         shared: watch::Receiver<Shared>,
         /// The version of the last payload sent.
         sent: u64,
-        ready: std::collections::VecDeque<Outgoing>,
         done: bool,
         _active: ActiveSubscription,
     }
     let follower = Follower {
         shared,
         sent: 0,
-        ready: Default::default(),
         done: false,
         _active: active,
     };
     let stream = futures_util::stream::unfold(follower, move |mut f| {
         let id = id.clone();
         async move {
+            if f.done {
+                return None;
+            }
             loop {
-                if let Some(outgoing) = f.ready.pop_front() {
-                    return Some((outgoing, f));
-                }
-                if f.done {
-                    return None;
-                }
                 let (payload, end) = {
                     let now = f.shared.borrow_and_update();
                     let payload = now.latest.clone().filter(|_| now.version > f.sent);
                     f.sent = now.version;
                     (payload, now.end.clone())
                 };
+                // A last payload goes before the end, which the next poll sees again.
                 if let Some(payload) = payload {
-                    let message = next_message(protocol, &id, &payload);
-                    f.ready.push_back(Outgoing::Message(message));
+                    return Some((Followed::Next(next_message(protocol, &id, &payload)), f));
                 }
-                let end_messages = match end {
-                    Some(End::Complete) => Some(vec![complete_message(&id)]),
-                    Some(End::Refused(errors)) => {
-                        Some(error_messages(protocol, &id, errors.to_vec()))
-                    }
-                    None => None,
-                };
-                if let Some(messages) = end_messages {
-                    f.ready.extend(messages.into_iter().map(Outgoing::Message));
-                    f.ready.push_back(Outgoing::Finished(id.clone()));
-                    f.done = true;
-                } else if f.ready.is_empty() && f.shared.changed().await.is_err() {
+                let ending = match end {
+                    Some(End::Complete) => vec![complete_message(&id)],
+                    Some(End::Refused(errors)) => error_messages(protocol, &id, errors.to_vec()),
+                    None if f.shared.changed().await.is_ok() => continue,
                     // Stopped without an end (the runtime is going away).
-                    f.ready.push_back(Outgoing::Finished(id.clone()));
-                    f.done = true;
-                }
+                    None => Vec::new(),
+                };
+                f.done = true;
+                return Some((Followed::End(ending), f));
             }
         }
     });
     Box::pin(stream)
+}
+
+/// Writes the shared executions a connection follows, on the pushers' runtime. Each is
+/// polled only once the previous write is done, so a client slower than the updates is
+/// sent the latest value instead of a queue of stale ones. Their ends go through the
+/// outbox, then `Finished`, as an operation task's do. Returns the write failure that
+/// ends the connection; `None` once the connection has gone.
+async fn push_shared(
+    outlet: Outlet,
+    follows: Arc<Follows>,
+    outbox: mpsc::Sender<Outgoing>,
+    limit: Duration,
+    metrics: Metrics,
+) -> Option<WriteFailure> {
+    let mut followed = StreamMap::new();
+    loop {
+        tokio::select! {
+            taken = follows.recv() => for follow in taken {
+                match follow {
+                    Follow::Start(id, stream) => {
+                        followed.insert(id, stream);
+                    }
+                    Follow::Stop(id) => {
+                        followed.remove(&id);
+                    }
+                }
+            },
+            Some((id, item)) = followed.next(), if !followed.is_empty() => match item {
+                Followed::Next(message) => {
+                    if let Err(failure) = write(&outlet, message, limit, &metrics).await {
+                        return Some(failure);
+                    }
+                }
+                Followed::End(messages) => {
+                    for message in messages {
+                        outbox.send(Outgoing::Message(message)).await.ok()?;
+                    }
+                    outbox.send(Outgoing::Finished(id)).await.ok()?;
+                }
+            },
+        }
+    }
+}
+
+/// How the connection's pusher failed; never, while it runs or when there is none.
+async fn pusher_failure(pusher: &mut Option<Pusher>) -> WriteFailure {
+    if let Some(running) = pusher {
+        match (&mut running.task).await {
+            Ok(Some(failure)) => return failure,
+            // It cannot write any more.
+            Err(_) => return WriteFailure::Closed,
+            Ok(None) => {}
+        }
+        *pusher = None;
+    }
+    std::future::pending().await
 }
 
 fn error_messages(
@@ -723,5 +876,104 @@ impl ActiveSubscription {
 impl Drop for ActiveSubscription {
     fn drop(&mut self) {
         self.0.subscriptions_active.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::shared_streams::SharedStreams;
+    use tokio_tungstenite::tungstenite::Message as ClientMessage;
+
+    type Client = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// An accepted server-side WebSocket and its client, over loopback.
+    async fn connected() -> (WebSocket, Client) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (accepted, socket) = mpsc::channel(1);
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move |upgrade: WebSocketUpgrade| async move {
+                upgrade.on_upgrade(move |socket| async move {
+                    let _ = accepted.send(socket).await;
+                })
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (client, _) = tokio_tungstenite::connect_async(format!("ws://{address}/"))
+            .await
+            .expect("connects");
+        let mut socket = socket;
+        (socket.recv().await.expect("accepted"), client)
+    }
+
+    async fn next_text(client: &mut Client) -> String {
+        let next = tokio::time::timeout(Duration::from_secs(10), client.next()).await;
+        match next {
+            Ok(Some(Ok(ClientMessage::Text(text)))) => text.as_str().to_owned(),
+            other => panic!("expected a text message: {other:?}"),
+        }
+    }
+
+    /// While the pushers' thread is taken by a push (ten thousand tickers, say), the
+    /// connection loop still writes its own messages: a fill does not wait for tickers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_private_message_goes_out_while_a_shared_push_holds_the_pushers() {
+        let (socket, mut client) = connected().await;
+        let (sink, _stream) = socket.split();
+        let outlet: Outlet = Arc::new(tokio::sync::Mutex::new(OutletState { sink, failed: None }));
+        let metrics = Metrics::new();
+        let streams = SharedStreams::new(metrics.clone()).expect("pushers start");
+        let limit = Duration::from_secs(10);
+
+        let (ticker, followed) = watch::channel(Shared::default());
+        let follows = Arc::new(Follows::default());
+        let (outbox, outbox_rx) = mpsc::channel(4);
+        let pusher = streams.pushers().spawn(push_shared(
+            outlet.clone(),
+            follows.clone(),
+            outbox,
+            limit,
+            metrics.clone(),
+        ));
+        let active = ActiveSubscription::new(&metrics);
+        let stream = follow(followed, Protocol::TransportWs, "t".into(), active);
+        follows.send(Follow::Start("t".into(), stream));
+
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (started, running) = tokio::sync::oneshot::channel();
+        let held = busy.clone();
+        streams.pushers().spawn(async move {
+            let _ = started.send(());
+            while held.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        running.await.expect("the push runs");
+        ticker.send_modify(|shared| {
+            shared.version += 1;
+            shared.latest = Some(r#"{"data":{"ticker":1}}"#.into());
+        });
+
+        let fill = text(json!({"id": "f", "type": "next", "payload": {"data": {"fill": 1}}}));
+        write(&outlet, fill, limit, &metrics)
+            .await
+            .expect("written while the pushers are busy");
+        assert!(next_text(&mut client).await.contains("fill"));
+
+        busy.store(false, std::sync::atomic::Ordering::SeqCst);
+        let pushed = next_text(&mut client).await;
+        assert_eq!(
+            pushed,
+            r#"{"id":"t","type":"next","payload":{"data":{"ticker":1}}}"#
+        );
+        drop(outbox_rx);
+        ticker.send_modify(|shared| shared.end = Some(End::Complete));
+        assert!(pusher.await.expect("pusher ends").is_none());
     }
 }
