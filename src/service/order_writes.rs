@@ -23,7 +23,6 @@ use super::orders::{self, status};
 use crate::domain::ledger::{AccountKind, AccountRef};
 use crate::domain::matching::Side;
 use crate::error::ApiError;
-use crate::events::{Collector, Event};
 use entity::{fills, journal_entries, order_events, orders as order_rows, postings, Amount};
 
 /// A ledger account as this transaction has left it.
@@ -274,17 +273,14 @@ impl Pending {
         Ok(())
     }
 
-    /// Appends an event to the user's order event log under the next number of its
-    /// gap-free sequence, and collects it for publication after commit.
+    /// Holds `event` under the next number of its user's gap-free sequence, and returns
+    /// that number.
     pub(super) async fn event(
         &mut self,
         txn: &DatabaseTransaction,
-        events: &Collector,
-        user_id: Uuid,
-        kind: &str,
-        order_id: Uuid,
-        fill_id: Option<Uuid>,
-    ) -> Result<(), ApiError> {
+        event: &order_events::Model,
+    ) -> Result<i64, ApiError> {
+        let user_id = event.user_id;
         if !self.sequences.contains_key(&user_id) {
             self.lock_sequences(txn, &BTreeSet::from([user_id])).await?;
         }
@@ -293,21 +289,10 @@ impl Pending {
         })?;
         sequence.last += 1;
         self.events.push(order_events::Model {
-            user_id,
             sequence: sequence.last,
-            kind: kind.to_owned(),
-            order_id,
-            fill_id,
-            created_at: Utc::now(),
+            ..event.clone()
         });
-        events.push(Event::OrderUpdate {
-            user_id,
-            sequence: sequence.last,
-            kind: kind.to_owned(),
-            order_id,
-            fill_id,
-        });
-        Ok(())
+        Ok(sequence.last)
     }
 
     /// Keeps an order's latest state, new or changed.

@@ -482,11 +482,6 @@ async fn record_event(
     order_id: Uuid,
     fill_id: Option<Uuid>,
 ) -> Result<(), ApiError> {
-    if let Some(pending) = pending {
-        return pending
-            .event(txn, events, user_id, kind, order_id, fill_id)
-            .await;
-    }
     let event = order_events::Model {
         user_id,
         sequence: 0,
@@ -495,7 +490,9 @@ async fn record_event(
         fill_id,
         created_at: Utc::now(),
     };
-    let sequence = if txn.get_database_backend() == DatabaseBackend::Postgres {
+    let sequence = if let Some(pending) = pending {
+        pending.event(txn, &event).await?
+    } else if txn.get_database_backend() == DatabaseBackend::Postgres {
         insert_event_postgres(txn, &event).await?
     } else {
         let sequence = next_sequence(txn, user_id).await?;
@@ -593,16 +590,16 @@ async fn save_order(
     order: &orders::Model,
     new: bool,
 ) -> Result<(), ApiError> {
-    let active = orders::ActiveModel::from(order.clone()).reset_all();
-    match pending {
-        Some(pending) => pending.save_order(order),
-        None if new => {
+    let Some(pending) = pending else {
+        let active = orders::ActiveModel::from(order.clone()).reset_all();
+        if new {
             active.insert(txn).await?;
-        }
-        None => {
+        } else {
             active.update(txn).await?;
         }
-    }
+        return Ok(());
+    };
+    pending.save_order(order);
     Ok(())
 }
 
