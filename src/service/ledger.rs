@@ -38,18 +38,8 @@ pub async fn post<C: ConnectionTrait>(
     conn: &C,
     draft: Draft,
 ) -> Result<journal_entries::Model, ApiError> {
-    let legs = checked_legs(draft.legs)?;
     let now = Utc::now();
-    let entry = journal_entries::Model {
-        id: Uuid::now_v7(),
-        kind: draft.kind.to_owned(),
-        reference: draft.reference,
-        user_id: draft.user_id,
-        asset: draft.asset,
-        amount: Amount(draft.amount),
-        description: draft.description,
-        created_at: now,
-    };
+    let (entry, legs) = entry_of(draft, now)?;
     if conn.get_database_backend() == DatabaseBackend::Postgres {
         post_in_one_statement(conn, &entry, &legs).await?;
         return Ok(entry);
@@ -199,6 +189,25 @@ async fn apply_leg<C: ConnectionTrait>(
         .exec(conn)
         .await?;
     Ok((row.id, balance))
+}
+
+/// A draft as the entry to store, made at `now`, and its checked legs.
+pub fn entry_of(
+    draft: Draft,
+    now: chrono::DateTime<Utc>,
+) -> Result<(journal_entries::Model, Vec<Leg>), ApiError> {
+    let legs = checked_legs(draft.legs)?;
+    let entry = journal_entries::Model {
+        id: Uuid::now_v7(),
+        kind: draft.kind.to_owned(),
+        reference: draft.reference,
+        user_id: draft.user_id,
+        asset: draft.asset,
+        amount: Amount(draft.amount),
+        description: draft.description,
+        created_at: now,
+    };
+    Ok((entry, legs))
 }
 
 /// A draft's legs, refused unless they balance per asset, netted to one per account.

@@ -197,7 +197,8 @@ impl Pending {
         txn: &DatabaseTransaction,
         draft: Draft,
     ) -> Result<(), ApiError> {
-        let legs = ledger::checked_legs(draft.legs)?;
+        let now = Utc::now();
+        let (entry, legs) = ledger::entry_of(draft, now)?;
         let touched: BTreeSet<AccountRef> = legs.iter().map(|l| l.account.clone()).collect();
         self.lock_accounts(txn, &touched).await?;
         let mut after = Vec::with_capacity(legs.len());
@@ -218,18 +219,8 @@ impl Pending {
             }
             after.push(balance);
         }
-        let now = Utc::now();
-        let entry_id = Uuid::now_v7();
-        self.entries.push(journal_entries::Model {
-            id: entry_id,
-            kind: draft.kind.to_owned(),
-            reference: draft.reference,
-            user_id: draft.user_id,
-            asset: draft.asset,
-            amount: Amount(draft.amount),
-            description: draft.description,
-            created_at: now,
-        });
+        let entry_id = entry.id;
+        self.entries.push(entry);
         for (leg, balance) in legs.into_iter().zip(after) {
             let Some(account) = self.accounts.get_mut(&leg.account) else {
                 continue;

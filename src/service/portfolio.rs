@@ -135,12 +135,7 @@ async fn apply_fills(
         markets.iter().map(|m| (m.symbol.as_str(), m)).collect();
     let mut trades = BTreeSet::new();
     for fill in batch {
-        let Some(market) = by_symbol.get(fill.market.as_str()) else {
-            return Err(ApiError::internal(anyhow::anyhow!(
-                "fill of unknown market {}",
-                fill.market
-            )));
-        };
+        let market = market_of(&by_symbol, fill)?;
         // This trade is the market's newest price, even before the market row says so.
         table.insert(&market.base_asset, &market.quote_asset, fill.price.0);
         if trades.insert(fill.trade_id) {
@@ -163,6 +158,16 @@ async fn apply_fills(
         }
     }
     Ok(())
+}
+
+/// The market of `fill`, among those the caller read.
+fn market_of<'a>(
+    by_symbol: &HashMap<&str, &'a market_rows::Model>,
+    fill: &fills::Model,
+) -> Result<&'a market_rows::Model, ApiError> {
+    by_symbol.get(fill.market.as_str()).copied().ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!("fill of unknown market {}", fill.market))
+    })
 }
 
 /// One movement of one user's holding of one asset.

@@ -15,8 +15,8 @@ use sea_orm::{DatabaseBackend, DatabaseTransaction, EntityTrait, Statement};
 use uuid::Uuid;
 
 use super::{
-    add_changes, hour_of, lot_order, lot_page_of, movements_of, read_lot_pages, table_of, work_out,
-    LotPage, Movement, PairChanges, Step, Writes, COST_CURRENCY, LOT_PAGE,
+    add_changes, hour_of, lot_order, lot_page_of, market_of, movements_of, read_lot_pages,
+    table_of, work_out, LotPage, Movement, PairChanges, Step, Writes, COST_CURRENCY, LOT_PAGE,
 };
 use crate::domain::cost_basis::{self, Lot, Method};
 use crate::domain::pricing::PriceTable;
@@ -52,12 +52,7 @@ pub(in crate::service) async fn fold_trades(
     let mut candles = Candles::default();
     for trade in fills.chunk_by(|a, b| a.trade_id == b.trade_id) {
         for fill in trade {
-            let Some(market) = by_symbol.get(fill.market.as_str()) else {
-                return Err(ApiError::internal(anyhow::anyhow!(
-                    "fill of unknown market {}",
-                    fill.market
-                )));
-            };
+            let market = market_of(&by_symbol, fill)?;
             table.insert(&market.base_asset, &market.quote_asset, fill.price.0);
         }
         candles.add(&trade[0]);
