@@ -1707,7 +1707,12 @@ impl CpuSample {
                 let Some((name, ticks)) = thread_ticks(&stat) else {
                     continue;
                 };
-                if name.starts_with("srv-worker") {
+                // The server's runtime and its own threads (order placement, pushes of
+                // shared subscription results).
+                if ["srv-worker", "order-placement", "shared-pushes"]
+                    .iter()
+                    .any(|server| name.starts_with(server))
+                {
                     sample.server += ticks;
                 } else if name.starts_with("load-gen") {
                     sample.generator += ticks;

@@ -87,6 +87,18 @@ impl App {
             config.security.second_factor_refill,
         ));
         let webauthn = Arc::new(crate::service::passkeys::relying_party(&config.security)?);
+        // A quarter of the pool, at least two: enough for several markets' batches at
+        // once; one market uses one connection at a time.
+        let placement_connections = (config.database_max_connections / 4).max(2);
+        let order_batches = Arc::new(
+            crate::service::order_batches::OrderBatches::start(
+                &db,
+                &config.database_url,
+                placement_connections,
+                &metrics,
+            )
+            .await?,
+        );
         let state = AppState {
             rate_limiter: Arc::new(crate::ratelimit::RateLimiter::new(shared.clone())),
             replay_guard: Arc::new(crate::auth::replay::ReplayGuard::new(shared)),
@@ -101,7 +113,7 @@ impl App {
             redis,
             events,
             tickers: Default::default(),
-            order_batches: Default::default(),
+            order_batches,
             market_rules: Default::default(),
             login_throttle,
             shutdown: shutdown_rx,

@@ -17,6 +17,7 @@ mod m20261122_000031_account_privacy_and_tiers;
 mod m20261122_000035_security;
 mod m20261122_000040_content;
 mod m20261122_000050_kyc;
+mod m20261122_000060_open_book;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000035_security::Migration),
             Box::new(m20261122_000040_content::Migration),
             Box::new(m20261122_000050_kyc::Migration),
+            Box::new(m20261122_000060_open_book::Migration),
         ]
     }
 }

@@ -12,12 +12,13 @@ use rust_decimal::Decimal;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter, QuerySelect, Statement,
 };
 use uuid::Uuid;
 
 use crate::domain::ledger::{self as rules, AccountKind, AccountRef, LedgerError, Leg};
 use crate::error::ApiError;
+use crate::service::bulk::{Cell, Columns, Params};
 use entity::{journal_entries, ledger_accounts, postings, Amount};
 
 /// A journal entry to be posted.
@@ -281,21 +282,28 @@ pub async fn lock_and_read_accounts<C: ConnectionTrait>(
     if accounts.is_empty() {
         return Ok(Vec::new());
     }
-    let mut wanted = sea_orm::Condition::any();
+    // The keys travel as arrays, so the statement's text (and its plan, prepared once
+    // per connection) is the same however many accounts a transaction locks.
+    let mut keys = Columns::new(&[("owner_id", "uuid"), ("asset", ""), ("kind", "")]);
     for account in accounts {
-        wanted = wanted.add(
-            sea_orm::Condition::all()
-                .add(ledger_accounts::Column::OwnerId.eq(account.owner))
-                .add(ledger_accounts::Column::Asset.eq(account.asset.as_str()))
-                .add(ledger_accounts::Column::Kind.eq(account.kind.as_str())),
-        );
+        keys.push([
+            account.owner.cell(),
+            account.asset.cell(),
+            account.kind.as_str().cell(),
+        ]);
     }
+    let mut p = Params::default();
+    let keys = keys.select(&mut p, "k");
+    let sql = format!(
+        "SELECT * FROM ledger_accounts WHERE (owner_id, asset, kind) IN ({keys}) \
+         ORDER BY owner_id, asset, kind FOR UPDATE"
+    );
     let found = ledger_accounts::Entity::find()
-        .filter(wanted)
-        .order_by_asc(ledger_accounts::Column::OwnerId)
-        .order_by_asc(ledger_accounts::Column::Asset)
-        .order_by_asc(ledger_accounts::Column::Kind)
-        .lock_exclusive()
+        .from_raw_sql(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            sql,
+            p.into_values(),
+        ))
         .all(conn)
         .await?;
     let existing: std::collections::BTreeSet<(Uuid, String, String)> = found

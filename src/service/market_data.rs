@@ -34,7 +34,7 @@ pub async fn side_levels<C: ConnectionTrait>(
         let mut query = orders::Entity::find()
             .filter(orders::Column::Market.eq(market))
             .filter(orders::Column::Side.eq(side))
-            .filter(orders::Column::IsOpen.eq(true));
+            .filter(super::orders::in_open_book());
         query = if side == "BUY" {
             query.order_by_desc(orders::Column::PriceTicks)
         } else {

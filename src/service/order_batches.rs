@@ -9,6 +9,13 @@
 //! transaction, then publishes each order's events and answers each request, in
 //! order. Price-time priority is arrival at the task, as it was arrival at the lock.
 //!
+//! The tasks run on a thread of their own, with database connections of their own. A
+//! batch holds its market from its first statement to its commit, so every moment it
+//! spends waiting to be polled, behind requests being parsed and answered on the
+//! server's workers, is a moment no order in that market can trade. On its own thread
+//! a placement task runs as soon as its database answers, and the operating system
+//! shares the cores between it and the server as between any two busy threads.
+//!
 //! An order that fails (say, `INSUFFICIENT_FUNDS`) must not take its batch-mates with
 //! it, and must not leave half its writes behind: the whole batch is rolled back and
 //! each of its orders is placed again on its own, so every caller gets the answer it
@@ -20,12 +27,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
+use sea_orm::DatabaseBackend;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::orders::{self, NewOrder, Placed, Prepared};
+use crate::db::Db;
 use crate::error::ApiError;
 use crate::events::{Collector, Event};
+use crate::metrics::Metrics;
 use crate::state::AppState;
 
 /// Most orders placed in one transaction. Bounds how long a batch holds the market
@@ -45,12 +56,75 @@ struct Job {
 }
 
 /// The placement tasks of this process, one per market with recent orders.
-#[derive(Default)]
 pub struct OrderBatches {
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+    lane: Lane,
+}
+
+/// Where placements run: a runtime of one thread, and the database connections it uses.
+struct Lane {
+    runtime: Option<tokio::runtime::Runtime>,
+    db: Db,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // Dropped from async code (possibly a placement task's own, as the last holder
+        // of the state), where waiting for the runtime's threads is not allowed. Its
+        // tasks are idle markets' queues by then: nothing is left to answer.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl OrderBatches {
+    /// Starts the placement thread. On PostgreSQL it gets its own pool of
+    /// `connections`, opened on that thread; SQLite has one writer at a time, which
+    /// `db` already queues, so placements share it.
+    pub async fn start(
+        db: &Db,
+        database_url: &str,
+        connections: u32,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("order-placement")
+            .enable_all()
+            .build()
+            .context("cannot start the order placement thread")?;
+        let lane_db = match db.backend() {
+            DatabaseBackend::Postgres => {
+                let (url, metrics) = (database_url.to_owned(), metrics.clone());
+                runtime
+                    .spawn(async move { Db::connect(&url, connections, &metrics).await })
+                    .await
+                    .context("the order placement thread stopped while connecting")??
+            }
+            _ => db.clone(),
+        };
+        Ok(OrderBatches {
+            queues: Mutex::default(),
+            lane: Lane {
+                runtime: Some(runtime),
+                db: lane_db,
+            },
+        })
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        match &self.lane.runtime {
+            Some(runtime) => drop(runtime.spawn(task)),
+            // Only while being dropped, when nobody can place an order.
+            None => drop(tokio::spawn(task)),
+        }
+    }
+
+    fn db(&self) -> &Db {
+        &self.lane.db
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Job>>> {
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -83,7 +157,9 @@ impl OrderBatches {
                 // Cannot fail: the receiver is alive right here.
                 let _ = queue.send(job);
                 queues.insert(market.clone(), queue.clone());
-                tokio::spawn(run(state.clone(), market, queue, jobs));
+                state
+                    .order_batches
+                    .spawn(run(state.clone(), market, queue, jobs));
             }
         }
         await_outcome(outcome).await
@@ -205,7 +281,8 @@ async fn place_together(
     // Which order failed in the last attempt; `usize::MAX` when none did.
     let failed_at = Arc::new(AtomicUsize::new(usize::MAX));
     let placed = state
-        .db
+        .order_batches
+        .db()
         .write(|txn| {
             let (specs, failed_at) = (specs.clone(), failed_at.clone());
             Box::pin(async move {
@@ -244,7 +321,8 @@ async fn place_together(
 async fn place_alone(state: &AppState, job: &Job) -> Result<Placed, ApiError> {
     let (user_id, input, prepared) = (job.user_id, &job.input, &job.prepared);
     let (placed, events): (Placed, Vec<Event>) = state
-        .db
+        .order_batches
+        .db()
         .write(|txn| {
             let (input, prepared) = (input.clone(), prepared.clone());
             Box::pin(async move {
@@ -257,4 +335,34 @@ async fn place_alone(state: &AppState, job: &Job) -> Result<Placed, ApiError> {
         .await?;
     state.events.publish(events).await;
     Ok(placed)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot;
+
+    use super::OrderBatches;
+    use crate::db::Db;
+    use crate::metrics::Metrics;
+
+    /// Placement tasks run on the placement thread, whoever starts them; and the thread
+    /// goes away with its owner, even when dropped from async code.
+    #[tokio::test]
+    async fn placement_runs_on_a_thread_of_its_own() {
+        let metrics = Metrics::new();
+        let db = Db::connect("sqlite::memory:", 1, &metrics)
+            .await
+            .expect("an in-memory database");
+        let batches = OrderBatches::start(&db, "sqlite::memory:", 2, &metrics)
+            .await
+            .expect("the placement thread starts");
+        let (sender, thread) = oneshot::channel();
+        batches.spawn(async move {
+            let _ = sender.send(std::thread::current().name().map(str::to_owned));
+        });
+        let thread = thread.await.expect("the task ran");
+        assert_eq!(thread.as_deref(), Some("order-placement"));
+        assert_ne!(std::thread::current().name(), Some("order-placement"));
+        drop(batches);
+    }
 }

@@ -15,12 +15,12 @@ use rust_decimal::Decimal;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend,
-    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
-use super::bulk::Bulk;
+use super::bulk::{Bulk, Cell, Columns, Params};
 use super::ledger::{self, Draft};
 use super::markets;
 use super::order_batches::OrderBatches;
@@ -402,6 +402,13 @@ impl LockedMarket {
     }
 }
 
+/// The open book's condition, in the words of its partial index
+/// (`idx_orders_open_book`): with a bound `is_open = $1` instead, neither database could
+/// tell from a prepared statement that the index applies.
+pub(crate) fn in_open_book() -> Expr {
+    Expr::col((orders::Entity, orders::Column::IsOpen))
+}
+
 /// Loads up to `limit` resting orders that the taker could trade with, best first.
 async fn load_makers(
     txn: &DatabaseTransaction,
@@ -410,10 +417,22 @@ async fn load_makers(
     limit_ticks: Option<i64>,
     limit: u64,
 ) -> Result<Vec<orders::Model>, ApiError> {
+    Ok(makers_query(market, taker_side, limit_ticks, limit)
+        .all(txn)
+        .await?)
+}
+
+/// The read of [`load_makers`].
+fn makers_query(
+    market: &str,
+    taker_side: Side,
+    limit_ticks: Option<i64>,
+    limit: u64,
+) -> sea_orm::Select<orders::Entity> {
     let mut query = orders::Entity::find()
         .filter(orders::Column::Market.eq(market))
         .filter(orders::Column::Side.eq(side_str(taker_side.opposite())))
-        .filter(orders::Column::IsOpen.eq(true));
+        .filter(in_open_book());
     query = match (taker_side, limit_ticks) {
         (Side::Buy, Some(ticks)) => query.filter(orders::Column::PriceTicks.lte(ticks)),
         (Side::Sell, Some(ticks)) => query.filter(orders::Column::PriceTicks.gte(ticks)),
@@ -423,11 +442,7 @@ async fn load_makers(
         Side::Buy => query.order_by_asc(orders::Column::PriceTicks),
         Side::Sell => query.order_by_desc(orders::Column::PriceTicks),
     };
-    Ok(query
-        .order_by_asc(orders::Column::Sequence)
-        .limit(limit)
-        .all(txn)
-        .await?)
+    query.order_by_asc(orders::Column::Sequence).limit(limit)
 }
 
 fn remaining(order: &orders::Model) -> Decimal {
@@ -1019,21 +1034,36 @@ pub(super) async fn lock_sequences(
     txn: &DatabaseTransaction,
     users: &std::collections::BTreeSet<Uuid>,
 ) -> Result<Vec<user_sequences::Model>, ApiError> {
-    let insert =
-        user_sequences::Entity::insert_many(users.iter().map(|user| user_sequences::ActiveModel {
-            user_id: Set(*user),
-            last_sequence: Set(0),
-        }))
-        .on_conflict(
-            sea_orm::sea_query::OnConflict::column(user_sequences::Column::UserId)
-                .do_nothing()
-                .to_owned(),
-        );
-    let _ = insert.exec_without_returning(txn).await?;
+    // Arrays rather than lists: one statement text (and plan) for any number of users.
+    let keys = || {
+        let mut keys = Columns::new(&[("user_id", "uuid")]);
+        for user in users {
+            keys.push([user.cell()]);
+        }
+        let mut p = Params::default();
+        let keys = keys.select(&mut p, "k");
+        (keys, p.into_values())
+    };
+    let (created, values) = keys();
+    txn.execute_raw(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        format!(
+            "INSERT INTO user_sequences (user_id, last_sequence) SELECT k.user_id, 0 \
+             FROM ({created}) AS k ON CONFLICT (user_id) DO NOTHING"
+        ),
+        values,
+    ))
+    .await?;
+    let (wanted, values) = keys();
     Ok(user_sequences::Entity::find()
-        .filter(user_sequences::Column::UserId.is_in(users.iter().copied()))
-        .order_by_asc(user_sequences::Column::UserId)
-        .lock_exclusive()
+        .from_raw_sql(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            format!(
+                "SELECT * FROM user_sequences WHERE user_id IN ({wanted}) \
+                 ORDER BY user_id FOR UPDATE"
+            ),
+            values,
+        ))
         .all(txn)
         .await?)
 }
@@ -2086,4 +2116,46 @@ pub async fn list(
         .limit(limit)
         .all(state.db.conn())
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, DatabaseBackend, QueryTrait};
+
+    use super::{makers_query, Side};
+    use crate::db::Db;
+    use crate::metrics::Metrics;
+
+    /// A book read must be able to use the index of open orders only; with `is_open`
+    /// bound as a parameter, the database could not tell that it applies and would go
+    /// through every order the market ever had.
+    #[tokio::test]
+    async fn book_reads_use_the_index_of_open_orders() {
+        let db = Db::connect("sqlite::memory:", 1, &Metrics::new())
+            .await
+            .expect("an in-memory database");
+        db.migrate().await.expect("the migrations apply");
+        for (side, limit) in [
+            (Side::Buy, Some(50)),
+            (Side::Sell, Some(50)),
+            (Side::Buy, None),
+        ] {
+            let mut statement =
+                makers_query("BTC-USD", side, limit, 64).build(DatabaseBackend::Sqlite);
+            statement.sql = format!("EXPLAIN QUERY PLAN {}", statement.sql);
+            let plan: Vec<String> = db
+                .conn()
+                .query_all_raw(statement)
+                .await
+                .expect("SQLite explains the read")
+                .iter()
+                .map(|row| row.try_get::<String>("", "detail").unwrap_or_default())
+                .collect();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("idx_orders_open_book")),
+                "{side:?} taker, limit {limit:?}: {plan:?}"
+            );
+        }
+    }
 }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     add_changes, hour_of, lot_order, lot_page_of, market_of, movements_of, read_lot_pages,
-    table_of, work_out, LotPage, Movement, PairChanges, Step, Writes, COST_CURRENCY, LOT_PAGE,
+    table_of, work_out, LotPage, Movement, PairChanges, Step, Writes, COST_CURRENCY,
 };
 use crate::domain::cost_basis::{self, Lot, Method};
 use crate::domain::pricing::PriceTable;
@@ -341,6 +341,11 @@ fn pair_keys(pairs: &BTreeSet<(Uuid, String)>) -> Columns {
     keys
 }
 
+/// Lots read up front per (user, asset, method). A disposal usually takes one or two
+/// lots; one that passes these reads further (`short_of`), so a small first page
+/// keeps the batch's read small without limiting what a disposal can consume.
+const FIRST_LOT_PAGE: u64 = 8;
+
 /// The first page of every lot method of each pair, in one read.
 async fn read_first_lot_pages(
     txn: &DatabaseTransaction,
@@ -358,7 +363,7 @@ async fn read_first_lot_pages(
             format!(
                 "SELECT l.* FROM ({keys}) AS k CROSS JOIN LATERAL \
                  (SELECT * FROM portfolio_lots p WHERE p.user_id = k.user_id \
-                 AND p.asset = k.asset AND p.method = '{}' ORDER BY {} LIMIT {LOT_PAGE}) AS l",
+                 AND p.asset = k.asset AND p.method = '{}' ORDER BY {} LIMIT {FIRST_LOT_PAGE}) AS l",
                 method.as_str(),
                 lot_order(method)
             )
@@ -391,7 +396,7 @@ async fn read_first_lot_pages(
                 .into_iter()
                 .map(|method| {
                     let rows = methods.remove(&method).unwrap_or_default();
-                    let complete = (rows.len() as u64) < LOT_PAGE;
+                    let complete = (rows.len() as u64) < FIRST_LOT_PAGE;
                     (method, lot_page_of(method, &rows, complete))
                 })
                 .collect();
