@@ -1035,7 +1035,7 @@ pub(super) async fn lock_sequences(
     users: &std::collections::BTreeSet<Uuid>,
 ) -> Result<Vec<user_sequences::Model>, ApiError> {
     // Arrays rather than lists: one statement text (and plan) for any number of users.
-    let keys = || {
+    let keys = |users: &mut dyn Iterator<Item = &Uuid>| {
         let mut keys = Columns::new(&[("user_id", "uuid")]);
         for user in users {
             keys.push([user.cell()]);
@@ -1044,7 +1044,24 @@ pub(super) async fn lock_sequences(
         let keys = keys.select(&mut p, "k");
         (keys, p.into_values())
     };
-    let (created, values) = keys();
+    let lock = |(wanted, values): (String, Vec<sea_orm::Value>)| {
+        user_sequences::Entity::find().from_raw_sql(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            format!(
+                "SELECT * FROM user_sequences WHERE user_id IN ({wanted}) \
+                 ORDER BY user_id FOR UPDATE"
+            ),
+            values,
+        ))
+    };
+    let rows = lock(keys(&mut users.iter())).all(txn).await?;
+    let found: std::collections::BTreeSet<Uuid> = rows.iter().map(|r| r.user_id).collect();
+    let mut missing = users.difference(&found).peekable();
+    if missing.peek().is_none() {
+        return Ok(rows);
+    }
+    // Created once in a user's life; the usual batch skips this statement.
+    let (created, values) = keys(&mut missing);
     txn.execute_raw(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         format!(
@@ -1054,18 +1071,7 @@ pub(super) async fn lock_sequences(
         values,
     ))
     .await?;
-    let (wanted, values) = keys();
-    Ok(user_sequences::Entity::find()
-        .from_raw_sql(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            format!(
-                "SELECT * FROM user_sequences WHERE user_id IN ({wanted}) \
-                 ORDER BY user_id FOR UPDATE"
-            ),
-            values,
-        ))
-        .all(txn)
-        .await?)
+    Ok(lock(keys(&mut users.iter())).all(txn).await?)
 }
 
 /// Traded volume in a market over the last 30 days (this day included) of each of
