@@ -27,7 +27,7 @@ pub enum Topic {
     Orders(Uuid),
     /// One user's price alerts that fired.
     Alerts(Uuid),
-    /// One user's session revocations, watched by their open connections.
+    /// One user's session and API key revocations, watched by their open connections.
     Sessions(Uuid),
     /// Trades and book changes of one market (public).
     Market(String),
@@ -39,7 +39,9 @@ impl Topic {
         match event {
             Event::OrderUpdate { user_id, .. } => Some(Topic::Orders(*user_id)),
             Event::PriceAlertTriggered { user_id, .. } => Some(Topic::Alerts(*user_id)),
-            Event::SessionsRevoked { user_id, .. } => Some(Topic::Sessions(*user_id)),
+            Event::SessionsRevoked { user_id, .. } | Event::ApiKeyRevoked { user_id, .. } => {
+                Some(Topic::Sessions(*user_id))
+            }
             Event::Trade { market, .. } | Event::BookChanged { market } => {
                 Some(Topic::Market(market.clone()))
             }

@@ -87,6 +87,9 @@ pub enum Event {
     /// A user's balance changed outside trading (a deposit, a withdrawal).
     #[serde(rename_all = "camelCase")]
     BalanceChanged { user_id: Uuid },
+    /// One of a user's API keys was revoked. Connections it opened close.
+    #[serde(rename_all = "camelCase")]
+    ApiKeyRevoked { user_id: Uuid, key_id: Uuid },
 }
 
 impl Event {
@@ -104,6 +107,12 @@ impl Event {
             } => *except != Some(session_id),
             _ => false,
         }
+    }
+
+    /// Whether this revocation ends the API key `key_id`. Revoking sessions leaves API
+    /// keys alone: they are credentials of their own.
+    pub fn revokes_key(&self, key_id: Uuid) -> bool {
+        matches!(self, Event::ApiKeyRevoked { key_id: revoked, .. } if *revoked == key_id)
     }
 }
 
@@ -385,6 +394,30 @@ async fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key's revocation ends that key only; revoking sessions, even all of them,
+    /// leaves keys (credentials of their own) alone, and a key's revocation no session.
+    #[test]
+    fn revocations_end_sessions_and_keys_apart() {
+        let (user_id, key_id, session_id) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let key = Event::ApiKeyRevoked { user_id, key_id };
+        assert!(key.revokes_key(key_id));
+        assert!(!key.revokes_key(Uuid::now_v7()));
+        assert!(!key.revokes(key_id) && !key.revokes(session_id));
+        let everywhere = Event::SessionsRevoked {
+            user_id,
+            session_id: None,
+            except: None,
+        };
+        assert!(everywhere.revokes(session_id));
+        assert!(!everywhere.revokes_key(key_id));
+        let one = Event::SessionsRevoked {
+            user_id,
+            session_id: Some(key_id),
+            except: None,
+        };
+        assert!(!one.revokes_key(key_id));
+    }
 
     #[tokio::test]
     async fn local_subscribers_get_published_events_in_order() {

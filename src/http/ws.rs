@@ -328,8 +328,8 @@ impl Connection {
                 }
                 failure = pusher_failure(&mut self.pusher) => break self.write_failed(failure),
                 Some(delivery) = next_revocation(&mut self.revocations) => {
-                    if Box::pin(self.session_ended(delivery)).await {
-                        break Some((4403, "Forbidden: the session was revoked".into()));
+                    if let Some(ended) = Box::pin(self.credential_ended(delivery)).await {
+                        break Some((4403, format!("Forbidden: the {ended} was revoked")));
                     }
                 }
                 _ = &mut init_deadline, if !self.init_received => {
@@ -485,7 +485,10 @@ impl Connection {
                 return Step::Close(4403, "Forbidden".into());
             }
         };
-        if let Some(viewer) = viewer.as_ref().filter(|v| !v.session_id.is_nil()) {
+        if let Some(viewer) = viewer
+            .as_ref()
+            .filter(|v| !v.session_id.is_nil() || v.api_key.is_some())
+        {
             let topic = Topic::Sessions(viewer.user_id());
             self.revocations = Some(self.state.app.events.feed(topic, 8));
         }
@@ -591,23 +594,29 @@ impl Connection {
         Step::Continue
     }
 
-    /// Whether a revocation (or a lost one: then the database decides) ended the
-    /// connection's session.
-    async fn session_ended(&self, delivery: Delivery) -> bool {
-        let Some(session_id) = self
-            .context
-            .as_ref()
-            .and_then(|c| c.viewer.as_ref())
-            .map(|v| v.session_id)
-        else {
-            return false;
-        };
-        match delivery {
+    /// Which credential of the connection a revocation (or a lost one: then the
+    /// database decides) ended, if any: its session, or the API key it opened with.
+    async fn credential_ended(&self, delivery: Delivery) -> Option<&'static str> {
+        let viewer = self.context.as_ref().and_then(|c| c.viewer.as_ref())?;
+        let app = &self.state.app;
+        if let Some(access) = &viewer.api_key {
+            let key_id = access.key.id;
+            let ended = match delivery {
+                Delivery::Event(event) => event.revokes_key(key_id),
+                Delivery::Lagged => !crate::service::api_keys::key_active(app, key_id)
+                    .await
+                    .unwrap_or(true),
+            };
+            return ended.then_some("API key");
+        }
+        let session_id = viewer.session_id;
+        let ended = match delivery {
             Delivery::Event(event) => event.revokes(session_id),
-            Delivery::Lagged => !crate::service::live::session_active(&self.state.app, session_id)
+            Delivery::Lagged => !crate::service::live::session_active(app, session_id)
                 .await
                 .unwrap_or(true),
-        }
+        };
+        ended.then_some("session")
     }
 
     async fn send(&self, message: Message) {
@@ -835,7 +844,7 @@ async fn authenticate(
     Ok(None)
 }
 
-/// The next revocation, or never for a connection without a session.
+/// The next revocation, or never for a connection without a session or an API key.
 async fn next_revocation(feed: &mut Option<Feed>) -> Option<Delivery> {
     match feed {
         Some(feed) => feed.recv().await,

@@ -16,6 +16,7 @@ use crate::auth::api_keys::{self as secrets, Presented};
 use crate::auth::Viewer;
 use crate::domain::ip_allowlist;
 use crate::error::ApiError;
+use crate::events::Event;
 use crate::state::AppState;
 use entity::{api_keys, users, ApiScope, ScopeSet};
 
@@ -201,7 +202,7 @@ pub async fn revoke(
 ) -> Result<api_keys::Model, ApiError> {
     session_only(viewer)?;
     let user_id = viewer.user_id();
-    state
+    let revoked = state
         .db
         .write(|txn| {
             Box::pin(async move {
@@ -234,7 +235,25 @@ pub async fn revoke(
                 })
             })
         })
-        .await
+        .await?;
+    // After commit: connections the key opened close, on every replica.
+    state
+        .events
+        .publish(vec![Event::ApiKeyRevoked {
+            user_id,
+            key_id: revoked.id,
+        }])
+        .await;
+    Ok(revoked)
+}
+
+/// Whether an API key can still be used (for connections that may have missed its
+/// revocation).
+pub async fn key_active(state: &AppState, key_id: Uuid) -> Result<bool, ApiError> {
+    Ok(api_keys::Entity::find_by_id(key_id)
+        .one(state.db.conn())
+        .await?
+        .is_some_and(|key| key.is_usable(Utc::now())))
 }
 
 /// Resolves `X-API-Key` (or the `apiKey` of a WebSocket `connection_init`) to the viewer

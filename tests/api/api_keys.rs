@@ -479,6 +479,42 @@ async fn plain_keys_work_in_connection_init_and_bad_ones_are_closed(backend: Bac
     bad.expect_close(4403).await;
 }
 
+both_backends!(revoking_a_key_closes_the_connections_it_opened);
+
+/// Revoking a key closes the WebSockets it opened (4403, naming the key), and only
+/// those: the owner's other key and session keep serving.
+async fn revoking_a_key_closes_the_connections_it_opened(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let auth = app.register(&email("wsrevoke")).await;
+    let (secret, key) = create_key(&app, &auth, json!({"label": "gone", "scopes": ["READ"]})).await;
+    let (other, _) = create_key(&app, &auth, json!({"label": "kept", "scopes": ["READ"]})).await;
+    let mut revoked = app.websocket("graphql-transport-ws").await;
+    revoked.init(json!({"apiKey": secret})).await;
+    let mut kept = app.websocket("graphql-transport-ws").await;
+    kept.init(json!({"apiKey": other})).await;
+    let mut session = app.websocket("graphql-transport-ws").await;
+    session
+        .init(json!({"authorization": format!("Bearer {}", auth.access)}))
+        .await;
+
+    let key_id = key["id"].as_str().expect("id");
+    let revoke = format!("mutation {{ revokeApiKey(id: \"{key_id}\") {{ id revokedAt }} }}");
+    let body = app.gql(&revoke, json!({}), Some(&auth.access)).await;
+    assert!(
+        body["data"]["revokeApiKey"]["revokedAt"].is_string(),
+        "{body}"
+    );
+    let reason = revoked.expect_close(4403).await;
+    assert!(reason.contains("API key"), "{reason}");
+    for ws in [&mut kept, &mut session] {
+        ws.send(json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { serverTime }"}}))
+            .await;
+        assert_eq!(ws.next_json().await["type"], "next");
+    }
+}
+
 /// Two replicas sharing PostgreSQL and Redis: a signature used on one is refused by the
 /// other. (Without Redis each replica remembers only what it saw itself.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
