@@ -736,10 +736,13 @@ async fn orders_on_postgres(
                 })
                 .collect();
             let load = run_load_on(&targets, settings, ORDER_CONNECTIONS, None).await?;
+            let lag = pnl_lag(&db.url)
+                .await
+                .unwrap_or_else(|error| format!("P&L lag unavailable: {error:#}"));
             let book = order_statuses(&db.url)
                 .await
                 .unwrap_or_else(|error| format!("order statuses unavailable: {error:#}"));
-            anyhow::Ok((load, book))
+            anyhow::Ok((load, format!("{book}; {lag}")))
         }
         .await;
         app.stop().await?;
@@ -869,6 +872,41 @@ async fn funded_traders(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<St
         tokens.push(joined.context("registration task panicked")??);
     }
     Ok(tokens)
+}
+
+/// How long after the load stopped every trader's P&L state had followed all their
+/// trades (it follows after commit, beside the placing path).
+async fn pnl_lag(database_url: &str) -> anyhow::Result<String> {
+    const LIMIT: Duration = Duration::from_secs(60);
+    let conn = connect_admin(database_url).await?;
+    let started = Instant::now();
+    let result = async {
+        loop {
+            let behind: i64 = conn
+                .query_one_raw(Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    "SELECT COUNT(*) AS n FROM user_sequences s \
+                     LEFT JOIN portfolio_cursors c ON c.user_id = s.user_id \
+                     WHERE s.last_sequence > COALESCE(c.last_sequence, 0)",
+                ))
+                .await?
+                .context("count of users behind returned no row")?
+                .try_get("", "n")?;
+            if behind == 0 {
+                return anyhow::Ok(format!(
+                    "every trader's P&L had followed their trades {} ms after the load stopped",
+                    started.elapsed().as_millis()
+                ));
+            }
+            if started.elapsed() > LIMIT {
+                bail!("{behind} traders' P&L still behind {LIMIT:?} after the load stopped");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    .await;
+    conn.close().await?;
+    result
 }
 
 /// How many orders of the run (warm-up included) ended in each status, and the fills:

@@ -2,10 +2,11 @@
 //! history grows from 1,000 to 10,000 to 100,000 fills, on SQLite and PostgreSQL.
 //!
 //! For each backend and history size, a fresh database gets 20 assets (each with a
-//! market against USD) and one user whose fills are fed through the same hook order
-//! matching calls (`service::portfolio::on_fills`), in batches, so lots, running
-//! totals, realized pieces, candles and hourly holdings are exactly what real trading
-//! leaves behind; the fill rows themselves are stored too. Then, sequentially:
+//! market against USD) and one user whose fills are stored with their order events
+//! and candles, as matching leaves them, and then folded into P&L state the way
+//! committed trades are (`service::portfolio::follow`), so lots, running totals,
+//! realized pieces and hourly holdings are exactly what real trading leaves behind.
+//! Then, sequentially:
 //!
 //! - `service`: `service::portfolio::portfolio(USD, FIFO)` called directly;
 //! - `http`: `POST /graphql` `{ portfolio { totalValue … positions { … } } }` with a
@@ -328,9 +329,10 @@ async fn seed(state: &tradegraph::state::AppState, user: Uuid, count: usize) -> 
             fee_asset,
             liquidity: "TAKER".to_owned(),
             created_at: start + chrono::Duration::minutes(i as i64),
+            cost_rate: Some(entity::Amount(Decimal::ONE)),
         });
     }
-    for chunk in all.chunks(BATCH) {
+    for (n, chunk) in all.chunks(BATCH).enumerate() {
         let chunk = chunk.to_vec();
         state
             .db
@@ -344,12 +346,41 @@ async fn seed(state: &tradegraph::state::AppState, user: Uuid, count: usize) -> 
                     entity::fills::Entity::insert_many(rows)
                         .exec_without_returning(txn)
                         .await?;
-                    portfolio::on_fills(txn, &chunk).await
+                    // Each fill's event in the user's log, as matching records it.
+                    let events =
+                        chunk
+                            .iter()
+                            .enumerate()
+                            .map(|(i, f)| entity::order_events::ActiveModel {
+                                user_id: Set(f.user_id),
+                                sequence: Set((n * BATCH + i + 1) as i64),
+                                kind: Set("FILLED".to_owned()),
+                                order_id: Set(f.order_id),
+                                fill_id: Set(Some(f.id)),
+                                created_at: Set(f.created_at),
+                            });
+                    entity::order_events::Entity::insert_many(events)
+                        .exec_without_returning(txn)
+                        .await?;
+                    for fill in &chunk {
+                        portfolio::on_trade(txn, fill).await?;
+                    }
+                    Ok(())
                 })
             })
             .await
             .map_err(|e| anyhow!("seeding fills: {e}"))?;
     }
+    entity::user_sequences::ActiveModel {
+        user_id: Set(user),
+        last_sequence: Set(count as i64),
+    }
+    .insert(conn)
+    .await?;
+    // P&L state follows the events, as it does after real trades.
+    portfolio::follow::catch_up(state, user)
+        .await
+        .map_err(|e| anyhow!("folding fills into P&L: {e}"))?;
 
     // The balances the fills left, as the ledger would hold them.
     let positions = entity::portfolio_positions::Entity::find()

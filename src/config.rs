@@ -183,6 +183,10 @@ pub struct Config {
     pub demo_bot: bool,
     /// How often the demo bot requotes every market.
     pub demo_bot_interval: std::time::Duration,
+    /// `PNL_FOLLOWER`: whether this replica folds committed trades into P&L state in
+    /// the background. Without it, P&L state still catches up whenever it is read and
+    /// before deposits and withdrawals, and any replica with it sweeps up the rest.
+    pub pnl_follower: bool,
     /// `RATE_LIMIT_PER_MINUTE`: the Standard tier's default; 0 disables every limit.
     pub rate_limit_per_minute: u32,
     /// Fee discounts by 30-day traded volume (in each market's quote asset).
@@ -415,6 +419,7 @@ impl Config {
             .map_err(|e| anyhow!("FEE_TIERS is not valid: {e}"))?,
             security,
             demo_bot: env.parse("DEMO_BOT", "false")?,
+            pnl_follower: env.parse("PNL_FOLLOWER", "true")?,
             demo_bot_interval: std::time::Duration::from_millis(
                 env.parse("DEMO_BOT_INTERVAL_MS", "1000")?,
             ),

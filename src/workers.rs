@@ -1,5 +1,5 @@
 //! Background work that runs beside the server and stops with it: expiry of GTD
-//! orders and the e-mail outbox relay.
+//! orders, the e-mail outbox relay, and P&L state following committed trades.
 //!
 //! Every replica runs the same workers; each unit of work re-checks its row under the
 //! market lock, so replicas racing for the same order do it once.
@@ -28,6 +28,11 @@ pub fn spawn(state: AppState) -> Workers {
         )));
     }
     handles.push(tokio::spawn(expire_orders(state.clone())));
+    if state.config.pnl_follower {
+        handles.push(tokio::spawn(
+            crate::service::portfolio::follow::Follower::run(state.clone()),
+        ));
+    }
     handles.push(tokio::spawn(relay_emails(state)));
     Workers { handles }
 }

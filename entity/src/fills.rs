@@ -20,6 +20,10 @@ pub struct Model {
     /// `MAKER` or `TAKER`.
     pub liquidity: String,
     pub created_at: DateTimeUtc,
+    /// The quote asset's price in the cost currency when the fill happened (1 for a
+    /// market quoted in it; `None` when it had none), so P&L values the fill as it was
+    /// whenever it is folded in.
+    pub cost_rate: Option<Amount>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

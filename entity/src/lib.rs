@@ -47,6 +47,8 @@ pub mod notifications;
 pub mod order_events;
 /// Orders.
 pub mod orders;
+/// How far each user's P&L state has followed their order events.
+pub mod portfolio_cursors;
 /// External flows (deposits, withdrawals) of a user, for returns.
 pub mod portfolio_flows;
 /// A user's holdings per asset at the end of each hour they changed.

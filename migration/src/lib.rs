@@ -18,6 +18,7 @@ mod m20261122_000035_security;
 mod m20261122_000040_content;
 mod m20261122_000050_kyc;
 mod m20261122_000060_open_book;
+mod m20261122_000070_pnl_follow;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000040_content::Migration),
             Box::new(m20261122_000050_kyc::Migration),
             Box::new(m20261122_000060_open_book::Migration),
+            Box::new(m20261122_000070_pnl_follow::Migration),
         ]
     }
 }

@@ -158,6 +158,8 @@ const REDIS_QUEUE: usize = 8192;
 #[derive(Clone)]
 pub struct EventBus {
     local: broadcast::Sender<Arc<Event>>,
+    /// Events this process published (committed here), not those relayed from others.
+    published_here: broadcast::Sender<Arc<Event>>,
     fanout: Arc<fanout::Fanout>,
     /// Counts the times events may have been lost upstream, for subscribers of the
     /// broadcast feed (which cannot be sent a lag through it).
@@ -177,8 +179,10 @@ impl EventBus {
     /// A bus for this process only.
     pub fn in_process() -> Self {
         let (local, _) = broadcast::channel(CHANNEL_CAPACITY);
+        let (published_here, _) = broadcast::channel(CHANNEL_CAPACITY);
         EventBus {
             local,
+            published_here,
             fanout: Arc::new(fanout::Fanout::default()),
             resyncs: Arc::new(watch::channel(0).0),
             redis: None,
@@ -219,6 +223,14 @@ impl EventBus {
     /// diagnostics). A receiver that falls behind loses the oldest.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.local.subscribe()
+    }
+
+    /// The events this process publishes, as it publishes them: for work that follows
+    /// commits and that one replica should do (the one that committed), where
+    /// [`EventBus::subscribe`] would give every replica every event. A receiver that
+    /// falls behind loses the oldest.
+    pub fn published_here(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.published_here.subscribe()
     }
 
     /// Changes whenever events may have been lost before reaching this process, so a
@@ -272,7 +284,10 @@ impl EventBus {
             return;
         }
         for event in &events {
-            self.deliver_locally(Arc::new(event.clone()));
+            let event = Arc::new(event.clone());
+            // No receiver is not an error: nothing follows commits right now.
+            let _ = self.published_here.send(event.clone());
+            self.deliver_locally(event);
         }
         let Some(redis) = &self.redis else { return };
         let envelope = Envelope {

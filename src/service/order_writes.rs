@@ -465,6 +465,7 @@ impl Pending {
             ("fee_asset", ""),
             ("liquidity", ""),
             ("created_at", "timestamptz"),
+            ("cost_rate", "numeric?"),
         ]);
         for f in &self.fills {
             fills.push([
@@ -480,12 +481,13 @@ impl Pending {
                 f.fee_asset.cell(),
                 f.liquidity.cell(),
                 f.created_at.cell(),
+                f.cost_rate.cell(),
             ]);
         }
         bulk.add(|p| {
             format!(
                 "INSERT INTO fills (id, order_id, user_id, trade_id, market, side, price, \
-                 quantity, fee, fee_asset, liquidity, created_at) {}",
+                 quantity, fee, fee_asset, liquidity, created_at, cost_rate) {}",
                 fills.select(p, "r")
             )
         });

@@ -32,6 +32,7 @@ use crate::domain::matching::{
     self, ExpireReason, Maker, SelfTradePrevention, Side, TakerOutcome, TimeInForce,
 };
 use crate::domain::order_rules::{self, MarketRules, OrderRequest, OrderType};
+use crate::domain::pricing::PriceTable;
 use crate::error::ApiError;
 use crate::events::{Collector, Event};
 use crate::state::AppState;
@@ -293,6 +294,9 @@ pub(super) struct LockedMarket {
     pending: Option<Pending>,
     /// The last price as stored, for the price alerts of held trades.
     stored_last_price: Option<Amount>,
+    /// Every market's last price as this transaction has left them, read at the first
+    /// trade of a market quoted in another currency than P&L's cost currency.
+    prices: Option<PriceTable>,
 }
 
 impl LockedMarket {
@@ -306,6 +310,7 @@ impl LockedMarket {
             locked_users: Default::default(),
             audit: Vec::new(),
             pending: None,
+            prices: None,
         })
     }
 
@@ -344,6 +349,29 @@ impl LockedMarket {
         Ok(())
     }
 
+    /// The price of this market's quote asset in P&L's cost currency right after a
+    /// trade at `price`, which the fills of that trade keep: P&L folds them in after
+    /// commit, valued as they were when they happened.
+    async fn cost_rate(
+        &mut self,
+        txn: &DatabaseTransaction,
+        price: Decimal,
+    ) -> Result<Option<Decimal>, ApiError> {
+        let cost_currency = super::portfolio::COST_CURRENCY;
+        if self.row.quote_asset == cost_currency {
+            return Ok(Some(Decimal::ONE));
+        }
+        let prices = match &mut self.prices {
+            Some(prices) => prices,
+            None => self
+                .prices
+                .insert(super::portfolio::price_table(txn).await?),
+        };
+        // This trade is the market's newest price, even before its row says so.
+        prices.insert(&self.row.base_asset, &self.row.quote_asset, price);
+        Ok(prices.price(&self.row.quote_asset, cost_currency))
+    }
+
     /// The next place in the market's queue.
     fn take_sequence(&mut self) -> i64 {
         let sequence = self.row.next_sequence;
@@ -352,8 +380,8 @@ impl LockedMarket {
     }
 
     /// Writes what the transaction held back: the market's next sequence, when orders
-    /// took places, the held writes of placements (with the price alerts and P&L
-    /// state of their trades) and the audit entries. Runs before commit; events of
+    /// took places, the held writes of placements (with the price alerts and price
+    /// candles of their trades) and the audit entries. Runs before commit; events of
     /// price alerts go to `events`.
     pub(super) async fn finish(
         &mut self,
@@ -369,8 +397,7 @@ impl LockedMarket {
                     .await?;
             }
             let mut bulk = Bulk::default();
-            super::portfolio::in_bulk::fold_trades(txn, &self.row, pending.fills(), &mut bulk)
-                .await?;
+            super::portfolio::in_bulk::candles_of(pending.fills(), &mut bulk, &self.row.symbol);
             pending.write(&mut bulk, &self.row.symbol);
             if self.row.next_sequence != self.stored_sequence
                 || self.row.last_price != self.stored_last_price
@@ -1177,6 +1204,7 @@ struct TradeLeg<'a> {
     price: Decimal,
     quantity: Decimal,
     now: DateTime<Utc>,
+    cost_rate: Option<Decimal>,
 }
 
 /// One side's fill of a trade; the fee is in the asset that side receives.
@@ -1204,6 +1232,7 @@ fn fill_of(
         },
         liquidity: liquidity.to_owned(),
         created_at: trade.now,
+        cost_rate: trade.cost_rate.map(Amount),
     }
 }
 
@@ -1407,6 +1436,7 @@ async fn apply_plan(
             price: fill.price,
             quantity: fill.quantity,
             now,
+            cost_rate: locked.cost_rate(txn, fill.price).await?,
         };
         let maker_fill = fill_of(
             &trade,
@@ -1465,16 +1495,13 @@ async fn apply_plan(
             Some(taker_fill.id),
         )
         .await?;
-        // PORTFOLIO HOOK (the only one in matching): P&L state (lots, running totals,
-        // realized pieces) and price candles follow both fills of this trade, in this
-        // transaction: now, or with the held writes (`LockedMarket::finish`). All of
-        // the logic lives in `service::portfolio`.
+        // PORTFOLIO HOOK (the only one in matching): the market's price candle follows
+        // this trade in this transaction, now or with the held writes
+        // (`LockedMarket::finish`). Both traders' P&L state follows their order events
+        // after commit (`service::portfolio::follow`), off the market's path.
         match locked.pending.as_mut() {
             Some(pending) => pending.add_trade(maker_fill, taker_fill.clone()),
-            None => {
-                let both = [maker_fill, taker_fill.clone()];
-                super::portfolio::on_trade(txn, market, &both).await?
-            }
+            None => super::portfolio::on_trade(txn, &taker_fill).await?,
         }
         events.push(Event::Trade {
             market: market.symbol.clone(),

@@ -1,23 +1,26 @@
 //! Portfolio: positions and P&L under four cost-basis methods, performance, fills
 //! history and tax reports.
 //!
-//! P&L state is kept up to date as money moves, in the same transaction as the move:
-//! [`on_fills`] (called once per trade by order matching), [`on_deposit`] (deposit
-//! crediting) and [`asset_left_account`] (withdrawals). Each keeps, per user and asset,
-//! the open lots of FIFO, LIFO and HIFO (each method consumes different lots, so each has
-//! its own set), the AVERAGE_COST pool, and running totals per method (quantity, known
+//! P&L state follows the money. Trades are folded in after they commit, in the order
+//! of each user's order events ([`follow`]), so working out lots and realized P&L
+//! never holds up a market. Deposits ([`on_deposit`]) and withdrawals
+//! ([`asset_left_account`]) fold in the user's trades so far and then themselves, in
+//! their own transaction; reads of P&L state catch their user up first, so nobody sees
+//! a portfolio behind their own trades. Per user and asset the state holds the open
+//! lots of FIFO, LIFO and HIFO (each method consumes different lots, so each has its
+//! own set), the AVERAGE_COST pool, and running totals per method (quantity, known
 //! cost, unknown-cost quantity, realized P&L) in `portfolio_positions`, plus every
-//! realized piece (for tax reports), hourly holdings and hourly price candles (for
-//! performance). Reads never replay history: `portfolio` is four indexed reads whatever
-//! the number of fills.
+//! realized piece (for tax reports) and hourly holdings (for performance). Hourly price
+//! candles are written by matching itself ([`on_trade`]). Reads never replay history:
+//! `portfolio` is four indexed reads whatever the number of fills.
 //!
 //! Costs are kept in one cost currency, [`COST_CURRENCY`]: a trade in ETH-BTC costs the
-//! BTC spent, valued at BTC's last USD price at that moment. A portfolio asked for in
-//! another quote asset converts costs and P&L at the current rate.
+//! BTC spent, valued at BTC's last USD price at that moment (the rate its fills keep).
+//! A portfolio asked for in another quote asset converts costs and P&L at the current
+//! rate.
 //!
-//! Concurrency: every change to a user's asset happens in a transaction that has already
-//! locked that user's ledger account for the asset (order placement pre-locks them on
-//! PostgreSQL; deposits and withdrawals post to them), and SQLite has one writer, so the
+//! Concurrency: whoever changes a user's P&L state holds that user's cursor row
+//! (`portfolio_cursors`, locked on PostgreSQL; SQLite has one writer), so the
 //! read-modify-write of positions and lots below cannot interleave.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,6 +37,7 @@ use uuid::Uuid;
 use super::bulk::{Bulk, Cell, Columns};
 use super::{ledger, markets};
 
+pub mod follow;
 pub(super) mod in_bulk;
 use crate::domain::cost_basis::{self, Lot, Method, Pool, Realized};
 use crate::domain::pricing::{self, PriceTable};
@@ -73,7 +77,8 @@ enum Movement {
     },
 }
 
-async fn price_table<C: ConnectionTrait>(conn: &C) -> Result<PriceTable, ApiError> {
+/// Every market's last price.
+pub(super) async fn price_table<C: ConnectionTrait>(conn: &C) -> Result<PriceTable, ApiError> {
     let markets = market_rows::Entity::find().all(conn).await?;
     Ok(table_of(&markets))
 }
@@ -92,82 +97,17 @@ fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(chrono::Duration::hours(1)).unwrap_or(at)
 }
 
-/// Updates P&L state and price candles for fills just written (the two fills of one
-/// trade, or any batch). Called by order matching inside its transaction.
-pub async fn on_fills(txn: &DatabaseTransaction, batch: &[fills::Model]) -> Result<(), ApiError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let all_markets = market_rows::Entity::find().all(txn).await?;
-    let table = table_of(&all_markets);
-    apply_fills(txn, &all_markets, table, batch).await
-}
-
-/// [`on_fills`] for the fills of one trade in `market` (the row the caller has locked).
-/// A market quoted in the cost currency values its trades without any other market's
-/// price, so the read of every market is skipped.
-pub async fn on_trade(
-    txn: &DatabaseTransaction,
-    market: &market_rows::Model,
-    fills: &[fills::Model],
-) -> Result<(), ApiError> {
-    if market.quote_asset != COST_CURRENCY || fills.iter().any(|f| f.market != market.symbol) {
-        return on_fills(txn, fills).await;
-    }
-    apply_fills(
+/// Folds a trade (one of its fills) into its market's hourly candle. Called by order
+/// matching inside its transaction, under the market's lock.
+pub async fn on_trade(txn: &DatabaseTransaction, fill: &fills::Model) -> Result<(), ApiError> {
+    record_candle(
         txn,
-        std::slice::from_ref(market),
-        PriceTable::default(),
-        fills,
+        &fill.market,
+        fill.price.0,
+        fill.quantity.0,
+        fill.created_at,
     )
     .await
-}
-
-/// Folds `batch` into P&L state and candles, valuing through `table` (last prices,
-/// before these fills) the markets in `markets`, which hold every fill's market.
-async fn apply_fills(
-    txn: &DatabaseTransaction,
-    markets: &[market_rows::Model],
-    mut table: PriceTable,
-    batch: &[fills::Model],
-) -> Result<(), ApiError> {
-    let by_symbol: HashMap<&str, &market_rows::Model> =
-        markets.iter().map(|m| (m.symbol.as_str(), m)).collect();
-    let mut trades = BTreeSet::new();
-    for fill in batch {
-        let market = market_of(&by_symbol, fill)?;
-        // This trade is the market's newest price, even before the market row says so.
-        table.insert(&market.base_asset, &market.quote_asset, fill.price.0);
-        if trades.insert(fill.trade_id) {
-            record_candle(
-                txn,
-                &fill.market,
-                fill.price.0,
-                fill.quantity.0,
-                fill.created_at,
-            )
-            .await?;
-        }
-    }
-    for fill in batch {
-        let Some(market) = by_symbol.get(fill.market.as_str()) else {
-            continue;
-        };
-        for step in movements_of(fill, market, &table) {
-            apply(txn, step.user, &step.asset, step.movement, step.at).await?;
-        }
-    }
-    Ok(())
-}
-
-/// The market of `fill`, among those the caller read.
-fn market_of<'a>(
-    by_symbol: &HashMap<&str, &'a market_rows::Model>,
-    fill: &fills::Model,
-) -> Result<&'a market_rows::Model, ApiError> {
-    by_symbol.get(fill.market.as_str()).copied().ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!("fill of unknown market {}", fill.market))
-    })
 }
 
 /// One movement of one user's holding of one asset.
@@ -178,11 +118,10 @@ struct Step {
     at: DateTime<Utc>,
 }
 
-/// What a fill moves in its user's holdings, in order, valued in the cost currency
-/// through `table`.
-fn movements_of(fill: &fills::Model, market: &market_rows::Model, table: &PriceTable) -> Vec<Step> {
-    let (base, quote) = (market.base_asset.as_str(), market.quote_asset.as_str());
-    let quote_rate = table.price(quote, COST_CURRENCY);
+/// What a fill of market `base`-`quote` moves in its user's holdings, in order,
+/// valued in the cost currency at the rate the fill kept.
+fn movements_of(fill: &fills::Model, (base, quote): (&str, &str)) -> Vec<Step> {
+    let quote_rate = fill.cost_rate.map(|r| r.0);
     let notional = fill.price.0 * fill.quantity.0;
     let fee = fill.fee.0;
     let fee_in = |asset: &str| {
@@ -262,6 +201,9 @@ pub async fn on_deposit(
     quantity: Decimal,
     at: DateTime<Utc>,
 ) -> Result<(), ApiError> {
+    // The user's trades so far come first (their accounts are locked by now, so none
+    // of this asset can commit meanwhile).
+    follow::catch_up_in(txn, user_id).await?;
     let table = price_table(txn).await?;
     let cost = table.price(asset, COST_CURRENCY).map(|p| p * quantity);
     record_flow(txn, user_id, asset, quantity, at).await?;
@@ -287,6 +229,7 @@ pub async fn asset_left_account(
     fee: Decimal,
     at: DateTime<Utc>,
 ) -> Result<(), ApiError> {
+    follow::catch_up_in(txn, user_id).await?;
     let table = price_table(txn).await?;
     let proceeds = table.price(asset, COST_CURRENCY).map(|p| p * quantity);
     record_flow(txn, user_id, asset, -quantity, at).await?;
@@ -1123,6 +1066,7 @@ pub async fn portfolio(
     quote: &str,
     method: Method,
 ) -> Result<PortfolioView, ApiError> {
+    follow::catch_up(state, user_id).await?;
     let conn = state.db.conn();
     // All assets in one read: the quote asset's precision and every position's asset.
     let assets: HashMap<String, entity::assets::Model> = markets::list_assets(conn)
@@ -1285,6 +1229,7 @@ pub async fn performance(
     to: Option<DateTime<Utc>>,
     interval: Interval,
 ) -> Result<PerformanceView, ApiError> {
+    follow::catch_up(state, user_id).await?;
     let conn = state.db.conn();
     let quote = quote_asset(conn, quote).await?;
     let to = to.unwrap_or_else(Utc::now);
@@ -1473,6 +1418,7 @@ pub async fn tax_report(
     method: Method,
     quote: &str,
 ) -> Result<TaxReportView, ApiError> {
+    follow::catch_up(state, user_id).await?;
     let conn = state.db.conn();
     let quote = quote_asset(conn, quote).await?;
     let (Some(start), Some(end)) = (

@@ -547,6 +547,56 @@ async fn random_concurrent_trading_keeps_every_invariant(backend: Backend) {
         assert_ne!(a["side"], b["side"], "seed {seed}");
         assert_ne!(a["liquidity"], b["liquidity"], "seed {seed}");
     }
+    pnl_counts_every_fill_once(&desk, &traders, seed).await;
+}
+
+/// Both servers folded fills into P&L state after commit, each skipping users the
+/// other held, and the replica stopped with some perhaps not yet folded: once a read
+/// has caught each trader up, every method's quantity of each asset is exactly what
+/// the ledger holds (a fill folded twice, or never, would show).
+async fn pnl_counts_every_fill_once(desk: &Desk, traders: &[Auth], seed: u64) {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    for trader in traders {
+        let body = desk
+            .app
+            .gql(
+                "{ portfolio { totalValue } }",
+                json!({}),
+                Some(&trader.access),
+            )
+            .await;
+        assert!(body["errors"].is_null(), "{body}");
+    }
+    let db = sea_orm::Database::connect(desk.app.database_url.clone())
+        .await
+        .expect("database");
+    for trader in traders {
+        let user: uuid::Uuid = trader.user_id.parse().expect("user id");
+        let mut held: HashMap<String, Decimal> = HashMap::new();
+        for account in entity::ledger_accounts::Entity::find()
+            .filter(entity::ledger_accounts::Column::OwnerId.eq(user))
+            .all(&db)
+            .await
+            .expect("accounts")
+        {
+            *held.entry(account.asset).or_default() += account.balance.0;
+        }
+        let positions = entity::portfolio_positions::Entity::find()
+            .filter(entity::portfolio_positions::Column::UserId.eq(user))
+            .all(&db)
+            .await
+            .expect("positions");
+        assert_eq!(positions.len(), 4 * 2, "seed {seed}: {positions:?}");
+        for position in positions {
+            assert_eq!(
+                position.quantity.0,
+                held.get(&position.asset).copied().unwrap_or_default(),
+                "seed {seed}: {} {} P&L quantity against the ledger",
+                position.method,
+                position.asset
+            );
+        }
+    }
 }
 
 both_backends!(

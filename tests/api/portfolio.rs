@@ -15,6 +15,9 @@ both_backends!(
     nested_history_queries_do_not_grow_with_page_size,
     portfolio_value_is_pushed_when_prices_move,
     random_concurrent_trading_keeps_pnl_state_consistent,
+    trades_are_folded_in_after_commit_without_a_read,
+    a_deposit_folds_in_earlier_trades_before_itself,
+    another_replica_sweeps_up_trades_left_behind,
 );
 
 /// PostgreSQL holds a placement's P&L changes and works them out for all of its trades
@@ -111,8 +114,50 @@ struct Desk {
 
 impl Desk {
     async fn new(backend: Backend) -> Option<Desk> {
-        let (app, admin) = TestApp::spawn_with_admin(backend).await?;
+        Self::with(backend, &[]).await
+    }
+
+    async fn with(backend: Backend, extra: &[(&str, &str)]) -> Option<Desk> {
+        let (app, admin) = TestApp::spawn_with_admin_and(backend, extra).await?;
         Some(Desk { app, admin })
+    }
+
+    /// How far `who`'s P&L state has followed their order events, and the last event,
+    /// read from the database itself (not through a read that would catch them up).
+    async fn followed(&self, who: &Auth) -> (i64, i64) {
+        use sea_orm::EntityTrait;
+        let db = sea_orm::Database::connect(self.app.database_url.clone())
+            .await
+            .expect("database");
+        let user: uuid::Uuid = who.user_id.parse().expect("user id");
+        let cursor = entity::portfolio_cursors::Entity::find_by_id(user)
+            .one(&db)
+            .await
+            .expect("cursor")
+            .map_or(0, |c| c.last_sequence);
+        let last = entity::user_sequences::Entity::find_by_id(user)
+            .one(&db)
+            .await
+            .expect("sequence")
+            .map_or(0, |s| s.last_sequence);
+        db.close().await.expect("closed");
+        (cursor, last)
+    }
+
+    /// Waits (up to `secs`) until `who`'s P&L state has followed all their events.
+    async fn wait_followed(&self, who: &Auth, secs: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let (cursor, last) = self.followed(who).await;
+            if cursor == last {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "P&L still at event {cursor} of {last} after {secs} s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     async fn user(&self) -> Auth {
@@ -299,6 +344,102 @@ async fn portfolio_pnl_is_exact_under_every_method(backend: Backend) {
 /// ETH is priced through ETH-BTC × BTC-USD; SOL has no market with a price and is
 /// marked unpriced, not valued at zero; a deposit made once BTC has a price costs its
 /// value at that moment; a trade in ETH-BTC costs the BTC spent, in USD.
+/// The replica that placed a trade folds both traders' fills into P&L state right
+/// after commit, with nobody reading their portfolio.
+async fn trades_are_folded_in_after_commit_without_a_read(backend: Backend) {
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let (s, b) = (desk.user().await, desk.user().await);
+    desk.deposit(&s, "BTC", "1").await;
+    desk.deposit(&b, "USD", "100000").await;
+    desk.trade(&s, &b, "BTC-USD", "SELL", "0.5", "20000").await;
+    for who in [&s, &b] {
+        desk.wait_followed(who, 10).await;
+        let (cursor, _) = desk.followed(who).await;
+        assert!(
+            cursor >= 2,
+            "an order event and a fill event at least: {cursor}"
+        );
+    }
+    let b_portfolio = desk.portfolio(&b, "USD", "FIFO").await;
+    assert_eq!(dv(&position(&b_portfolio, "BTC")["costBasis"]), d("10000"));
+}
+
+/// A deposit is folded in after the trades before it: here a sale that emptied the
+/// holding, then a deposit at a higher price. With no follower on this server the
+/// sale is still pending when the deposit arrives, so only the deposit's own
+/// catching up puts it first; the other way round, LIFO would sell the later lot.
+async fn a_deposit_folds_in_earlier_trades_before_itself(backend: Backend) {
+    let Some(desk) = Desk::with(backend, &[("PNL_FOLLOWER", "false")]).await else {
+        return;
+    };
+    let (x, y, a, s) = (
+        desk.user().await,
+        desk.user().await,
+        desk.user().await,
+        desk.user().await,
+    );
+    desk.deposit(&x, "BTC", "1").await;
+    desk.deposit(&y, "USD", "100000").await;
+    desk.deposit(&s, "USD", "100000").await;
+    desk.trade(&x, &y, "BTC-USD", "SELL", "0.01", "20000").await;
+    desk.deposit(&a, "BTC", "1").await; // at 20000
+    desk.trade(&a, &s, "BTC-USD", "SELL", "1", "20000").await;
+    desk.trade(&x, &y, "BTC-USD", "SELL", "0.01", "30000").await;
+    let (cursor, last) = desk.followed(&a).await;
+    assert!(
+        cursor < last,
+        "the sale is not folded in yet: {cursor} of {last}"
+    );
+    desk.deposit(&a, "BTC", "1").await; // at 30000
+    let (cursor, last) = desk.followed(&a).await;
+    assert_eq!(cursor, last, "the deposit folded in the sale first");
+    let lifo = desk.portfolio(&a, "USD", "LIFO").await;
+    let btc = position(&lifo, "BTC");
+    assert_eq!(dv(&btc["quantity"]), d("1"), "{lifo}");
+    assert_eq!(dv(&btc["costBasis"]), d("30000"), "{lifo}");
+    // The sale realized its fee only (bought and sold at 20000), not 10000 less.
+    let realized = dv(&btc["realizedPnl"]);
+    assert!(realized <= Decimal::ZERO && realized > d("-100"), "{lifo}");
+}
+
+/// A replica that stopped between commit and fold leaves its traders behind; any
+/// other replica's sweep folds them in. Here the server that takes the orders folds
+/// nothing itself, and a second one on the same database never hears of the trades.
+async fn another_replica_sweeps_up_trades_left_behind(backend: Backend) {
+    let Some(desk) = Desk::with(backend, &[("PNL_FOLLOWER", "false")]).await else {
+        return;
+    };
+    let (s, b) = (desk.user().await, desk.user().await);
+    desk.deposit(&s, "BTC", "1").await;
+    desk.deposit(&b, "USD", "100000").await;
+    desk.trade(&s, &b, "BTC-USD", "SELL", "0.5", "20000").await;
+    let (cursor, last) = desk.followed(&b).await;
+    assert!(
+        cursor < last,
+        "nothing folds on the first server: {cursor} of {last}"
+    );
+    let sweeper = TestApp::spawn_with(
+        backend,
+        &[
+            ("DATABASE_URL", desk.app.database_url.as_str()),
+            (
+                "REDIS_EVENTS_CHANNEL",
+                "tradegraph:test:sweeper-hears-nothing",
+            ),
+        ],
+    )
+    .await
+    .expect("second server");
+    for who in [&s, &b] {
+        desk.wait_followed(who, 15).await;
+    }
+    drop(sweeper);
+    let b_portfolio = desk.portfolio(&b, "USD", "FIFO").await;
+    assert_eq!(dv(&position(&b_portfolio, "BTC")["costBasis"]), d("10000"));
+}
+
 async fn cross_rates_unpriced_assets_and_deposit_costs(backend: Backend) {
     let Some(desk) = Desk::new(backend).await else {
         return;
@@ -381,6 +522,15 @@ async fn maker_with_filled_orders(desk: &Desk, n: usize) -> Auth {
         .gql(PLACE, json!({"i": input}), Some(&taker.access))
         .await;
     assert_eq!(body["data"]["placeOrder"]["status"], "FILLED", "{body}");
+    // Both traders' P&L state catches up with these trades now (a read does that), so
+    // callers that count statements do not count the follower's work in the background.
+    for who in [&maker, &taker] {
+        let body = desk
+            .app
+            .gql("{ portfolio { totalValue } }", json!({}), Some(&who.access))
+            .await;
+        assert!(body["errors"].is_null(), "{body}");
+    }
     maker
 }
 
@@ -543,16 +693,28 @@ async fn nested_history_queries_do_not_grow_with_page_size(backend: Backend) {
         at_100 < 3 * at_10,
         "statements at N=10: {at_10}, at N=100: {at_100}"
     );
-    // Positions' assets are batched too.
+    // Positions' assets are batched too. The first read may fold the maker's last
+    // trades into P&L state; the second has nothing left to fold.
     let portfolio = "{ portfolio { positions { asset { symbol name precision } } } }";
-    let before = sql_statements(&desk.app).await;
-    let body = desk
+    let first = desk
         .app
         .gql(portfolio, json!({}), Some(&maker.access))
         .await;
-    let after = sql_statements(&desk.app).await;
-    assert!(body["errors"].is_null(), "{body}");
-    assert!(after - before <= 10, "{} statements", after - before);
+    assert!(first["errors"].is_null(), "{first}");
+    // The least of three runs, as above: the P&L follower may still be looking at the
+    // maker's last events in the background.
+    let mut least = u64::MAX;
+    for _ in 0..3 {
+        let before = sql_statements(&desk.app).await;
+        let body = desk
+            .app
+            .gql(portfolio, json!({}), Some(&maker.access))
+            .await;
+        let after = sql_statements(&desk.app).await;
+        assert!(body["errors"].is_null(), "{body}");
+        least = least.min(after - before);
+    }
+    assert!(least <= 10, "{least} statements");
 }
 
 /// The subscriber gets its value at once, then again when a trade moves a price of

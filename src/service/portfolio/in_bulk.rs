@@ -1,11 +1,12 @@
-//! P&L state for all the trades of one placing transaction at once (PostgreSQL).
+//! P&L state for many movements at once (PostgreSQL), and the price candles of a
+//! placing transaction's trades.
 //!
-//! Trade by trade, each of a fill's movements reads its (user, asset)'s positions and
-//! lots and writes them back: ten round trips a trade while the market is held. Here
-//! the positions of every (user, asset) the trades move are read (and locked) in one
-//! statement, the first lots of every disposal in one more, the movements are worked
-//! out in order in memory, and the changes go into the caller's bulk write. The result
-//! is the same as trade by trade: the same `work_out`, on the same state.
+//! Movement by movement, each reads its (user, asset)'s positions and lots and writes
+//! them back: several round trips each. Here the positions of every (user, asset) the
+//! movements touch are read (and locked) in one statement, the first lots of every
+//! disposal in one more, the movements are worked out in order in memory, and the
+//! changes go into the caller's bulk write. The result is the same as one by one: the
+//! same `work_out`, on the same state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -15,61 +16,46 @@ use sea_orm::{DatabaseBackend, DatabaseTransaction, EntityTrait, Statement};
 use uuid::Uuid;
 
 use super::{
-    add_changes, hour_of, lot_order, lot_page_of, market_of, movements_of, read_lot_pages,
-    table_of, work_out, LotPage, Movement, PairChanges, Step, Writes, COST_CURRENCY,
+    add_changes, hour_of, lot_order, lot_page_of, read_lot_pages, work_out, LotPage, Movement,
+    PairChanges, Step, Writes, COST_CURRENCY,
 };
 use crate::domain::cost_basis::{self, Lot, Method};
-use crate::domain::pricing::PriceTable;
 use crate::error::ApiError;
 use crate::service::bulk::{Bulk, Cell, Columns, Params};
-use entity::{
-    fills, markets as market_rows, portfolio_lots, portfolio_positions, price_candles, Amount,
-};
+use entity::{fills, portfolio_lots, portfolio_positions, price_candles, Amount};
 
-/// Folds `fills` (the trades of `market`, in order, two fills each) into P&L state and
-/// candles, adding every write to `bulk`.
-pub(in crate::service) async fn fold_trades(
-    txn: &DatabaseTransaction,
-    market: &market_rows::Model,
-    fills: &[fills::Model],
-    bulk: &mut Bulk,
-) -> Result<(), ApiError> {
+/// Adds the hourly candles of `fills` (the trades of `market`, in order, two fills
+/// each) to `bulk`.
+pub(in crate::service) fn candles_of(fills: &[fills::Model], bulk: &mut Bulk, market: &str) {
     if fills.is_empty() {
-        return Ok(());
+        return;
     }
-    // A market quoted in the cost currency values its trades without other markets.
-    let (markets, mut table) =
-        if market.quote_asset == COST_CURRENCY && fills.iter().all(|f| f.market == market.symbol) {
-            (vec![market.clone()], PriceTable::default())
-        } else {
-            let all = market_rows::Entity::find().all(txn).await?;
-            let table = table_of(&all);
-            (all, table)
-        };
-    let by_symbol: HashMap<&str, &market_rows::Model> =
-        markets.iter().map(|m| (m.symbol.as_str(), m)).collect();
-    let mut steps = Vec::new();
     let mut candles = Candles::default();
     for trade in fills.chunk_by(|a, b| a.trade_id == b.trade_id) {
-        for fill in trade {
-            let market = market_of(&by_symbol, fill)?;
-            table.insert(&market.base_asset, &market.quote_asset, fill.price.0);
-        }
         candles.add(&trade[0]);
-        for fill in trade {
-            if let Some(market) = by_symbol.get(fill.market.as_str()) {
-                steps.extend(movements_of(fill, market, &table));
-            }
-        }
     }
+    candles.write(bulk, market);
+}
+
+/// Folds `steps` (in the order they happened for each user and asset) into P&L
+/// state, adding every write to `bulk`. The caller holds the users' P&L cursors, so
+/// nobody else changes these rows meanwhile.
+pub(super) async fn fold_steps(
+    txn: &DatabaseTransaction,
+    mut steps: Vec<Step>,
+    bulk: &mut Bulk,
+) -> Result<(), ApiError> {
     steps.retain(|step| quantity_of(&step.movement) > Decimal::ZERO);
+    if steps.is_empty() {
+        return Ok(());
+    }
     let pairs: BTreeSet<(Uuid, String)> = steps.iter().map(|s| (s.user, s.asset.clone())).collect();
     let disposing: BTreeSet<(Uuid, String)> = steps
         .iter()
         .filter(|s| matches!(s.movement, Movement::Dispose { .. }) && s.asset != COST_CURRENCY)
         .map(|s| (s.user, s.asset.clone()))
         .collect();
-    let at = steps.last().map(|s| s.at).unwrap_or_else(Utc::now);
+    let at = steps.iter().map(|s| s.at).max().unwrap_or_else(Utc::now);
     let mut state = read_positions(txn, &pairs, at).await?;
     for (pair, pages) in read_first_lot_pages(txn, &disposing).await? {
         if let Some(held) = state.get_mut(&pair) {
@@ -83,7 +69,6 @@ pub(in crate::service) async fn fold_trades(
         };
         held.apply(txn, step).await?;
     }
-    candles.write(bulk, &market.symbol);
     let changes: Vec<PairChanges> = state.into_values().map(Held::into_changes).collect();
     add_changes(bulk, &changes, at);
     Ok(())
