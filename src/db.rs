@@ -155,7 +155,15 @@ impl Db {
         };
         let txn = self.begin_write().await?;
         let value = work(&txn).await?;
-        txn.commit().await?;
+        txn.commit().await.map_err(|error| {
+            if lost_connection(&error) {
+                // The commit may have reached the database before the connection went:
+                // running the work again could do it twice.
+                ApiError::Internal(anyhow::Error::new(error).context(OutcomeUnknown))
+            } else {
+                ApiError::from(error)
+            }
+        })?;
         Ok(value)
     }
 
@@ -214,20 +222,52 @@ impl Db {
     }
 }
 
+/// Marks a commit whose connection was lost: whether it took effect is unknown.
+#[derive(Debug)]
+struct OutcomeUnknown;
+
+impl std::fmt::Display for OutcomeUnknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the connection was lost during commit; its outcome is unknown")
+    }
+}
+
+/// Whether `error` says the connection to the database went away (a restarted or
+/// failed-over server, a dropped socket): pooled connections are only checked after
+/// being idle, so the first use of each after a restart meets this.
+fn lost_connection(error: &DbErr) -> bool {
+    let text = error.to_string().to_lowercase();
+    [
+        "error communicating with database",
+        "terminating connection",
+        "connection reset",
+        "broken pipe",
+        "unexpected end of file",
+        "connection closed",
+    ]
+    .iter()
+    .any(|sign| text.contains(sign))
+}
+
 /// Whether a failed transaction may succeed when simply run again.
 fn is_retryable(error: &anyhow::Error) -> bool {
+    if error.downcast_ref::<OutcomeUnknown>().is_some() {
+        return false;
+    }
     let Some(db) = error.downcast_ref::<DbErr>() else {
         return false;
     };
     let text = db.to_string();
     // PostgreSQL: serialization_failure (40001) and deadlock_detected (40P01).
     // SQLite: SQLITE_BUSY / SQLITE_LOCKED after the busy timeout.
+    // A connection lost before commit: the database rolled the transaction back.
     text.contains("40001")
         || text.contains("40P01")
         || text.contains("could not serialize access")
         || text.contains("deadlock detected")
         || text.contains("database is locked")
         || text.contains("database table is locked")
+        || lost_connection(db)
 }
 
 #[cfg(test)]
@@ -245,5 +285,28 @@ mod tests {
         let other = anyhow::Error::new(DbErr::Custom("duplicate key value".into()));
         assert!(!is_retryable(&other));
         assert!(!is_retryable(&anyhow::anyhow!("database is locked")));
+    }
+
+    /// A connection lost while the work ran is retried (the database rolled it back);
+    /// one lost during commit is not, since the commit may have happened.
+    #[test]
+    fn lost_connections_are_retried_only_before_commit() {
+        let lost = || {
+            DbErr::Custom(
+                "error returned from database: terminating connection due to administrator \
+                 command"
+                    .into(),
+            )
+        };
+        assert!(is_retryable(&anyhow::Error::new(lost())));
+        let io =
+            DbErr::Custom("error communicating with database: Broken pipe (os error 32)".into());
+        assert!(is_retryable(&anyhow::Error::new(io)));
+        let at_commit = anyhow::Error::new(lost()).context(OutcomeUnknown);
+        assert!(!is_retryable(&at_commit));
+        // Losing the pool (no connection within the acquire timeout) is not retried:
+        // the caller has already waited that long.
+        let timeout = DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout);
+        assert!(!is_retryable(&anyhow::Error::new(timeout)));
     }
 }
