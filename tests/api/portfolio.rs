@@ -122,6 +122,16 @@ impl Desk {
         Some(Desk { app, admin })
     }
 
+    /// A seller and a buyer, funded, and 0.5 BTC sold at 20,000 (the buyer's cost
+    /// basis is then exactly 10,000). Returns (seller, buyer).
+    async fn half_a_bitcoin_changes_hands(&self) -> (Auth, Auth) {
+        let (s, b) = (self.user().await, self.user().await);
+        self.deposit(&s, "BTC", "1").await;
+        self.deposit(&b, "USD", "100000").await;
+        self.trade(&s, &b, "BTC-USD", "SELL", "0.5", "20000").await;
+        (s, b)
+    }
+
     /// How far `who`'s P&L state has followed their order events, and the last event,
     /// read from the database itself (not through a read that would catch them up).
     async fn followed(&self, who: &Auth) -> (i64, i64) {
@@ -350,10 +360,7 @@ async fn trades_are_folded_in_after_commit_without_a_read(backend: Backend) {
     let Some(desk) = Desk::new(backend).await else {
         return;
     };
-    let (s, b) = (desk.user().await, desk.user().await);
-    desk.deposit(&s, "BTC", "1").await;
-    desk.deposit(&b, "USD", "100000").await;
-    desk.trade(&s, &b, "BTC-USD", "SELL", "0.5", "20000").await;
+    let (s, b) = desk.half_a_bitcoin_changes_hands().await;
     for who in [&s, &b] {
         desk.wait_followed(who, 10).await;
         let (cursor, _) = desk.followed(who).await;
@@ -411,10 +418,7 @@ async fn another_replica_sweeps_up_trades_left_behind(backend: Backend) {
     let Some(desk) = Desk::with(backend, &[("PNL_FOLLOWER", "false")]).await else {
         return;
     };
-    let (s, b) = (desk.user().await, desk.user().await);
-    desk.deposit(&s, "BTC", "1").await;
-    desk.deposit(&b, "USD", "100000").await;
-    desk.trade(&s, &b, "BTC-USD", "SELL", "0.5", "20000").await;
+    let (s, b) = desk.half_a_bitcoin_changes_hands().await;
     let (cursor, last) = desk.followed(&b).await;
     assert!(
         cursor < last,
