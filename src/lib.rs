@@ -4,6 +4,13 @@
 //! `http` → `graphql` → `service` → `domain`, with `db`, `auth` and the `entity` and
 //! `migration` crates underneath. See the README's architecture section for the map.
 
+/// Serving a request allocates and frees many small buffers on several threads (JSON,
+/// GraphQL documents, rows, statements); the system allocator spent a fifth of the
+/// server's time on that under load (`BENCHMARKS.md`). Declared here, it is the
+/// allocator of every binary built on this crate: the server, its tests and benchmarks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Credentials: password hashing, access tokens (JWT), refresh tokens, the viewer.
 pub mod auth;
 /// Environment configuration, typed and validated at start.

@@ -138,6 +138,11 @@ impl Collector {
         }
     }
 
+    /// Changes the events collected so far, in place.
+    pub fn edit(&self, edit: impl FnOnce(&mut [Event])) {
+        edit(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     pub fn take(&self) -> Vec<Event> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }

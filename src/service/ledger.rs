@@ -279,6 +279,17 @@ pub async fn lock_and_read_accounts<C: ConnectionTrait>(
     conn: &C,
     accounts: &std::collections::BTreeSet<AccountRef>,
 ) -> Result<Vec<ledger_accounts::Model>, ApiError> {
+    read_accounts(conn, accounts, true).await
+}
+
+/// Reads many accounts at once (PostgreSQL), creating those used for the first time;
+/// with `lock`, as [`lock_and_read_accounts`]. Without it the rows are as last
+/// committed and stay free for others to change, except the ones created here.
+pub async fn read_accounts<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &std::collections::BTreeSet<AccountRef>,
+    lock: bool,
+) -> Result<Vec<ledger_accounts::Model>, ApiError> {
     if accounts.is_empty() {
         return Ok(Vec::new());
     }
@@ -296,7 +307,8 @@ pub async fn lock_and_read_accounts<C: ConnectionTrait>(
     let keys = keys.select(&mut p, "k");
     let sql = format!(
         "SELECT * FROM ledger_accounts WHERE (owner_id, asset, kind) IN ({keys}) \
-         ORDER BY owner_id, asset, kind FOR UPDATE"
+         ORDER BY owner_id, asset, kind{}",
+        if lock { " FOR UPDATE" } else { "" }
     );
     let found = ledger_accounts::Entity::find()
         .from_raw_sql(Statement::from_sql_and_values(

@@ -32,6 +32,7 @@ use sea_orm::DatabaseBackend;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::order_writes::{overtaken, Locking, Renumbering};
 use super::orders::{self, NewOrder, Placed, Prepared};
 use crate::db::Db;
 use crate::error::ApiError;
@@ -220,14 +221,23 @@ async fn place_batch(state: &AppState, batch: Vec<Job>) {
     while let Some(mut batch) = work.pop_front() {
         if batch.len() == 1 {
             let job = batch.remove(0);
-            let outcome = place_alone(state, &job).await;
+            let mut outcome = place_alone(state, &job, Locking::AtWrite).await;
+            if outcome.as_ref().is_err_and(overtaken) {
+                count_overtaken(state);
+                outcome = place_alone(state, &job, Locking::UpFront).await;
+            }
             let _ = job.reply.send(outcome);
             continue;
         }
         if batch.is_empty() {
             continue;
         }
-        match place_together(state, &batch).await {
+        let mut outcome = place_together(state, &batch, Locking::AtWrite).await;
+        if matches!(&outcome, Err((_, error)) if overtaken(error)) {
+            count_overtaken(state);
+            outcome = place_together(state, &batch, Locking::UpFront).await;
+        }
+        match outcome {
             Ok(placed) => {
                 state
                     .metrics
@@ -266,6 +276,27 @@ async fn place_batch(state: &AppState, batch: Vec<Job>) {
     }
 }
 
+/// Counts a transaction that had to run again with its locks up front.
+fn count_overtaken(state: &AppState) {
+    state
+        .metrics
+        .order_batches
+        .with_label_values(&["overtaken"])
+        .inc();
+}
+
+/// Counts a transaction that carried over what others committed for its traders
+/// between its read of their rows and its lock (see `Locking::AtWrite`).
+fn count_carried_over(state: &AppState, renumbering: &Renumbering) {
+    if renumbering.moved() {
+        state
+            .metrics
+            .order_batches
+            .with_label_values(&["carried_over"])
+            .inc();
+    }
+}
+
 type Outcome = (Placed, Vec<Event>);
 
 /// Places every order of `batch` in one transaction; on failure, which order failed
@@ -273,6 +304,7 @@ type Outcome = (Placed, Vec<Event>);
 async fn place_together(
     state: &AppState,
     batch: &[Job],
+    locking: Locking,
 ) -> Result<Vec<Outcome>, (Option<usize>, ApiError)> {
     let specs: Vec<(Uuid, NewOrder, Prepared)> = batch
         .iter()
@@ -287,7 +319,7 @@ async fn place_together(
             let (specs, failed_at) = (specs.clone(), failed_at.clone());
             Box::pin(async move {
                 failed_at.store(usize::MAX, Ordering::Relaxed);
-                let mut market = orders::prelock_batch(txn, &specs).await?;
+                let mut market = orders::prelock_batch(txn, &specs, locking).await?;
                 let mut placed = Vec::with_capacity(specs.len());
                 for (at, (user_id, input, prepared)) in specs.iter().enumerate() {
                     let events = Collector::default();
@@ -303,36 +335,46 @@ async fn place_together(
                 }
                 // Price alerts fired at the end belong with the last order's events.
                 let last = Collector::default();
-                market.finish(txn, &last).await?;
+                let renumbering = market.finish(txn, &last).await?;
+                for (_, events) in &mut placed {
+                    renumbering.apply(events);
+                }
                 if let Some((_, events)) = placed.last_mut() {
                     events.extend(last.take());
                 }
-                Ok(placed)
+                Ok((placed, renumbering))
             })
         })
         .await;
-    placed.map_err(|error| {
-        let at = failed_at.load(Ordering::Relaxed);
-        ((at != usize::MAX).then_some(at), error)
-    })
+    placed
+        .map(|(placed, renumbering)| {
+            count_carried_over(state, &renumbering);
+            placed
+        })
+        .map_err(|error| {
+            let at = failed_at.load(Ordering::Relaxed);
+            ((at != usize::MAX).then_some(at), error)
+        })
 }
 
 /// Places one order in a transaction of its own.
-async fn place_alone(state: &AppState, job: &Job) -> Result<Placed, ApiError> {
+async fn place_alone(state: &AppState, job: &Job, locking: Locking) -> Result<Placed, ApiError> {
     let (user_id, input, prepared) = (job.user_id, &job.input, &job.prepared);
-    let (placed, events): (Placed, Vec<Event>) = state
+    let (placed, renumbering, events): (Placed, Renumbering, Vec<Event>) = state
         .order_batches
         .db()
         .write(|txn| {
             let (input, prepared) = (input.clone(), prepared.clone());
             Box::pin(async move {
                 let events = Collector::default();
-                let placed =
-                    orders::execute_alone(txn, &events, user_id, &input, &prepared).await?;
-                Ok((placed, events.take()))
+                let order = (user_id, &input, &prepared);
+                let (placed, renumbering) =
+                    orders::execute_alone(txn, &events, order, locking).await?;
+                Ok((placed, renumbering, events.take()))
             })
         })
         .await?;
+    count_carried_over(state, &renumbering);
     state.events.publish(events).await;
     Ok(placed)
 }

@@ -17,18 +17,82 @@ use rust_decimal::Decimal;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction, Statement};
 use uuid::Uuid;
 
-use super::bulk::{Bulk, Cell, Columns};
+use super::bulk::{Bulk, Cell, Columns, Params};
 use super::ledger::{self, Draft};
 use super::orders::{self, status};
 use crate::domain::ledger::{AccountKind, AccountRef};
 use crate::domain::matching::Side;
 use crate::error::ApiError;
+use crate::events::{Collector, Event};
 use entity::{fills, journal_entries, order_events, orders as order_rows, postings, Amount};
+
+/// When a placing transaction locks the traders' rows it writes: their ledger accounts
+/// and their event sequences. The market's own row is locked first either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Locking {
+    /// As it reads them, before it decides anything: nothing can change them under it.
+    #[default]
+    UpFront,
+    /// Only just before its write, so that transactions of other markets sharing
+    /// traders with it queue for the length of a write and a commit rather than for
+    /// the whole batch. It reads the rows as last committed and decides on those; the
+    /// lock then shows what others committed since, which [`Pending::settle`] carries
+    /// over (amounts are added, never overwritten), unless it would have left an
+    /// account short at some point of the transaction: then the transaction is
+    /// [`Overtaken`] and must run again locking up front.
+    AtWrite,
+}
+
+/// Other transactions spent from an account between this transaction's read of it and
+/// its lock, so that something it decided (a hold, a fill) may not have been covered.
+#[derive(Debug, thiserror::Error)]
+#[error("a ledger account changed under the transaction; run it again with its locks up front")]
+pub(crate) struct Overtaken;
+
+/// Whether `error` is [`Overtaken`].
+pub(crate) fn overtaken(error: &ApiError) -> bool {
+    matches!(error, ApiError::Internal(inner) if inner.downcast_ref::<Overtaken>().is_some())
+}
+
+/// How far each user's event numbers moved when [`Pending::settle`] found that others
+/// had taken numbers since the transaction read the user's sequence. Events collected
+/// for publication carry the numbers as first taken; this brings them up to date.
+#[derive(Debug, Default)]
+#[must_use = "events collected before commit carry their first numbers until renumbered"]
+pub(crate) struct Renumbering(HashMap<Uuid, i64>);
+
+impl Renumbering {
+    /// Whether others took event numbers of this transaction's traders meanwhile.
+    pub(crate) fn moved(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    pub(crate) fn apply(&self, events: &mut [Event]) {
+        if self.0.is_empty() {
+            return;
+        }
+        for event in events {
+            if let Event::OrderUpdate {
+                user_id, sequence, ..
+            } = event
+            {
+                *sequence += self.0.get(user_id).copied().unwrap_or_default();
+            }
+        }
+    }
+
+    /// [`Renumbering::apply`] to what `events` has collected so far.
+    pub(crate) fn apply_to(&self, events: &Collector) {
+        events.edit(|collected| self.apply(collected));
+    }
+}
 
 /// A ledger account as this transaction has left it.
 struct Account {
     id: Uuid,
     balance: Decimal,
+    /// The balance as read; under [`Locking::AtWrite`], others may have changed it since.
+    read: Decimal,
     changed: bool,
 }
 
@@ -71,6 +135,7 @@ struct StoredPage {
 /// What one placing transaction has decided to write, not written yet.
 #[derive(Default)]
 pub(super) struct Pending {
+    locking: Locking,
     /// New and changed orders, latest state, first-touched first.
     orders: Vec<order_rows::Model>,
     order_index: HashMap<Uuid, usize>,
@@ -103,6 +168,13 @@ fn reachable(taker_side: Side, limit_ticks: Option<i64>, ticks: Option<i64>) -> 
 }
 
 impl Pending {
+    pub(super) fn new(locking: Locking) -> Self {
+        Pending {
+            locking,
+            ..Pending::default()
+        }
+    }
+
     /// Keeps the page of the book a batch read before its first order (resting orders
     /// a taker on `taker_side` could meet, up to `bound`), so that its orders need not
     /// read the book again.
@@ -159,9 +231,9 @@ impl Pending {
         Some((rows, asked))
     }
 
-    /// Locks and reads the accounts not yet held (creating those used for the first
-    /// time), in the global account order.
-    pub(super) async fn lock_accounts(
+    /// Reads the accounts not yet held (creating those used for the first time), and
+    /// under [`Locking::UpFront`] locks them, in the global account order.
+    pub(super) async fn load_accounts(
         &mut self,
         txn: &DatabaseTransaction,
         accounts: &BTreeSet<AccountRef>,
@@ -171,7 +243,8 @@ impl Pending {
             .filter(|a| !self.accounts.contains_key(a))
             .cloned()
             .collect();
-        for row in ledger::lock_and_read_accounts(txn, &missing).await? {
+        let lock = self.locking == Locking::UpFront;
+        for row in ledger::read_accounts(txn, &missing, lock).await? {
             let Some(kind) = AccountKind::parse(&row.kind) else {
                 continue;
             };
@@ -183,6 +256,7 @@ impl Pending {
             let state = Account {
                 id: row.id,
                 balance: row.balance.0,
+                read: row.balance.0,
                 changed: false,
             };
             self.accounts.insert(account, state);
@@ -200,13 +274,13 @@ impl Pending {
         let now = Utc::now();
         let (entry, legs) = ledger::entry_of(draft, now)?;
         let touched: BTreeSet<AccountRef> = legs.iter().map(|l| l.account.clone()).collect();
-        self.lock_accounts(txn, &touched).await?;
+        self.load_accounts(txn, &touched).await?;
         let mut after = Vec::with_capacity(legs.len());
         for leg in &legs {
             let account = self
                 .accounts
                 .get(&leg.account)
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("ledger account not locked")))?;
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("ledger account not read")))?;
             let balance = account
                 .balance
                 .checked_add(leg.amount)
@@ -240,8 +314,9 @@ impl Pending {
         Ok(())
     }
 
-    /// Locks and reads the event sequences not yet held.
-    pub(super) async fn lock_sequences(
+    /// Reads the event sequences not yet held, and under [`Locking::UpFront`] locks
+    /// them.
+    pub(super) async fn load_sequences(
         &mut self,
         txn: &DatabaseTransaction,
         users: &BTreeSet<Uuid>,
@@ -254,7 +329,8 @@ impl Pending {
         if missing.is_empty() {
             return Ok(());
         }
-        for row in orders::lock_sequences(txn, &missing).await? {
+        let lock = self.locking == Locking::UpFront;
+        for row in orders::read_sequences(txn, &missing, lock).await? {
             let sequence = Sequence {
                 stored: row.last_sequence,
                 last: row.last_sequence,
@@ -273,7 +349,7 @@ impl Pending {
     ) -> Result<i64, ApiError> {
         let user_id = event.user_id;
         if !self.sequences.contains_key(&user_id) {
-            self.lock_sequences(txn, &BTreeSet::from([user_id])).await?;
+            self.load_sequences(txn, &BTreeSet::from([user_id])).await?;
         }
         let sequence = self.sequences.get_mut(&user_id).ok_or_else(|| {
             ApiError::internal(anyhow::anyhow!("user sequence row missing after creation"))
@@ -284,6 +360,131 @@ impl Pending {
             ..event.clone()
         });
         Ok(sequence.last)
+    }
+
+    /// Under [`Locking::AtWrite`], locks the accounts and event sequences this
+    /// transaction changes (one statement, in the global order: accounts by owner,
+    /// asset and kind, then sequences by user) and carries over what others committed
+    /// since they were read: every balance and posting moves by what the account
+    /// gained or lost meanwhile, every event number by how many numbers others took.
+    /// [`Overtaken`] when an account that may not go negative would have. Nothing to
+    /// do under [`Locking::UpFront`].
+    pub(super) async fn settle(
+        &mut self,
+        txn: &DatabaseTransaction,
+    ) -> Result<Renumbering, ApiError> {
+        let changed = self.accounts.values().any(|a| a.changed)
+            || self.sequences.values().any(|s| s.last != s.stored);
+        if self.locking == Locking::UpFront || !changed {
+            return Ok(Renumbering::default());
+        }
+        let mut accounts = Columns::new(&[("id", "")]);
+        for account in self.accounts.values().filter(|a| a.changed) {
+            accounts.push([account.id.cell()]);
+        }
+        let mut users = Columns::new(&[("id", "")]);
+        for (user, _) in self.sequences.iter().filter(|(_, s)| s.last != s.stored) {
+            users.push([user.cell()]);
+        }
+        let mut p = Params::default();
+        // Each part locks its rows in its own order, and `UNION ALL` runs the first to
+        // its end before it starts the second.
+        let sql = format!(
+            "WITH a AS (SELECT 'a' AS t, id AS k, balance AS v FROM ledger_accounts \
+               WHERE id IN (SELECT r.id::uuid FROM ({}) AS r) \
+               ORDER BY owner_id, asset, kind FOR UPDATE), \
+             s AS (SELECT 's' AS t, user_id AS k, last_sequence::numeric AS v FROM user_sequences \
+               WHERE user_id IN (SELECT r.id::uuid FROM ({}) AS r) \
+               ORDER BY user_id FOR UPDATE) \
+             SELECT t, k, v FROM a UNION ALL SELECT t, k, v FROM s",
+            accounts.select(&mut p, "r"),
+            users.select(&mut p, "r"),
+        );
+        let rows = txn
+            .query_all_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                sql,
+                p.into_values(),
+            ))
+            .await?;
+        let (mut balances, mut lasts) = (HashMap::new(), HashMap::new());
+        for row in rows {
+            let (table, key, value): (String, Uuid, Decimal) = (
+                row.try_get("", "t")?,
+                row.try_get("", "k")?,
+                row.try_get("", "v")?,
+            );
+            if table == "a" {
+                balances.insert(key, value);
+            } else {
+                let last = i64::try_from(value).map_err(ApiError::internal)?;
+                lasts.insert(key, last);
+            }
+        }
+        self.rebase(&balances, &lasts)
+    }
+
+    /// [`Pending::settle`]'s reckoning, given the locked accounts' balances (by id) and
+    /// the locked sequences' last numbers (by user).
+    fn rebase(
+        &mut self,
+        balances: &HashMap<Uuid, Decimal>,
+        lasts: &HashMap<Uuid, i64>,
+    ) -> Result<Renumbering, ApiError> {
+        let missing =
+            |what: &str| ApiError::internal(anyhow::anyhow!("a changed {what} was not locked"));
+        let mut moved: HashMap<Uuid, Decimal> = HashMap::new();
+        for (account, state) in self.accounts.iter().filter(|(_, a)| a.changed) {
+            let now = *balances
+                .get(&state.id)
+                .ok_or_else(|| missing("ledger account"))?;
+            let shift = now - state.read;
+            if shift.is_zero() {
+                continue;
+            }
+            if !account.kind.may_go_negative() {
+                // Every point the balance passed through in this transaction, moved.
+                let lowest = self
+                    .postings
+                    .iter()
+                    .filter(|p| p.account_id == state.id)
+                    .map(|p| p.balance_after.0)
+                    .min()
+                    .unwrap_or(state.balance);
+                if (lowest + shift).is_sign_negative() {
+                    return Err(ApiError::internal(Overtaken));
+                }
+            }
+            moved.insert(state.id, shift);
+        }
+        for state in self.accounts.values_mut() {
+            if let Some(shift) = moved.get(&state.id) {
+                state.balance += shift;
+                state.read += shift;
+            }
+        }
+        for posting in &mut self.postings {
+            if let Some(shift) = moved.get(&posting.account_id) {
+                posting.balance_after = Amount(posting.balance_after.0 + shift);
+            }
+        }
+        let mut renumbering = HashMap::new();
+        for (user, sequence) in self.sequences.iter_mut() {
+            if sequence.last == sequence.stored {
+                continue;
+            }
+            let now = *lasts.get(user).ok_or_else(|| missing("event sequence"))?;
+            let shift = now - sequence.stored;
+            if shift != 0 {
+                sequence.stored += shift;
+                sequence.last += shift;
+                renumbering.insert(*user, shift);
+            }
+        }
+        for event in &mut self.events {
+            event.sequence += renumbering.get(&event.user_id).copied().unwrap_or_default();
+        }
+        Ok(Renumbering(renumbering))
     }
 
     /// Keeps an order's latest state, new or changed.
@@ -833,6 +1034,101 @@ mod tests {
         let bounds = pending.stop_bounds.expect("bounds known");
         assert_eq!(bounds.buy_min, Some(110));
         assert_eq!(bounds.sell_max, Some(95));
+    }
+
+    /// A transaction that read a trader's USD at 100 and moved 60 of it to held, with
+    /// an event numbered after the 4 the trader had.
+    fn hold_of_60_read_at_100() -> (Pending, Uuid, [Uuid; 2]) {
+        let user = Uuid::now_v7();
+        let (available, held) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut pending = Pending::new(Locking::AtWrite);
+        let now = Utc::now();
+        for (id, kind, read, balance, amount) in [
+            (available, AccountKind::Available, 100, 40, -60),
+            (held, AccountKind::Locked, 0, 60, 60),
+        ] {
+            let account = AccountRef::user(user, "USD", kind);
+            let state = Account {
+                id,
+                balance: Decimal::from(balance),
+                read: Decimal::from(read),
+                changed: true,
+            };
+            pending.accounts.insert(account, state);
+            pending.postings.push(postings::Model {
+                id: Uuid::now_v7(),
+                entry_id: Uuid::nil(),
+                account_id: id,
+                asset: "USD".into(),
+                amount: Amount(Decimal::from(amount)),
+                balance_after: Amount(Decimal::from(balance)),
+                created_at: now,
+            });
+        }
+        pending
+            .sequences
+            .insert(user, Sequence { stored: 4, last: 5 });
+        pending.events.push(order_events::Model {
+            user_id: user,
+            sequence: 5,
+            kind: "PLACED".into(),
+            order_id: Uuid::nil(),
+            fill_id: None,
+            created_at: now,
+        });
+        (pending, user, [available, held])
+    }
+
+    #[test]
+    fn what_others_committed_meanwhile_is_carried_over() {
+        let (mut pending, user, [available, held]) = hold_of_60_read_at_100();
+        // Meanwhile another market spent 30 and took two event numbers.
+        let balances = HashMap::from([(available, Decimal::from(70)), (held, Decimal::ZERO)]);
+        let renumbering = pending
+            .rebase(&balances, &HashMap::from([(user, 6)]))
+            .expect("70 still covers 60");
+        let after: Vec<Decimal> = pending.postings.iter().map(|p| p.balance_after.0).collect();
+        assert_eq!(after, vec![Decimal::from(10), Decimal::from(60)]);
+        let balance = |id| {
+            pending
+                .accounts
+                .values()
+                .find(|a| a.id == id)
+                .map(|a| a.balance)
+                .expect("the account is held")
+        };
+        assert_eq!(balance(available), Decimal::from(10));
+        assert_eq!(balance(held), Decimal::from(60));
+        assert_eq!(pending.events[0].sequence, 7);
+        assert_eq!(pending.sequences[&user].last, 7);
+        let mut published = vec![Event::OrderUpdate {
+            user_id: user,
+            sequence: 5,
+            kind: "PLACED".into(),
+            order_id: Uuid::nil(),
+            fill_id: None,
+        }];
+        renumbering.apply(&mut published);
+        assert!(matches!(
+            published[0],
+            Event::OrderUpdate { sequence: 7, .. }
+        ));
+    }
+
+    #[test]
+    fn a_balance_spent_meanwhile_below_the_transaction_s_needs_overtakes_it() {
+        let (mut pending, user, [available, held]) = hold_of_60_read_at_100();
+        let balances = HashMap::from([(available, Decimal::from(59)), (held, Decimal::ZERO)]);
+        let error = pending
+            .rebase(&balances, &HashMap::from([(user, 4)]))
+            .expect_err("59 does not cover 60");
+        assert!(overtaken(&error));
+        // Exactly enough is enough.
+        let (mut pending, user, [available, held]) = hold_of_60_read_at_100();
+        let balances = HashMap::from([(available, Decimal::from(60)), (held, Decimal::ZERO)]);
+        let renumbering = pending.rebase(&balances, &HashMap::from([(user, 4)]));
+        assert!(renumbering.is_ok_and(|r| r.0.is_empty()));
+        assert_eq!(pending.postings[0].balance_after.0, Decimal::ZERO);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::bulk::{Bulk, Cell, Columns, Params};
 use super::ledger::{self, Draft};
 use super::markets;
 use super::order_batches::OrderBatches;
-use super::order_writes::Pending;
+use super::order_writes::{Locking, Pending, Renumbering};
 use crate::auth::Viewer;
 use crate::domain::fees::{self, FeeTier};
 use crate::domain::ledger::{AccountKind, AccountRef, Leg};
@@ -173,7 +173,10 @@ pub async fn preview(
             Box::pin(async move {
                 let mut input = input;
                 input.client_order_id = None;
-                execute_alone(txn, &Collector::default(), user_id, &input, &prepared).await
+                let order = (user_id, &input, &prepared);
+                let events = Collector::default();
+                let preview = execute_alone(txn, &events, order, Locking::UpFront).await?;
+                Ok(preview.0)
             })
         })
         .await
@@ -319,10 +322,11 @@ impl LockedMarket {
     pub(super) async fn lock_for_placement(
         txn: &DatabaseTransaction,
         symbol: &str,
+        locking: Locking,
     ) -> Result<Self, ApiError> {
         let mut locked = Self::lock(txn, symbol).await?;
         if txn.get_database_backend() == DatabaseBackend::Postgres {
-            locked.pending = Some(Pending::default());
+            locked.pending = Some(Pending::new(locking));
         }
         Ok(locked)
     }
@@ -382,13 +386,14 @@ impl LockedMarket {
     /// Writes what the transaction held back: the market's next sequence, when orders
     /// took places, the held writes of placements (with the price alerts and price
     /// candles of their trades) and the audit entries. Runs before commit; events of
-    /// price alerts go to `events`.
+    /// price alerts go to `events`. Events collected before this carry the event
+    /// numbers first taken: the caller applies the returned renumbering to them.
     pub(super) async fn finish(
         &mut self,
         txn: &DatabaseTransaction,
         events: &Collector,
-    ) -> Result<(), ApiError> {
-        if let Some(pending) = self.pending.take() {
+    ) -> Result<Renumbering, ApiError> {
+        if let Some(mut pending) = self.pending.take() {
             if !pending.prices().is_empty() {
                 // Alerts judge the whole path from the price before these trades.
                 let mut before = self.row.clone();
@@ -396,7 +401,12 @@ impl LockedMarket {
                 super::alerts::on_trades(txn, events, &before, pending.prices().iter().copied())
                     .await?;
             }
+            // The audit chain is the market's own: its head is taken before the traders'
+            // rows are locked, so it keeps them locked for no longer; its entries go out
+            // with the other writes.
             let mut bulk = Bulk::default();
+            audit::record_all_in(txn, std::mem::take(&mut self.audit), &mut bulk).await?;
+            let renumbering = pending.settle(txn).await?;
             super::portfolio::in_bulk::candles_of(pending.fills(), &mut bulk, &self.row.symbol);
             pending.write(&mut bulk, &self.row.symbol);
             if self.row.next_sequence != self.stored_sequence
@@ -415,7 +425,9 @@ impl LockedMarket {
                 });
             }
             bulk.run(txn).await?;
-        } else if self.row.next_sequence != self.stored_sequence {
+            return Ok(renumbering);
+        }
+        if self.row.next_sequence != self.stored_sequence {
             market_rows::Entity::update_many()
                 .col_expr(
                     market_rows::Column::NextSequence,
@@ -425,7 +437,8 @@ impl LockedMarket {
                 .exec(txn)
                 .await?;
         }
-        audit::record_all(txn, std::mem::take(&mut self.audit)).await
+        audit::record_all(txn, std::mem::take(&mut self.audit)).await?;
+        Ok(Renumbering::default())
     }
 }
 
@@ -737,18 +750,19 @@ fn status_after_fill(order_quantity: Option<Decimal>, filled: Decimal) -> &'stat
     }
 }
 
-/// Places one order in `txn`, under a market lock of its own.
+/// Places one order in `txn`, under a market lock of its own; its events in `events`
+/// are numbered as stored, and the renumbering that took is returned too.
 pub(super) async fn execute_alone(
     txn: &DatabaseTransaction,
     events: &Collector,
-    user_id: Uuid,
-    input: &NewOrder,
-    prepared: &Prepared,
-) -> Result<Placed, ApiError> {
-    let mut locked = LockedMarket::lock_for_placement(txn, &prepared.symbol).await?;
+    (user_id, input, prepared): (Uuid, &NewOrder, &Prepared),
+    locking: Locking,
+) -> Result<(Placed, Renumbering), ApiError> {
+    let mut locked = LockedMarket::lock_for_placement(txn, &prepared.symbol, locking).await?;
     let placed = execute(txn, &mut locked, events, user_id, input, prepared).await?;
-    locked.finish(txn, events).await?;
-    Ok(placed)
+    let renumbering = locked.finish(txn, events).await?;
+    renumbering.apply_to(events);
+    Ok((placed, renumbering))
 }
 
 /// Places one order in `txn`, whose lock on the market is `locked` (the caller runs
@@ -950,8 +964,8 @@ async fn prelock(
     }
     match pending {
         Some(pending) => {
-            pending.lock_accounts(txn, &accounts).await?;
-            pending.lock_sequences(txn, &users).await
+            pending.load_accounts(txn, &accounts).await?;
+            pending.load_sequences(txn, &users).await
         }
         None => {
             ledger::lock_accounts(txn, &accounts).await?;
@@ -971,17 +985,19 @@ const BATCH_PRELOCK_OWNERS: u64 = 64;
 /// touches only those users skips [`prelock`]; any other still runs it for its own
 /// plan, and finds the rows taken here already held. Taking them order by order
 /// instead would let two batches in different markets (sharing traders) lock them in
-/// opposite orders.
+/// opposite orders. Under [`Locking::AtWrite`] those rows are only read here, and
+/// locked when the batch writes.
 /// Returns the market, locked, for the batch's orders to share; a halted market fails
 /// the whole batch.
 pub(super) async fn prelock_batch(
     txn: &DatabaseTransaction,
     batch: &[(Uuid, NewOrder, Prepared)],
+    locking: Locking,
 ) -> Result<LockedMarket, ApiError> {
     let Some((_, _, first)) = batch.first() else {
         return Err(ApiError::internal(anyhow::anyhow!("an empty batch")));
     };
-    let mut locked = LockedMarket::lock_for_placement(txn, &first.symbol).await?;
+    let mut locked = LockedMarket::lock_for_placement(txn, &first.symbol, locking).await?;
     locked.ensure_trading()?;
     if txn.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(locked);
@@ -1040,8 +1056,8 @@ pub(super) async fn prelock_batch(
     }
     match locked.pending.as_mut() {
         Some(pending) => {
-            pending.lock_accounts(txn, &accounts).await?;
-            pending.lock_sequences(txn, &users).await?;
+            pending.load_accounts(txn, &accounts).await?;
+            pending.load_sequences(txn, &users).await?;
             // Fee tiers: every trader's volume in one read.
             let symbol = locked.row.symbol.clone();
             pending.volumes(txn, &users, &symbol, Utc::now()).await?;
@@ -1061,6 +1077,17 @@ pub(super) async fn lock_sequences(
     txn: &DatabaseTransaction,
     users: &std::collections::BTreeSet<Uuid>,
 ) -> Result<Vec<user_sequences::Model>, ApiError> {
+    read_sequences(txn, users, true).await
+}
+
+/// Creates (if needed) and reads users' event-sequence rows; with `lock`, as
+/// [`lock_sequences`]. Without it the rows are as last committed and stay free for
+/// others to change.
+pub(super) async fn read_sequences(
+    txn: &DatabaseTransaction,
+    users: &std::collections::BTreeSet<Uuid>,
+    lock: bool,
+) -> Result<Vec<user_sequences::Model>, ApiError> {
     // Arrays rather than lists: one statement text (and plan) for any number of users.
     let keys = |users: &mut dyn Iterator<Item = &Uuid>| {
         let mut keys = Columns::new(&[("user_id", "uuid")]);
@@ -1076,7 +1103,8 @@ pub(super) async fn lock_sequences(
             DatabaseBackend::Postgres,
             format!(
                 "SELECT * FROM user_sequences WHERE user_id IN ({wanted}) \
-                 ORDER BY user_id FOR UPDATE"
+                 ORDER BY user_id{}",
+                if lock { " FOR UPDATE" } else { "" }
             ),
             values,
         ))
@@ -1864,7 +1892,7 @@ pub async fn amend(
                     let amended = order_audit(&order, "order.amended", Some(order.user_id));
                     locked.audit.push(amended);
                     if keeps_priority || new_price.is_none() {
-                        locked.finish(txn, &events).await?;
+                        locked.finish(txn, &events).await?.apply_to(&events);
                         return Ok(order);
                     }
                     // A new price may cross the book: the order trades as a taker now.
@@ -1896,7 +1924,7 @@ pub async fn amend(
                     )
                     .await?;
                     trigger_stops(txn, &events, &prepared.fee_tiers, &mut locked).await?;
-                    locked.finish(txn, &events).await?;
+                    locked.finish(txn, &events).await?.apply_to(&events);
                     Ok(order)
                 }
                 .await;

@@ -23,6 +23,7 @@ both_backends!(
     orders_are_private_idempotent_and_validated,
     random_concurrent_trading_keeps_every_invariant,
     orders_arriving_together_commit_together_and_fail_alone,
+    markets_sharing_a_trader_never_spend_the_same_funds_twice,
     halted_markets_refuse_orders_until_resumed,
 );
 
@@ -968,6 +969,105 @@ async fn orders_arriving_together_commit_together_and_fail_alone(backend: Backen
             )
             .await;
         assert_eq!(body["data"]["orders"]["edges"], json!([]), "{body}");
+    }
+    desk.ledger_ok().await;
+}
+
+/// Buys worth 100 USD each in three markets at once, by a trader who can pay for only
+/// some of them. On PostgreSQL each market's transaction reads the trader's USD
+/// without locking it and locks it just before writing, carrying over what the other
+/// markets spent meanwhile, or running again with its locks up front when that would
+/// have left too little (`tradegraph_order_batches_total{outcome="overtaken"}` and
+/// `{outcome="carried_over"}`, both of which the test waits to see). Either
+/// way exactly as many buys are placed as the money covers, the rest are refused, and
+/// each order update is published under the number it is stored with.
+async fn markets_sharing_a_trader_never_spend_the_same_funds_twice(backend: Backend) {
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let postgres = backend != Backend::Sqlite;
+    let desk = Arc::new(desk);
+    let overtaken = r#"tradegraph_order_batches_total{outcome="overtaken"} "#;
+    let carried_over = r#"tradegraph_order_batches_total{outcome="carried_over"} "#;
+    // Three buys per market, worth 100 USD each, and money for `covered` of them: all
+    // of them every other round.
+    let buys = [
+        ("BTC-USD", "10000", "0.01"),
+        ("ETH-USD", "1000", "0.1"),
+        ("SOL-USD", "100", "1"),
+    ];
+    let per_market = 3;
+    let mut rounds = 0;
+    let mut seen_both = false;
+    while rounds < 16 && (rounds < 2 || (postgres && !seen_both)) {
+        rounds += 1;
+        let covered = if rounds % 2 == 0 { 3 * per_market } else { 5 };
+        let funds = (100 * covered).to_string();
+        let spender = desk.trader(&[("USD", funds.as_str())]).await;
+        let mut published = desk.app.events.subscribe();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..per_market {
+            for (market, price, quantity) in buys {
+                let (desk, spender) = (desk.clone(), spender.clone());
+                tasks.spawn(async move {
+                    let input = json!({"market": market, "side": "BUY", "type": "LIMIT", "price": price, "quantity": quantity});
+                    desk.place(&spender, input).await
+                });
+            }
+        }
+        let (mut placed, mut refused) = (0, 0);
+        while let Some(joined) = tasks.join_next().await {
+            let body = joined.expect("order task");
+            match body["data"]["placeOrder"]["status"].as_str() {
+                Some("OPEN") => placed += 1,
+                _ => {
+                    assert_eq!(code(&body), "INSUFFICIENT_FUNDS", "{body}");
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!((placed, refused), (covered, 3 * per_market - covered));
+        assert_eq!(desk.balance(&spender, "USD").await, (d("0"), d(&funds)));
+        // Every update went out under the number it was stored with: 1, 2, 3, ….
+        let mut sent = Vec::new();
+        while let Ok(event) = published.try_recv() {
+            if let tradegraph::events::Event::OrderUpdate {
+                user_id,
+                sequence,
+                order_id,
+                ..
+            } = &*event
+            {
+                if user_id.to_string() == spender.user_id {
+                    sent.push((*sequence, order_id.to_string()));
+                }
+            }
+        }
+        sent.sort();
+        let mut replay = crate::live::connect(&desk.app.address, Some(&spender)).await;
+        let stored = "subscription { orderUpdates(afterSequence: 0) { sequence order { id } } }";
+        crate::live::subscribe(&mut replay, "u", stored, json!({})).await;
+        let mut kept = Vec::new();
+        while kept.len() < covered {
+            let (_, data) = crate::live::next_data(&mut replay).await;
+            let update = &data["orderUpdates"];
+            let id = update["order"]["id"]
+                .as_str()
+                .expect("an order id")
+                .to_owned();
+            kept.push((update["sequence"].as_i64().expect("a number"), id));
+        }
+        assert_eq!(sent, kept);
+        let numbers: Vec<i64> = kept.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, (1..=covered as i64).collect::<Vec<_>>());
+        seen_both =
+            metric(&desk.app, overtaken).await > 0 && metric(&desk.app, carried_over).await > 0;
+    }
+    if postgres {
+        assert!(
+            seen_both,
+            "in {rounds} rounds no transaction was overtaken, or none carried anything over"
+        );
     }
     desk.ledger_ok().await;
 }

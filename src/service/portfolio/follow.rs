@@ -53,7 +53,10 @@ const RETRY: Duration = Duration::from_millis(50);
 /// positions are then read and written once for many fills rather than once per
 /// batch of orders, and lots bought and sold within the wait are never written at all:
 /// folding is much cheaper per fill, for a lag nobody sees (reads catch up first).
-const GATHER: Duration = Duration::from_millis(100);
+/// Most of a fold's cost is reading each due user's positions and first lots, whatever
+/// the number of fills: at 100 ms the follower still took a tenth of the machine
+/// under the placement benchmark (`BENCHMARKS.md`, session 8).
+const GATHER: Duration = Duration::from_secs(1);
 
 /// Whether a fold waits for users someone else is folding in, or leaves them.
 #[derive(Clone, Copy, PartialEq, Eq)]
