@@ -395,8 +395,18 @@ pub async fn check<C: ConnectionTrait>(conn: &C) -> Result<CheckReport, ApiError
     let all_postings = postings::Entity::find().all(conn).await?;
     let mut per_account: BTreeMap<Uuid, Decimal> = BTreeMap::new();
     let mut per_entry: BTreeMap<(Uuid, String), Decimal> = BTreeMap::new();
+    // Each account's running balances: every posting's balance before it, and the
+    // account's balance now, must be the balances after its postings and the opening
+    // zero, as multisets (whatever order the postings committed in).
+    let mut links: BTreeMap<Uuid, BTreeMap<Decimal, i64>> = BTreeMap::new();
     for posting in &all_postings {
         *per_account.entry(posting.account_id).or_default() += posting.amount.0;
+        let link = links.entry(posting.account_id).or_default();
+        let after = posting.balance_after.0.normalize();
+        *link
+            .entry((posting.balance_after.0 - posting.amount.0).normalize())
+            .or_default() += 1;
+        *link.entry(after).or_default() -= 1;
         *per_entry
             .entry((posting.entry_id, posting.asset.clone()))
             .or_default() += posting.amount.0;
@@ -411,6 +421,15 @@ pub async fn check<C: ConnectionTrait>(conn: &C) -> Result<CheckReport, ApiError
             report.problems.push(format!(
                 "account {} ({} {} {}) holds {} but its postings sum to {}",
                 account.id, account.owner_id, account.asset, account.kind, account.balance, rebuilt
+            ));
+        }
+        let mut link = links.remove(&account.id).unwrap_or_default();
+        *link.entry(account.balance.0.normalize()).or_default() += 1;
+        *link.entry(Decimal::ZERO).or_default() -= 1;
+        if link.values().any(|count| *count != 0) {
+            report.problems.push(format!(
+                "account {}: the balances after its postings do not chain from zero to {}",
+                account.id, account.balance
             ));
         }
         let kind = AccountKind::parse(&account.kind);

@@ -18,6 +18,7 @@ both_backends!(
     decimals_must_be_strings_within_precision,
     ledger_statement_pages_newest_first,
     concurrent_random_deposits_keep_the_books_balanced,
+    the_ledger_check_follows_each_account_s_running_balance,
 );
 
 async fn admin_app(backend: Backend) -> Option<(TestApp, Auth)> {
@@ -410,4 +411,41 @@ async fn concurrent_random_deposits_keep_the_books_balanced(backend: Backend) {
         check["data"]["ledgerCheck"]["ok"], true,
         "seed {seed}: {check}"
     );
+}
+
+/// `ledgerCheck` holds each posting's stored balance after it to the account's other
+/// postings: the balances before the postings and the account's balance now must be
+/// the balances after them and the opening zero. A posting whose balance after was
+/// changed breaks that, though every sum still agrees.
+async fn the_ledger_check_follows_each_account_s_running_balance(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let Some((app, admin)) = admin_app(backend).await else {
+        return;
+    };
+    let user = app.register(&email("running")).await;
+    for (amount, reference) in [("1.5", "run-1"), ("2.25", "run-2")] {
+        let variables = json!({"i": {"userId": user.user_id, "asset": "BTC", "amount": amount, "reference": reference}});
+        let body = app.gql(DEPOSIT, variables, Some(&admin.access)).await;
+        assert!(body["data"]["creditDeposit"].is_object(), "{body}");
+    }
+    let check = || async {
+        app.gql(
+            "{ ledgerCheck { ok problems } }",
+            json!({}),
+            Some(&admin.access),
+        )
+        .await["data"]["ledgerCheck"]
+            .clone()
+    };
+    assert_eq!(check().await["ok"], true);
+    let db = sea_orm::Database::connect(app.database_url.clone())
+        .await
+        .expect("db");
+    db.execute_unprepared("UPDATE postings SET balance_after = '1.75' WHERE amount = '1.5'")
+        .await
+        .expect("a posting changed");
+    let report = check().await;
+    assert_eq!(report["ok"], false, "{report}");
+    let problems = report["problems"].to_string();
+    assert!(problems.contains("do not chain from zero"), "{problems}");
 }
