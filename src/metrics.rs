@@ -68,7 +68,9 @@ impl Metrics {
         let order_batches = IntCounterVec::new(
             Opts::new(
                 "order_batches_total",
-                "Multi-order placement transactions by outcome (committed, split)",
+                "Order placement transactions by outcome: a batch committed or split around \
+                 a failed order; a transaction that carried over what other markets committed \
+                 for its traders (carried_over) or ran again with its locks up front (overtaken)",
             ),
             &["outcome"],
         )
