@@ -37,9 +37,13 @@ pub struct Db {
     sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
-/// The port a PostgreSQL URL connects to (5432 when it names none).
+/// The port a PostgreSQL URL connects to (5432 when it names none, or for a URL of
+/// another database, which is not parsed: sqlx would warn of its parameters).
 fn postgres_port(url: &str) -> u16 {
     use std::str::FromStr;
+    if !url.starts_with("postgres") {
+        return 5432;
+    }
     sea_orm::sqlx::postgres::PgConnectOptions::from_str(url)
         .map(|options| options.get_port())
         .unwrap_or(5432)
@@ -273,6 +277,17 @@ fn is_retryable(error: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `db_nodelay` needs the database's port; only PostgreSQL URLs are parsed for it.
+    #[test]
+    fn the_port_comes_from_postgres_urls_only() {
+        assert_eq!(
+            postgres_port("postgres://u@db.internal:6543/tradegraph"),
+            6543
+        );
+        assert_eq!(postgres_port("postgresql://u@db.internal/tradegraph"), 5432);
+        assert_eq!(postgres_port("sqlite://tradegraph.db?mode=rwc"), 5432);
+    }
 
     #[test]
     fn retryable_errors_are_recognised() {
