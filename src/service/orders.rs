@@ -287,7 +287,8 @@ pub(super) struct LockedMarket {
     /// `next_sequence` as stored.
     stored_sequence: i64,
     /// Users whose ledger accounts in this market's assets and whose event sequences
-    /// [`prelock_batch`] already locked (none outside a batch, and none on SQLite).
+    /// [`prelock_batch`] already read, and under [`Locking::UpFront`] locked (none
+    /// outside a batch, and none on SQLite).
     locked_users: std::collections::BTreeSet<Uuid>,
     /// The transaction's audit entries, in the order of what they record, written
     /// together by [`LockedMarket::finish`].
@@ -927,7 +928,8 @@ pub(super) async fn execute(
 /// sorted by user. Transactions on different markets share rows (fee income, traders
 /// active in several markets); taking them piecemeal, posting by posting, let two such
 /// transactions wait on each other in a cycle, which PostgreSQL breaks only after its
-/// deadlock timeout.
+/// deadlock timeout. A placement under [`Locking::AtWrite`] only reads them here; its
+/// write locks them, in the same order.
 async fn prelock(
     txn: &DatabaseTransaction,
     pending: Option<&mut Pending>,
