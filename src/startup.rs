@@ -99,7 +99,9 @@ impl App {
             )
             .await?,
         );
+        let session_reads = Arc::new(crate::service::auth::session_reads(&db));
         let state = AppState {
+            session_reads,
             rate_limiter: Arc::new(crate::ratelimit::RateLimiter::new(shared.clone())),
             replay_guard: Arc::new(crate::auth::replay::ReplayGuard::new(shared)),
             api_key_usage: Default::default(),

@@ -26,6 +26,9 @@ pub struct AppState {
     /// Markets' rules (increments, minimum, precisions), which never change.
     pub market_rules: Arc<crate::service::markets::RulesCache>,
     pub login_throttle: Arc<LoginThrottles>,
+    /// Sessions (with their users) that concurrent requests authenticate against, read
+    /// together (`service::gathered_reads`).
+    pub session_reads: Arc<crate::service::auth::SessionReads>,
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Signatures of signed API-key requests already seen, across replicas with Redis.
     pub replay_guard: Arc<crate::auth::replay::ReplayGuard>,

@@ -1,9 +1,16 @@
 //! Authenticating requests: from an access token to the [`Viewer`] it acts for.
 
-use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, IntoActiveModel};
+use std::collections::HashMap;
 
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+};
+use uuid::Uuid;
+
+use super::gathered_reads::Gathered;
 use crate::auth::Viewer;
+use crate::db::Db;
 use crate::error::ApiError;
 use crate::state::AppState;
 use entity::{sessions, users};
@@ -20,11 +27,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Viewer, ApiEr
         tracing::debug!(%error, "access token refused");
         refused()
     })?;
-    let Some((session, Some(user))) = sessions::Entity::find_by_id(claims.sid)
-        .find_also_related(users::Entity)
-        .one(state.db.conn())
-        .await?
-    else {
+    let Some((session, user)) = state.session_reads.get(claims.sid).await? else {
         return Err(refused());
     };
     let now = Utc::now();
@@ -36,6 +39,38 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Viewer, ApiEr
         touch_session(state, session.clone(), now);
     }
     Ok(Viewer::new(user, session.id))
+}
+
+/// Most sessions read in one query.
+const SESSIONS_PER_READ: usize = 64;
+
+/// Sessions and their users by session id, read for many requests at once
+/// (`service::gathered_reads`).
+pub type SessionReads = Gathered<Uuid, (sessions::Model, users::Model)>;
+
+/// Starts the session reads on `db`.
+pub fn session_reads(db: &Db) -> SessionReads {
+    let db = db.clone();
+    Gathered::start(SESSIONS_PER_READ, move |ids| {
+        let db = db.clone();
+        async move { read_sessions(&db, ids).await }
+    })
+}
+
+/// The sessions among `ids` that exist, with their users.
+async fn read_sessions(
+    db: &Db,
+    ids: Vec<Uuid>,
+) -> Result<HashMap<Uuid, (sessions::Model, users::Model)>, ApiError> {
+    let rows = sessions::Entity::find()
+        .filter(sessions::Column::Id.is_in(ids))
+        .find_also_related(users::Entity)
+        .all(db.conn())
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(session, user)| Some((session.id, (session, user?))))
+        .collect())
 }
 
 /// Records activity off the request path: a failure here must not fail the request.

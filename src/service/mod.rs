@@ -11,6 +11,7 @@ pub mod compliance;
 pub mod content;
 pub mod email;
 pub mod funds;
+pub mod gathered_reads;
 pub mod kyc;
 pub mod ledger;
 pub mod live;
