@@ -58,7 +58,7 @@ where
                     }
                     Err(error) => {
                         // Each caller gets an error of its own; the cause is logged once.
-                        tracing::warn!(%error, "a gathered read failed");
+                        tracing::warn!(error = ?error, "a gathered read failed");
                         for (_, reply) in batch {
                             let failed = anyhow::anyhow!("a gathered read failed");
                             let _ = reply.send(Err(ApiError::internal(failed)));

@@ -59,16 +59,21 @@ pub(crate) fn overtaken(error: &ApiError) -> bool {
 /// for publication carry the numbers as first taken; this brings them up to date.
 #[derive(Debug, Default)]
 #[must_use = "events collected before commit carry their first numbers until renumbered"]
-pub(crate) struct Renumbering(HashMap<Uuid, i64>);
+pub(crate) struct Renumbering {
+    numbers: HashMap<Uuid, i64>,
+    /// Whether a changed account's balance had moved since it was read.
+    balances_moved: bool,
+}
 
 impl Renumbering {
-    /// Whether others took event numbers of this transaction's traders meanwhile.
+    /// Whether others committed for this transaction's traders meanwhile: event
+    /// numbers taken, or balances changed.
     pub(crate) fn moved(&self) -> bool {
-        !self.0.is_empty()
+        self.balances_moved || !self.numbers.is_empty()
     }
 
     pub(crate) fn apply(&self, events: &mut [Event]) {
-        if self.0.is_empty() {
+        if self.numbers.is_empty() {
             return;
         }
         for event in events {
@@ -76,7 +81,7 @@ impl Renumbering {
                 user_id, sequence, ..
             } = event
             {
-                *sequence += self.0.get(user_id).copied().unwrap_or_default();
+                *sequence += self.numbers.get(user_id).copied().unwrap_or_default();
             }
         }
     }
@@ -484,7 +489,10 @@ impl Pending {
         for event in &mut self.events {
             event.sequence += renumbering.get(&event.user_id).copied().unwrap_or_default();
         }
-        Ok(Renumbering(renumbering))
+        Ok(Renumbering {
+            numbers: renumbering,
+            balances_moved: !moved.is_empty(),
+        })
     }
 
     /// Keeps an order's latest state, new or changed.
@@ -1127,7 +1135,8 @@ mod tests {
         let (mut pending, user, [available, held]) = hold_of_60_read_at_100();
         let balances = HashMap::from([(available, Decimal::from(60)), (held, Decimal::ZERO)]);
         let renumbering = pending.rebase(&balances, &HashMap::from([(user, 4)]));
-        assert!(renumbering.is_ok_and(|r| r.0.is_empty()));
+        // Its balance moved (by 40), its event numbers did not.
+        assert!(renumbering.is_ok_and(|r| r.numbers.is_empty() && r.moved()));
         assert_eq!(pending.postings[0].balance_after.0, Decimal::ZERO);
     }
 
