@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Operation names come from clients; keeping at most this many distinct label values
@@ -21,9 +21,11 @@ pub struct Metrics {
     pub sql_failures: IntCounter,
     pub websockets_open: IntGauge,
     pub subscriptions_active: IntGauge,
-    /// Transactions that placed several orders of one market at once, by outcome:
-    /// `committed`, or `split` when one order failed and each was placed on its own.
+    /// Transactions that placed several orders at once, by outcome: `committed`, or
+    /// `split` when one order failed and each was placed on its own.
     pub order_batches: IntCounterVec,
+    /// How many markets each committed batch of orders spanned.
+    pub order_batch_markets: Histogram,
     /// Executions of subscriptions shared by every subscriber of one document.
     pub shared_subscription_executions: IntCounter,
     /// WebSockets cut off because the peer took nothing for the write timeout.
@@ -69,10 +71,18 @@ impl Metrics {
             Opts::new(
                 "order_batches_total",
                 "Order placement transactions by outcome: a batch committed or split around \
-                 a failed order; a transaction that carried over what other markets committed \
-                 for its traders (carried_over) or ran again with its locks up front (overtaken)",
+                 a failed order; a transaction that carried over what others committed for its \
+                 traders (carried_over) or ran again with its locks up front (overtaken)",
             ),
             &["outcome"],
+        )
+        .unwrap_or_else(unreachable_metric);
+        let order_batch_markets = Histogram::with_opts(
+            HistogramOpts::new(
+                "order_batch_markets",
+                "Markets whose orders a committed order placement batch held together",
+            )
+            .buckets(vec![1.0, 2.0, 3.0, 4.0, 8.0, 16.0]),
         )
         .unwrap_or_else(unreachable_metric);
         let shared_subscription_executions = IntCounter::new(
@@ -100,6 +110,7 @@ impl Metrics {
             Box::new(websockets_open.clone()),
             Box::new(subscriptions_active.clone()),
             Box::new(order_batches.clone()),
+            Box::new(order_batch_markets.clone()),
             Box::new(shared_subscription_executions.clone()),
             Box::new(websocket_write_timeouts.clone()),
             Box::new(websocket_writes_pending.clone()),
@@ -117,6 +128,7 @@ impl Metrics {
             websockets_open,
             subscriptions_active,
             order_batches,
+            order_batch_markets,
             shared_subscription_executions,
             websocket_write_timeouts,
             websocket_writes_pending,

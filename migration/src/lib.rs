@@ -19,6 +19,7 @@ mod m20261122_000040_content;
 mod m20261122_000050_kyc;
 mod m20261122_000060_open_book;
 mod m20261122_000070_pnl_follow;
+mod m20261123_000080_book_sides;
 
 pub struct Migrator;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000050_kyc::Migration),
             Box::new(m20261122_000060_open_book::Migration),
             Box::new(m20261122_000070_pnl_follow::Migration),
+            Box::new(m20261123_000080_book_sides::Migration),
         ]
     }
 }

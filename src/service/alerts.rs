@@ -150,33 +150,65 @@ pub async fn on_trades(
     market: &market_rows::Model,
     prices: impl IntoIterator<Item = Decimal>,
 ) -> Result<(), ApiError> {
-    let tick = market.tick_size.0;
-    let to_ticks = |price: Decimal| order_rules::price_ticks(price, tick);
     let prices: Vec<Decimal> = prices.into_iter().collect();
-    let path: Vec<i64> = prices.iter().filter_map(|p| to_ticks(*p)).collect();
-    if path.len() != prices.len() {
-        return Err(ApiError::internal(anyhow::anyhow!(
-            "a trade price is not a tick multiple"
-        )));
+    on_trades_in(txn, events, &[(market, prices)]).await
+}
+
+/// [`on_trades`] of several markets, each with its row as before its trades and its
+/// trade prices, in one read of the alert book.
+pub async fn on_trades_in(
+    txn: &DatabaseTransaction,
+    events: &Collector,
+    markets: &[(&market_rows::Model, Vec<Decimal>)],
+) -> Result<(), ApiError> {
+    struct Move<'a> {
+        prices: &'a [Decimal],
+        previous: Option<i64>,
+        path: Vec<i64>,
     }
-    let previous = market.last_price.and_then(|p| to_ticks(p.0));
-    let crossed = alert_book::crossed_ranges(previous, &path);
-    if crossed.is_empty() {
-        return Ok(());
-    }
+    let mut moves = std::collections::HashMap::new();
     // One index range scan per crossed range (a move has at most a few).
-    let mut candidates = Vec::new();
-    for c in &crossed {
-        candidates.extend(
-            price_alerts::Entity::find()
-                .filter(price_alerts::Column::Market.eq(market.symbol.as_str()))
-                .filter(price_alerts::Column::Condition.eq(c.condition.as_str()))
-                .filter(price_alerts::Column::Armed.eq(true))
-                .filter(price_alerts::Column::ThresholdTicks.between(c.from, c.to))
-                .all(txn)
-                .await?,
+    let mut ranges = sea_orm::Condition::any();
+    for (market, prices) in markets {
+        let tick = market.tick_size.0;
+        let to_ticks = |price: Decimal| order_rules::price_ticks(price, tick);
+        let path: Vec<i64> = prices.iter().filter_map(|p| to_ticks(*p)).collect();
+        if path.len() != prices.len() {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "a trade price is not a tick multiple"
+            )));
+        }
+        let previous = market.last_price.and_then(|p| to_ticks(p.0));
+        let crossed = alert_book::crossed_ranges(previous, &path);
+        if crossed.is_empty() {
+            continue;
+        }
+        for c in &crossed {
+            ranges = ranges.add(
+                sea_orm::Condition::all()
+                    .add(price_alerts::Column::Market.eq(market.symbol.as_str()))
+                    .add(price_alerts::Column::Condition.eq(c.condition.as_str()))
+                    .add(price_alerts::Column::ThresholdTicks.between(c.from, c.to)),
+            );
+        }
+        let prices = prices.as_slice();
+        moves.insert(
+            market.symbol.as_str(),
+            Move {
+                prices,
+                previous,
+                path,
+            },
         );
     }
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let mut candidates = price_alerts::Entity::find()
+        .filter(price_alerts::Column::Armed.eq(true))
+        .filter(ranges)
+        .all(txn)
+        .await?;
     // A fixed order, so concurrent writers of the same rows never wait in a cycle.
     candidates.sort_by_key(|a| a.id);
     let now = Utc::now();
@@ -187,11 +219,19 @@ pub async fn on_trades(
         let Some(condition) = AlertCondition::parse(&alert.condition) else {
             continue;
         };
-        let Some(at) = alert_book::firing_trade(condition, alert.threshold_ticks, previous, &path)
-        else {
+        let Some(moved) = moves.get(alert.market.as_str()) else {
             continue;
         };
-        fire(txn, events, &alert, prices[at], now).await?;
+        let firing = alert_book::firing_trade(
+            condition,
+            alert.threshold_ticks,
+            moved.previous,
+            &moved.path,
+        );
+        let Some(at) = firing else {
+            continue;
+        };
+        fire(txn, events, &alert, moved.prices[at], now).await?;
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::domain::audit::{self, ChainCheck, ChainedEvent, GENESIS};
 use crate::error::ApiError;
-use crate::service::bulk::{Bulk, Cell, Columns};
+use crate::service::bulk::{Bulk, Cell, Columns, Params};
 use entity::{audit_chains, audit_events};
 
 /// One action to record.
@@ -199,15 +199,26 @@ pub async fn record_all_in(
 /// Rows of `audit_events` per INSERT, well within both backends' bind-parameter limits.
 const INSERT_ROWS: usize = 500;
 
+/// `entries` by chain, in chain name order (the order chains are locked in), each in
+/// its entries' order.
+fn by_chain(entries: Vec<AuditEntry>) -> std::collections::BTreeMap<String, Vec<AuditEntry>> {
+    let mut chains: std::collections::BTreeMap<String, Vec<AuditEntry>> = Default::default();
+    for entry in entries {
+        chains.entry(entry.chain_key()).or_default().push(entry);
+    }
+    chains
+}
+
 /// Takes each chain's next numbers (chains in name order) and chains its entries, in
-/// their order, to its head: the rows to write, by chain.
+/// their order, to its head: the rows to write, by chain. One statement for every
+/// chain on PostgreSQL, one per chain on SQLite.
 async fn chain_all(
     txn: &DatabaseTransaction,
     entries: Vec<AuditEntry>,
 ) -> Result<Vec<(String, Vec<audit_events::Model>)>, ApiError> {
-    let mut chains: std::collections::BTreeMap<String, Vec<AuditEntry>> = Default::default();
-    for entry in entries {
-        chains.entry(entry.chain_key()).or_default().push(entry);
+    let chains = by_chain(entries);
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        return chain_all_at_once(txn, chains).await;
     }
     let mut chained = Vec::with_capacity(chains.len());
     for (chain, entries) in chains {
@@ -252,8 +263,18 @@ async fn chain_run(
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("audit chain head not returned")))?;
     let last_seq: i64 = head.try_get("", "last_seq")?;
-    let mut prev_hash: String = head.try_get("", "last_hash")?;
+    let prev_hash: String = head.try_get("", "last_hash")?;
+    Ok(chain_entries(chain, (last_seq, prev_hash), entries))
+}
 
+/// Chains `entries` to a chain whose head, after their numbers were taken, is
+/// `(last_seq, prev_hash)`: the last number taken and the hash before the first entry.
+fn chain_entries(
+    chain: &str,
+    (last_seq, mut prev_hash): (i64, String),
+    entries: Vec<AuditEntry>,
+) -> Vec<audit_events::Model> {
+    let count = entries.len() as i64;
     let mut rows = Vec::with_capacity(entries.len());
     for (seq, entry) in (last_seq - count + 1..).zip(entries) {
         let details = entry.details.to_string();
@@ -287,7 +308,55 @@ async fn chain_run(
             hash,
         });
     }
-    Ok(rows)
+    rows
+}
+
+/// [`chain_all`] on PostgreSQL in one statement, however many chains.
+async fn chain_all_at_once(
+    txn: &DatabaseTransaction,
+    chains: std::collections::BTreeMap<String, Vec<AuditEntry>>,
+) -> Result<Vec<(String, Vec<audit_events::Model>)>, ApiError> {
+    if chains.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut wanted = Columns::new(&[("chain", ""), ("n", "bigint")]);
+    for (chain, entries) in &chains {
+        wanted.push([chain.cell(), (entries.len() as i64).cell()]);
+    }
+    let mut p = Params::default();
+    // Heads are created or locked in chain order (`ORDER BY`), as one chain at a time
+    // would, and each reserves its entries' numbers.
+    let sql = format!(
+        "INSERT INTO audit_chains AS c (chain, last_seq, last_hash) \
+         SELECT r.chain, r.n, {} FROM ({}) AS r ORDER BY r.chain \
+         ON CONFLICT (chain) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq \
+         RETURNING chain, last_seq, last_hash",
+        p.bind(GENESIS, "text"),
+        wanted.select(&mut p, "r"),
+    );
+    let mut heads = std::collections::HashMap::new();
+    for row in txn
+        .query_all_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            sql,
+            p.into_values(),
+        ))
+        .await?
+    {
+        let chain: String = row.try_get("", "chain")?;
+        let head: (i64, String) = (row.try_get("", "last_seq")?, row.try_get("", "last_hash")?);
+        heads.insert(chain, head);
+    }
+    chains
+        .into_iter()
+        .map(|(chain, entries)| {
+            let head = heads.remove(&chain).ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("audit chain head not returned"))
+            })?;
+            let rows = chain_entries(&chain, head, entries);
+            Ok((chain, rows))
+        })
+        .collect()
 }
 
 /// Every event about one subject, oldest first.

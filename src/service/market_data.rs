@@ -33,8 +33,7 @@ pub async fn side_levels<C: ConnectionTrait>(
     loop {
         let mut query = orders::Entity::find()
             .filter(orders::Column::Market.eq(market))
-            .filter(orders::Column::Side.eq(side))
-            .filter(super::orders::in_open_book());
+            .filter(super::orders::in_open_book(side));
         query = if side == "BUY" {
             query.order_by_desc(orders::Column::PriceTicks)
         } else {

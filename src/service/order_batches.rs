@@ -1,18 +1,25 @@
-//! Group commit of order placements: the orders waiting for one market are placed
-//! together, in arrival order, in one transaction.
+//! Group commit of order placements: the orders waiting to be placed are placed
+//! together, in arrival order, in one transaction, whatever their markets.
 //!
 //! A market's book changes one transaction at a time (its row lock), so on a busy
 //! market every order used to wait for the one before it to finish its own `BEGIN`,
 //! market lock, `COMMIT` and WAL flush, and for the lock to pass between connections.
-//! Here each market has one placement task per process. It takes whatever has queued
-//! up while the previous batch ran (at most [`MAX_BATCH`]) and places it in a single
-//! transaction, then publishes each order's events and answers each request, in
-//! order. Price-time priority is arrival at the task, as it was arrival at the lock.
+//! Here one placement task per process takes whatever has queued up while the previous
+//! batch ran (at most [`MAX_BATCH`]) and places it in a single transaction, then
+//! publishes each order's events and answers each request, in order. Price-time
+//! priority is arrival at the task, as it was arrival at the lock.
 //!
-//! The tasks run on a thread of their own, with database connections of their own. A
-//! batch holds its market from its first statement to its commit, so every moment it
+//! One task for every market, rather than one per market: traders are active in
+//! several markets, and a market's quote currency is shared by all its traders, so
+//! transactions of different markets read, lock and write the same ledger accounts
+//! and event sequences. Run side by side they took turns on those rows anyway, each
+//! with a small batch and its own reads; together, the rows are read once and written
+//! once per batch (`orders::LockedMarkets`).
+//!
+//! The task runs on a thread of its own, with database connections of its own. A
+//! batch holds its markets from its first statement to its commit, so every moment it
 //! spends waiting to be polled, behind requests being parsed and answered on the
-//! server's workers, is a moment no order in that market can trade. On its own thread
+//! server's workers, is a moment no order in those markets can trade. On its own thread
 //! a placement task runs as soon as its database answers, and the operating system
 //! shares the cores between it and the server as between any two busy threads.
 //!
@@ -22,7 +29,6 @@
 //! would have got without batching. Several processes still serialise on the market
 //! row, so batching changes nothing about correctness across replicas.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,12 +46,12 @@ use crate::events::{Collector, Event};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
-/// Most orders placed in one transaction. Bounds how long a batch holds the market
+/// Most orders placed in one transaction. Bounds how long a batch holds its markets
 /// (and the accounts it touches), and so the latency of the orders that arrive
 /// while it runs.
 const MAX_BATCH: usize = 16;
-/// A market's placement task ends after this long without orders (and starts again
-/// with the next one), so idle markets and dropped test applications hold nothing.
+/// The placement task ends after this long without orders (and starts again with
+/// the next one), so an idle process and dropped test applications hold nothing.
 const IDLE: Duration = Duration::from_secs(2);
 
 /// One order waiting to be placed.
@@ -56,9 +62,9 @@ struct Job {
     reply: oneshot::Sender<Result<Placed, ApiError>>,
 }
 
-/// The placement tasks of this process, one per market with recent orders.
+/// The placement task of this process, while it has recent orders.
 pub struct OrderBatches {
-    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+    queue: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     lane: Lane,
 }
 
@@ -72,7 +78,7 @@ impl Drop for Lane {
     fn drop(&mut self) {
         // Dropped from async code (possibly a placement task's own, as the last holder
         // of the state), where waiting for the runtime's threads is not allowed. Its
-        // tasks are idle markets' queues by then: nothing is left to answer.
+        // task waits on an idle queue by then: nothing is left to answer.
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
@@ -106,7 +112,7 @@ impl OrderBatches {
             _ => db.clone(),
         };
         Ok(OrderBatches {
-            queues: Mutex::default(),
+            queue: Mutex::default(),
             lane: Lane {
                 runtime: Some(runtime),
                 db: lane_db,
@@ -126,11 +132,11 @@ impl OrderBatches {
         &self.lane.db
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Job>>> {
-        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<mpsc::UnboundedSender<Job>>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Places an order through its market's task and waits for the outcome. Events
+    /// Places an order through the placement task and waits for the outcome. Events
     /// are published (after commit) before this returns.
     pub(super) async fn place(
         state: &AppState,
@@ -139,7 +145,6 @@ impl OrderBatches {
         prepared: Prepared,
     ) -> Result<Placed, ApiError> {
         let (reply, outcome) = oneshot::channel();
-        let market = prepared.symbol.clone();
         let job = Job {
             user_id,
             input,
@@ -147,20 +152,18 @@ impl OrderBatches {
             reply,
         };
         {
-            let mut queues = state.order_batches.lock();
-            let unsent = match queues.get(&market) {
+            let mut current = state.order_batches.lock();
+            let unsent = match current.as_ref() {
                 Some(queue) => queue.send(job).err().map(|e| e.0),
                 None => Some(job),
             };
-            // No task for this market yet, or it has just stopped: start one.
+            // No task yet, or it has just stopped: start one.
             if let Some(job) = unsent {
                 let (queue, jobs) = mpsc::unbounded_channel();
                 // Cannot fail: the receiver is alive right here.
                 let _ = queue.send(job);
-                queues.insert(market.clone(), queue.clone());
-                state
-                    .order_batches
-                    .spawn(run(state.clone(), market, queue, jobs));
+                *current = Some(queue.clone());
+                state.order_batches.spawn(run(state.clone(), queue, jobs));
             }
         }
         await_outcome(outcome).await
@@ -177,10 +180,9 @@ async fn await_outcome(
     })
 }
 
-/// A market's placement task: batches what has queued, until idle.
+/// The placement task: batches what has queued, until idle.
 async fn run(
     state: AppState,
-    market: String,
     queue: mpsc::UnboundedSender<Job>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
@@ -191,10 +193,10 @@ async fn run(
             Err(_) => {
                 // Senders enqueue under this lock, so nothing can arrive between the
                 // check and the removal.
-                let mut queues = state.order_batches.lock();
+                let mut current = state.order_batches.lock();
                 if jobs.is_empty() {
-                    if queues.get(&market).is_some_and(|q| q.same_channel(&queue)) {
-                        queues.remove(&market);
+                    if current.as_ref().is_some_and(|q| q.same_channel(&queue)) {
+                        *current = None;
                     }
                     return;
                 }
@@ -244,6 +246,14 @@ async fn place_batch(state: &AppState, batch: Vec<Job>) {
                     .order_batches
                     .with_label_values(&["committed"])
                     .inc();
+                let markets: std::collections::HashSet<&str> = batch
+                    .iter()
+                    .map(|job| job.prepared.symbol.as_str())
+                    .collect();
+                state
+                    .metrics
+                    .order_batch_markets
+                    .observe(markets.len() as f64);
                 for (job, (order, events)) in batch.into_iter().zip(placed) {
                     state.events.publish(events).await;
                     let _ = job.reply.send(Ok(order));
@@ -319,12 +329,12 @@ async fn place_together(
             let (specs, failed_at) = (specs.clone(), failed_at.clone());
             Box::pin(async move {
                 failed_at.store(usize::MAX, Ordering::Relaxed);
-                let mut market = orders::prelock_batch(txn, &specs, locking).await?;
+                let mut markets = orders::prelock_batch(txn, &specs, locking).await?;
                 let mut placed = Vec::with_capacity(specs.len());
                 for (at, (user_id, input, prepared)) in specs.iter().enumerate() {
                     let events = Collector::default();
-                    let order =
-                        orders::execute(txn, &mut market, &events, *user_id, input, prepared);
+                    let market = markets.market(&prepared.symbol)?;
+                    let order = orders::execute(txn, market, &events, *user_id, input, prepared);
                     match order.await {
                         Ok(order) => placed.push((order, events.take())),
                         Err(error) => {
@@ -335,7 +345,7 @@ async fn place_together(
                 }
                 // Price alerts fired at the end belong with the last order's events.
                 let last = Collector::default();
-                let renumbering = market.finish(txn, &last).await?;
+                let renumbering = markets.finish(txn, &last).await?;
                 for (_, events) in &mut placed {
                     renumbering.apply(events);
                 }

@@ -33,9 +33,9 @@ pub(crate) enum Locking {
     /// As it reads them, before it decides anything: nothing can change them under it.
     #[default]
     UpFront,
-    /// Only just before its write, so that transactions of other markets sharing
-    /// traders with it queue for the length of a write and a commit rather than for
-    /// the whole batch. It reads the rows as last committed and decides on those; the
+    /// Only just before its write, so that other transactions sharing traders with it
+    /// (other replicas' placements, cancels, deposits) queue for the length of a write
+    /// and a commit rather than for the whole batch. It reads the rows as last committed and decides on those; the
     /// lock then shows what others committed since, which [`Pending::settle`] carries
     /// over (amounts are added, never overwritten), unless it would have left an
     /// account short at some point of the transaction: then the transaction is
@@ -150,6 +150,13 @@ pub(super) struct Pending {
     accounts: BTreeMap<AccountRef, Account>,
     sequences: BTreeMap<Uuid, Sequence>,
     events: Vec<order_events::Model>,
+    /// What the transaction knows of each of its markets, by symbol.
+    markets: BTreeMap<String, MarketState>,
+}
+
+/// What a placing transaction keeps of one market it trades in.
+#[derive(Default)]
+struct MarketState {
     /// Traded volume over the fee-tier window, this transaction's trades included.
     volumes: HashMap<Uuid, Decimal>,
     /// What this transaction's trades add to each (user, day)'s volume.
@@ -180,11 +187,20 @@ impl Pending {
         }
     }
 
-    /// Keeps the page of the book a batch read before its first order (resting orders
-    /// a taker on `taker_side` could meet, up to `bound`), so that its orders need not
-    /// read the book again.
+    fn market(&mut self, market: &str) -> &mut MarketState {
+        if !self.markets.contains_key(market) {
+            self.markets
+                .insert(market.to_owned(), MarketState::default());
+        }
+        self.markets.get_mut(market).expect("inserted above")
+    }
+
+    /// Keeps the page of `market`'s book a batch read before its first order (resting
+    /// orders a taker on `taker_side` could meet, up to `bound`), so that its orders
+    /// need not read the book again.
     pub(super) fn keep_book(
         &mut self,
+        market: &str,
         taker_side: Side,
         bound: Option<i64>,
         rows: &[order_rows::Model],
@@ -195,9 +211,10 @@ impl Pending {
             rows: rows.to_vec(),
             asked,
         });
+        let state = self.market(market);
         match taker_side {
-            Side::Buy => self.book_for_buyers = page,
-            Side::Sell => self.book_for_sellers = page,
+            Side::Buy => state.book_for_buyers = page,
+            Side::Sell => state.book_for_sellers = page,
         }
     }
 
@@ -207,12 +224,14 @@ impl Pending {
     /// the rows are all there is).
     pub(super) fn stored_book(
         &self,
+        market: &str,
         taker_side: Side,
         limit_ticks: Option<i64>,
     ) -> Option<(Vec<order_rows::Model>, u64)> {
+        let state = self.markets.get(market)?;
         let page = match taker_side {
-            Side::Buy => self.book_for_buyers.as_ref(),
-            Side::Sell => self.book_for_sellers.as_ref(),
+            Side::Buy => state.book_for_buyers.as_ref(),
+            Side::Sell => state.book_for_sellers.as_ref(),
         }?;
         let covered = match (page.bound, limit_ticks) {
             (None, _) => true,
@@ -498,7 +517,8 @@ impl Pending {
     /// Keeps an order's latest state, new or changed.
     pub(super) fn save_order(&mut self, order: &order_rows::Model) {
         if order.status == status::UNTRIGGERED {
-            if let Some(bounds) = &mut self.stop_bounds {
+            let bounds = self.markets.get_mut(&order.market);
+            if let Some(bounds) = bounds.and_then(|m| m.stop_bounds.as_mut()) {
                 bounds.include(order);
             }
         }
@@ -564,7 +584,7 @@ impl Pending {
         market: &str,
         last_ticks: i64,
     ) -> Result<bool, ApiError> {
-        let bounds = match self.stop_bounds {
+        let bounds = match self.markets.get(market).and_then(|m| m.stop_bounds) {
             Some(bounds) => bounds,
             None => {
                 let mut bounds = read_stop_bounds(txn, market).await?;
@@ -573,7 +593,7 @@ impl Pending {
                         bounds.include(order);
                     }
                 }
-                self.stop_bounds = Some(bounds);
+                self.market(market).stop_bounds = Some(bounds);
                 bounds
             }
         };
@@ -588,13 +608,15 @@ impl Pending {
         self.orders.clear();
         self.order_index.clear();
         // Stored rows are current now; the pages kept from before are not.
-        self.book_for_buyers = None;
-        self.book_for_sellers = None;
+        for state in self.markets.values_mut() {
+            state.book_for_buyers = None;
+            state.book_for_sellers = None;
+        }
         bulk.run(txn).await
     }
 
-    /// The traders' volumes over the fee-tier window (from `since`, a day as stored),
-    /// this transaction's trades included; one read for those not yet known.
+    /// The traders' volumes in `market` over the fee-tier window, this transaction's
+    /// trades included; one read for those not yet known.
     pub(super) async fn volumes(
         &mut self,
         txn: &DatabaseTransaction,
@@ -602,39 +624,77 @@ impl Pending {
         market: &str,
         now: DateTime<Utc>,
     ) -> Result<HashMap<Uuid, Decimal>, ApiError> {
-        let missing: BTreeSet<Uuid> = users
+        let wanted = BTreeMap::from([(market.to_owned(), users.clone())]);
+        self.read_volumes(txn, &wanted, now).await?;
+        let known = self.markets.get(market);
+        Ok(users
             .iter()
-            .filter(|u| !self.volumes.contains_key(u))
-            .copied()
+            .map(|u| {
+                let volume = known.and_then(|k| k.volumes.get(u)).copied();
+                (*u, volume.unwrap_or_default())
+            })
+            .collect())
+    }
+
+    /// Reads the fee-tier volumes of `wanted` (traders by market) not yet known, in
+    /// one statement for every market.
+    pub(super) async fn read_volumes(
+        &mut self,
+        txn: &DatabaseTransaction,
+        wanted: &BTreeMap<String, BTreeSet<Uuid>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        let missing: BTreeMap<String, BTreeSet<Uuid>> = wanted
+            .iter()
+            .map(|(market, users)| {
+                let known = self.markets.get(market);
+                let unknown = users
+                    .iter()
+                    .filter(|u| !known.is_some_and(|k| k.volumes.contains_key(u)))
+                    .copied()
+                    .collect::<BTreeSet<Uuid>>();
+                (market.clone(), unknown)
+            })
+            .filter(|(_, users)| !users.is_empty())
             .collect();
-        if !missing.is_empty() {
-            let since = orders::volume_window_start(now);
-            for (user, stored) in orders::volumes_30d(txn, &missing, market, now).await? {
-                let added: Decimal = self
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let since = orders::volume_window_start(now);
+        let stored = orders::volumes_30d_in(txn, &missing, now).await?;
+        for (market, users) in missing {
+            let state = self.market(&market);
+            for user in users {
+                let added: Decimal = state
                     .volume_added
                     .range((user, since.clone())..=(user, String::from("~")))
                     .map(|(_, amount)| *amount)
                     .sum();
-                self.volumes.insert(user, stored + added);
+                let stored = stored.get(&(market.clone(), user)).copied();
+                state
+                    .volumes
+                    .insert(user, stored.unwrap_or_default() + added);
             }
         }
-        Ok(users
-            .iter()
-            .map(|u| (*u, self.volumes.get(u).copied().unwrap_or_default()))
-            .collect())
+        Ok(())
     }
 
-    /// Adds a trade's quote value to its buyer's and seller's volume (twice to one
-    /// user who was both).
+    /// Adds a trade's quote value to its buyer's and seller's volume in `market` (twice
+    /// to one user who was both).
     pub(super) fn add_volume(
         &mut self,
+        market: &str,
         (buyer, seller): (Uuid, Uuid),
         day: &str,
         notional: Decimal,
     ) {
+        let state = self.market(market);
         for user in [buyer, seller] {
-            *self.volume_added.entry((user, day.to_owned())).or_default() += notional;
-            if let Some(volume) = self.volumes.get_mut(&user) {
+            *state
+                .volume_added
+                .entry((user, day.to_owned()))
+                .or_default() += notional;
+            if let Some(volume) = state.volumes.get_mut(&user) {
                 *volume += notional;
             }
         }
@@ -642,7 +702,7 @@ impl Pending {
 
     /// Keeps a trade's two fills, in trade order.
     pub(super) fn add_trade(&mut self, maker: fills::Model, taker: fills::Model) {
-        self.prices.push(taker.price.0);
+        self.market(&taker.market).prices.push(taker.price.0);
         self.fills.push(maker);
         self.fills.push(taker);
     }
@@ -652,14 +712,14 @@ impl Pending {
         &self.fills
     }
 
-    /// The prices this transaction traded at, in order.
-    pub(super) fn prices(&self) -> &[Decimal] {
-        &self.prices
+    /// The prices this transaction traded at in `market`, in order.
+    pub(super) fn prices(&self, market: &str) -> &[Decimal] {
+        self.markets.get(market).map_or(&[], |m| &m.prices)
     }
 
     /// Adds every held row to `bulk`: one part per table, present even when it has no
     /// rows, so the statement's text is always the same.
-    pub(super) fn write(self, bulk: &mut Bulk, market: &str) {
+    pub(super) fn write(self, bulk: &mut Bulk) {
         add_orders(bulk, &self.orders);
         let mut fills = Columns::new(&[
             ("id", "uuid"),
@@ -805,16 +865,22 @@ impl Pending {
                 sequences.select(p, "r")
             )
         });
-        let mut volumes = Columns::new(&[("user_id", "uuid"), ("day", ""), ("volume", "numeric")]);
-        for ((user, day), amount) in &self.volume_added {
-            volumes.push([user.cell(), day.cell(), amount.cell()]);
+        let mut volumes = Columns::new(&[
+            ("user_id", "uuid"),
+            ("market", ""),
+            ("day", ""),
+            ("volume", "numeric"),
+        ]);
+        for (market, state) in &self.markets {
+            for ((user, day), amount) in &state.volume_added {
+                volumes.push([user.cell(), market.cell(), day.cell(), amount.cell()]);
+            }
         }
         bulk.add(|p| {
             format!(
                 "INSERT INTO user_daily_volumes AS v (user_id, market, day, volume) \
-                 SELECT r.user_id, {}, r.day, r.volume FROM ({}) AS r \
+                 SELECT r.user_id, r.market, r.day, r.volume FROM ({}) AS r \
                  ON CONFLICT (user_id, market, day) DO UPDATE SET volume = v.volume + EXCLUDED.volume",
-                p.bind(market, "text"),
                 volumes.select(p, "r")
             )
         });
@@ -1009,39 +1075,48 @@ mod tests {
         ];
         let mut pending = Pending::default();
         // Buyers of the batch reach up to 102; the page of three came back full.
-        pending.keep_book(Side::Buy, Some(102), &rows, 3);
-        let (all, asked) = pending.stored_book(Side::Buy, Some(102)).expect("in reach");
+        pending.keep_book("BTC-USD", Side::Buy, Some(102), &rows, 3);
+        let book = |side, limit| pending.stored_book("BTC-USD", side, limit);
+        let (all, asked) = book(Side::Buy, Some(102)).expect("in reach");
         assert_eq!((sequences(&all), asked), (vec![1, 2, 3], 3));
         // A lower limit sees a prefix, and that prefix is the whole of its book.
-        let (some, asked) = pending.stored_book(Side::Buy, Some(100)).expect("in reach");
+        let (some, asked) = book(Side::Buy, Some(100)).expect("in reach");
         assert_eq!((sequences(&some), asked), (vec![1], u64::MAX));
         // Beyond the reach, or without a limit, the page says nothing.
-        assert!(pending.stored_book(Side::Buy, Some(103)).is_none());
-        assert!(pending.stored_book(Side::Buy, None).is_none());
-        assert!(pending.stored_book(Side::Sell, Some(100)).is_none());
+        assert!(book(Side::Buy, Some(103)).is_none());
+        assert!(book(Side::Buy, None).is_none());
+        assert!(book(Side::Sell, Some(100)).is_none());
+        // Nor does it say anything of another market.
+        assert!(pending
+            .stored_book("ETH-USD", Side::Buy, Some(101))
+            .is_none());
         // A side read without bound (a market order in the batch) serves any limit.
-        pending.keep_book(Side::Sell, None, &[], 64);
-        let (none, asked) = pending.stored_book(Side::Sell, Some(1)).expect("unbounded");
+        pending.keep_book("BTC-USD", Side::Sell, None, &[], 64);
+        let (none, asked) = pending
+            .stored_book("BTC-USD", Side::Sell, Some(1))
+            .expect("unbounded");
         assert_eq!((none.len(), asked), (0, 64));
     }
 
     #[test]
     fn held_stop_orders_widen_the_known_trigger_bounds() {
-        let mut pending = Pending {
-            stop_bounds: Some(StopBounds {
+        let mut pending = Pending::default();
+        for market in ["BTC-USD", "ETH-USD"] {
+            pending.market(market).stop_bounds = Some(StopBounds {
                 buy_min: Some(110),
                 sell_max: None,
-            }),
-            ..Pending::default()
-        };
+            });
+        }
         let mut stop = resting("SELL", 90, 1);
         stop.status = status::UNTRIGGERED.into();
         stop.is_open = false;
         stop.trigger_ticks = Some(95);
         pending.save_order(&stop);
-        let bounds = pending.stop_bounds.expect("bounds known");
-        assert_eq!(bounds.buy_min, Some(110));
-        assert_eq!(bounds.sell_max, Some(95));
+        let bounds = |market: &str| pending.markets[market].stop_bounds.expect("bounds known");
+        assert_eq!(bounds("BTC-USD").buy_min, Some(110));
+        assert_eq!(bounds("BTC-USD").sell_max, Some(95));
+        // The stop is in BTC-USD: another market's bounds stay as they were.
+        assert_eq!(bounds("ETH-USD").sell_max, None);
     }
 
     /// A transaction that read a trader's USD at 100 and moved 60 of it to held, with
@@ -1144,19 +1219,31 @@ mod tests {
     fn volumes_add_both_sides_and_twice_for_one_user_on_both() {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let mut pending = Pending::default();
-        pending.volumes.insert(a, Decimal::from(10));
-        pending.add_volume((a, b), "2026-11-22", Decimal::from(5));
-        pending.add_volume((a, a), "2026-11-22", Decimal::from(1));
-        assert_eq!(pending.volumes[&a], Decimal::from(17));
+        pending
+            .market("BTC-USD")
+            .volumes
+            .insert(a, Decimal::from(10));
+        pending
+            .market("ETH-USD")
+            .volumes
+            .insert(a, Decimal::from(100));
+        pending.add_volume("BTC-USD", (a, b), "2026-11-22", Decimal::from(5));
+        pending.add_volume("BTC-USD", (a, a), "2026-11-22", Decimal::from(1));
+        let btc = &pending.markets["BTC-USD"];
+        assert_eq!(btc.volumes[&a], Decimal::from(17));
         // Not read yet: only the day's addition is kept, for when it is read.
-        assert!(!pending.volumes.contains_key(&b));
+        assert!(!btc.volumes.contains_key(&b));
         assert_eq!(
-            pending.volume_added[&(b, "2026-11-22".to_owned())],
+            btc.volume_added[&(b, "2026-11-22".to_owned())],
             Decimal::from(5)
         );
         assert_eq!(
-            pending.volume_added[&(a, "2026-11-22".to_owned())],
+            btc.volume_added[&(a, "2026-11-22".to_owned())],
             Decimal::from(7)
         );
+        // Volumes are a market's own: fee tiers elsewhere are not moved.
+        let eth = &pending.markets["ETH-USD"];
+        assert_eq!(eth.volumes[&a], Decimal::from(100));
+        assert!(eth.volume_added.is_empty());
     }
 }

@@ -5,8 +5,9 @@
 //! writer at a time changes a market's book, across any number of server processes. It
 //! reads only the best opposite orders it needs through the book index, lets the pure
 //! planner (`domain::matching`) decide, then writes orders, fills, ledger entries and
-//! per-user order events before committing. Orders that arrive while a market is busy
-//! are placed together in one such transaction (`service::order_batches`); on
+//! per-user order events before committing. Orders that arrive while a placement runs
+//! are placed together in one such transaction, whatever their markets
+//! (`service::order_batches`, `LockedMarkets`); on
 //! PostgreSQL a placement's writes are held and sent together at the end of it
 //! (`service::order_writes`).
 
@@ -306,8 +307,12 @@ pub(super) struct LockedMarket {
 impl LockedMarket {
     /// Locks the market's row (PostgreSQL `SELECT … FOR UPDATE`).
     pub(super) async fn lock(txn: &DatabaseTransaction, symbol: &str) -> Result<Self, ApiError> {
-        let row = lock_market(txn, symbol).await?;
-        Ok(LockedMarket {
+        Ok(Self::of(lock_market(txn, symbol).await?))
+    }
+
+    /// The market as `row`, which the transaction has just locked.
+    fn of(row: market_rows::Model) -> Self {
+        LockedMarket {
             stored_sequence: row.next_sequence,
             stored_last_price: row.last_price,
             row,
@@ -315,7 +320,13 @@ impl LockedMarket {
             audit: Vec::new(),
             pending: None,
             prices: None,
-        })
+        }
+    }
+
+    /// Whether the transaction changed the market's row.
+    fn changed(&self) -> bool {
+        self.row.next_sequence != self.stored_sequence
+            || self.row.last_price != self.stored_last_price
     }
 
     /// [`LockedMarket::lock`] for placing orders: on PostgreSQL their writes are held
@@ -384,70 +395,195 @@ impl LockedMarket {
         sequence
     }
 
-    /// Writes what the transaction held back: the market's next sequence, when orders
+    /// Writes what the transaction held back (see [`LockedMarkets::finish`]). Events
+    /// collected before this carry the event numbers first taken: the caller applies
+    /// the returned renumbering to them.
+    pub(super) async fn finish(
+        self,
+        txn: &DatabaseTransaction,
+        events: &Collector,
+    ) -> Result<Renumbering, ApiError> {
+        LockedMarkets::from(self).finish(txn, events).await
+    }
+}
+
+/// The markets of one placing transaction, locked in symbol order. Orders that arrive
+/// together are placed together whatever their markets: the traders' rows are read
+/// once and written once for all of them, where a transaction per market would read
+/// and lock the same accounts (a trader's quote currency, say) once per market, and
+/// the markets would take turns on them. What belongs to the transaction rather than
+/// to one market (its held writes and its price table) is lent to the market whose
+/// order is running.
+pub(super) struct LockedMarkets {
+    markets: std::collections::BTreeMap<String, LockedMarket>,
+    /// The market that holds the shared parts.
+    holder: String,
+}
+
+impl From<LockedMarket> for LockedMarkets {
+    fn from(locked: LockedMarket) -> Self {
+        let holder = locked.row.symbol.clone();
+        LockedMarkets {
+            markets: [(holder.clone(), locked)].into(),
+            holder,
+        }
+    }
+}
+
+impl LockedMarkets {
+    /// Locks the rows of `symbols`, in symbol order, in one statement.
+    async fn lock(
+        txn: &DatabaseTransaction,
+        symbols: &std::collections::BTreeSet<&str>,
+        locking: Locking,
+    ) -> Result<Self, ApiError> {
+        let mut query = market_rows::Entity::find()
+            .filter(market_rows::Column::Symbol.is_in(symbols.iter().copied()))
+            .order_by_asc(market_rows::Column::Symbol);
+        let postgres = txn.get_database_backend() == DatabaseBackend::Postgres;
+        if postgres {
+            query = query.lock_exclusive();
+        }
+        let mut markets = std::collections::BTreeMap::new();
+        for row in query.all(txn).await? {
+            markets.insert(row.symbol.clone(), LockedMarket::of(row));
+        }
+        if markets.len() != symbols.len() {
+            return Err(ApiError::NotFound("market"));
+        }
+        let holder = symbols.first().map(|s| s.to_string()).unwrap_or_default();
+        if postgres {
+            if let Some(first) = markets.get_mut(&holder) {
+                first.pending = Some(Pending::new(locking));
+            }
+        }
+        Ok(LockedMarkets { markets, holder })
+    }
+
+    /// The locked market `symbol`, holding the transaction's shared parts.
+    pub(super) fn market(&mut self, symbol: &str) -> Result<&mut LockedMarket, ApiError> {
+        if self.holder != symbol {
+            let (pending, prices) = match self.markets.get_mut(&self.holder) {
+                Some(holder) => (holder.pending.take(), holder.prices.take()),
+                None => (None, None),
+            };
+            let next = self.markets.get_mut(symbol).ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("market {symbol} is not locked"))
+            })?;
+            next.pending = pending;
+            next.prices = prices;
+            symbol.clone_into(&mut self.holder);
+        }
+        self.markets
+            .get_mut(symbol)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("market {symbol} is not locked")))
+    }
+
+    /// Writes what the transaction held back: the markets' next sequences, when orders
     /// took places, the held writes of placements (with the price alerts and price
     /// candles of their trades) and the audit entries. Runs before commit; events of
     /// price alerts go to `events`. Events collected before this carry the event
     /// numbers first taken: the caller applies the returned renumbering to them.
     pub(super) async fn finish(
-        &mut self,
+        mut self,
         txn: &DatabaseTransaction,
         events: &Collector,
     ) -> Result<Renumbering, ApiError> {
-        if let Some(mut pending) = self.pending.take() {
-            if !pending.prices().is_empty() {
-                // Alerts judge the whole path from the price before these trades.
-                let mut before = self.row.clone();
-                before.last_price = self.stored_last_price;
-                super::alerts::on_trades(txn, events, &before, pending.prices().iter().copied())
-                    .await?;
+        let audit: Vec<AuditEntry> = self
+            .markets
+            .values_mut()
+            .flat_map(|m| std::mem::take(&mut m.audit))
+            .collect();
+        let pending = self
+            .markets
+            .get_mut(&self.holder)
+            .and_then(|h| h.pending.take());
+        let Some(mut pending) = pending else {
+            for locked in self.markets.values() {
+                if locked.row.next_sequence != locked.stored_sequence {
+                    market_rows::Entity::update_many()
+                        .col_expr(
+                            market_rows::Column::NextSequence,
+                            Expr::value(locked.row.next_sequence),
+                        )
+                        .filter(market_rows::Column::Symbol.eq(locked.row.symbol.as_str()))
+                        .exec(txn)
+                        .await?;
+                }
             }
-            // The audit chain is the market's own: its head is taken before the traders'
-            // rows are locked, so it keeps them locked for no longer; its entries go out
-            // with the other writes.
-            let mut bulk = Bulk::default();
-            audit::record_all_in(txn, std::mem::take(&mut self.audit), &mut bulk).await?;
-            let renumbering = pending.settle(txn).await?;
-            super::portfolio::in_bulk::candles_of(pending.fills(), &mut bulk, &self.row.symbol);
-            pending.write(&mut bulk, &self.row.symbol);
-            if self.row.next_sequence != self.stored_sequence
-                || self.row.last_price != self.stored_last_price
-            {
-                let row = &self.row;
-                bulk.add(|p| {
-                    format!(
-                        "UPDATE markets SET next_sequence = {}, last_price = {}, updated_at = {} \
-                         WHERE symbol = {}",
-                        p.bind(row.next_sequence, "bigint"),
-                        p.bind(row.last_price.map(|a| a.0), "numeric"),
-                        p.bind(row.updated_at, "timestamptz"),
-                        p.bind(row.symbol.as_str(), "text"),
-                    )
-                });
-            }
-            bulk.run(txn).await?;
-            return Ok(renumbering);
+            audit::record_all(txn, audit).await?;
+            return Ok(Renumbering::default());
+        };
+        // Alerts judge the whole path from the price before these trades.
+        let before: Vec<market_rows::Model> = self
+            .markets
+            .values()
+            .filter(|locked| !pending.prices(&locked.row.symbol).is_empty())
+            .map(|locked| market_rows::Model {
+                last_price: locked.stored_last_price,
+                ..locked.row.clone()
+            })
+            .collect();
+        let moves: Vec<(&market_rows::Model, Vec<Decimal>)> = before
+            .iter()
+            .map(|row| (row, pending.prices(&row.symbol).to_vec()))
+            .collect();
+        if !moves.is_empty() {
+            super::alerts::on_trades_in(txn, events, &moves).await?;
         }
-        if self.row.next_sequence != self.stored_sequence {
-            market_rows::Entity::update_many()
-                .col_expr(
-                    market_rows::Column::NextSequence,
-                    Expr::value(self.row.next_sequence),
-                )
-                .filter(market_rows::Column::Symbol.eq(self.row.symbol.as_str()))
-                .exec(txn)
-                .await?;
+        // The audit chains are the markets' own: their heads are taken before the
+        // traders' rows are locked, so they keep them locked for no longer; the
+        // entries go out with the other writes.
+        let mut bulk = Bulk::default();
+        audit::record_all_in(txn, audit, &mut bulk).await?;
+        let renumbering = pending.settle(txn).await?;
+        super::portfolio::in_bulk::candles_of(pending.fills(), &mut bulk);
+        pending.write(&mut bulk);
+        let mut rows = Columns::new(&[
+            ("symbol", ""),
+            ("next_sequence", "bigint"),
+            ("last_price", "numeric?"),
+            ("updated_at", "timestamptz"),
+        ]);
+        for row in self
+            .markets
+            .values()
+            .filter(|m| m.changed())
+            .map(|m| &m.row)
+        {
+            rows.push([
+                row.symbol.cell(),
+                row.next_sequence.cell(),
+                row.last_price.map(|a| a.0).cell(),
+                row.updated_at.cell(),
+            ]);
         }
-        audit::record_all(txn, std::mem::take(&mut self.audit)).await?;
-        Ok(Renumbering::default())
+        bulk.add(|p| {
+            format!(
+                "UPDATE markets AS m SET next_sequence = v.next_sequence, \
+                 last_price = v.last_price, updated_at = v.updated_at \
+                 FROM ({}) AS v WHERE m.symbol = v.symbol",
+                rows.select(p, "r")
+            )
+        });
+        bulk.run(txn).await?;
+        Ok(renumbering)
     }
 }
 
-/// The open book's condition, in the words of its partial index
-/// (`idx_orders_open_book`): with a bound `is_open = $1` instead, neither database could
-/// tell from a prepared statement that the index applies.
-pub(crate) fn in_open_book() -> Expr {
-    Expr::col((orders::Entity, orders::Column::IsOpen))
+/// Resting orders on `side` (`"BUY"` or `"SELL"`) of the book, in the words of that
+/// side's partial index (`idx_orders_open_bids`, `idx_orders_open_asks`): with bound
+/// values (`is_open = $1`, `side = $2`) instead, neither database could tell from a
+/// prepared statement that the index applies.
+pub(crate) fn in_open_book(side: &str) -> sea_orm::Condition {
+    let side = if side == "BUY" {
+        "\"orders\".\"side\" = 'BUY'"
+    } else {
+        "\"orders\".\"side\" = 'SELL'"
+    };
+    sea_orm::Condition::all()
+        .add(Expr::col((orders::Entity, orders::Column::IsOpen)))
+        .add(Expr::cust(side))
 }
 
 /// Loads up to `limit` resting orders that the taker could trade with, best first.
@@ -472,8 +608,7 @@ fn makers_query(
 ) -> sea_orm::Select<orders::Entity> {
     let mut query = orders::Entity::find()
         .filter(orders::Column::Market.eq(market))
-        .filter(orders::Column::Side.eq(side_str(taker_side.opposite())))
-        .filter(in_open_book());
+        .filter(in_open_book(side_str(taker_side.opposite())));
     query = match (taker_side, limit_ticks) {
         (Side::Buy, Some(ticks)) => query.filter(orders::Column::PriceTicks.lte(ticks)),
         (Side::Sell, Some(ticks)) => query.filter(orders::Column::PriceTicks.gte(ticks)),
@@ -980,97 +1115,183 @@ async fn prelock(
 /// locked order by order, as a lone placement does.
 const BATCH_PRELOCK_OWNERS: u64 = 64;
 
-/// Locks, before a batch of placements in one market, what its orders are likely to
-/// write, in the global order [`prelock`] uses: the market's row, then the ledger
-/// accounts and event sequences of the batch's traders and of the owners of the best
-/// resting orders, as many as the batch's quantities could take. An order whose plan
-/// touches only those users skips [`prelock`]; any other still runs it for its own
-/// plan, and finds the rows taken here already held. Taking them order by order
-/// instead would let two batches in different markets (sharing traders) lock them in
-/// opposite orders. Under [`Locking::AtWrite`] those rows are only read here, and
-/// locked when the batch writes.
-/// Returns the market, locked, for the batch's orders to share; a halted market fails
-/// the whole batch.
+/// Locks, before a batch of placements, what its orders are likely to write, in the
+/// global order [`prelock`] uses: the markets' rows (in symbol order), then the
+/// ledger accounts and event sequences of the batch's traders and of the owners of
+/// the best resting orders, as many as the batch's quantities could take. An order
+/// whose plan touches only those users skips [`prelock`]; any other still runs it for
+/// its own plan, and finds the rows taken here already held. Taking them order by
+/// order instead would let two batches (sharing traders) lock them in opposite
+/// orders. Under [`Locking::AtWrite`] those rows are only read here, and locked when
+/// the batch writes.
+/// Returns the markets, locked, for the batch's orders to share. An order in a halted
+/// market fails on its own when it runs, so the batch is split around it.
 pub(super) async fn prelock_batch(
     txn: &DatabaseTransaction,
     batch: &[(Uuid, NewOrder, Prepared)],
     locking: Locking,
-) -> Result<LockedMarket, ApiError> {
-    let Some((_, _, first)) = batch.first() else {
+) -> Result<LockedMarkets, ApiError> {
+    if batch.is_empty() {
         return Err(ApiError::internal(anyhow::anyhow!("an empty batch")));
-    };
-    let mut locked = LockedMarket::lock_for_placement(txn, &first.symbol, locking).await?;
-    locked.ensure_trading()?;
+    }
+    let symbols: std::collections::BTreeSet<&str> =
+        batch.iter().map(|(_, _, p)| p.symbol.as_str()).collect();
+    let mut locked = LockedMarkets::lock(txn, &symbols, locking).await?;
     if txn.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(locked);
     }
-    let market = &locked.row;
-    // How far into each side of the book the batch can reach: `None` is no bound (a
-    // market order), and a side no order of the batch takes from stays untouched.
-    let reach = |side: Side| -> Option<Option<i64>> {
-        let mut orders = batch.iter().filter(|(_, input, _)| input.side == side);
-        let first = orders.next()?;
-        let ticks = |input: &NewOrder| {
-            input
-                .price
-                .and_then(|p| order_rules::price_ticks(p, first.2.rules.tick_size))
-        };
-        orders.try_fold(ticks(&first.1), |bound, (_, input, _)| {
-            Some(match (bound, ticks(input)) {
-                (Some(a), Some(b)) if side == Side::Buy => Some(std::cmp::max(a, b)),
-                (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
-                _ => None,
-            })
-        })
-    };
-    let mut users: std::collections::BTreeSet<Uuid> =
-        batch.iter().map(|(user, _, _)| *user).collect();
-    for side in [Side::Buy, Side::Sell] {
-        let Some(bound) = reach(side) else { continue };
-        // The best resting orders, up to what the batch could take from them (all of
-        // the page when an order has no base quantity: a buy by quote amount).
-        let wanted: Option<Decimal> = batch
+    let holder = locked.holder.clone();
+    let mut pending = locked
+        .market(&holder)?
+        .pending
+        .take()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("placement writes not held")))?;
+    let in_market = |symbol: &str| -> Vec<&(Uuid, NewOrder, Prepared)> {
+        batch
             .iter()
-            .filter(|(_, input, _)| input.side == side)
-            .map(|(_, input, _)| input.quantity)
-            .sum();
-        let makers = load_makers(txn, &market.symbol, side, bound, BATCH_PRELOCK_OWNERS).await?;
-        if let Some(pending) = locked.pending.as_mut() {
-            pending.keep_book(side, bound, &makers, BATCH_PRELOCK_OWNERS);
+            .filter(|(_, _, p)| p.symbol == symbol)
+            .collect()
+    };
+    // The best of every book side some order of the batch takes from, in one read.
+    let mut reaches = Vec::new();
+    for (symbol, market) in &locked.markets {
+        // A halted market's orders are refused one by one (`execute`), with nothing
+        // to read for them.
+        if market.ensure_trading().is_err() {
+            continue;
         }
-        let mut covered = Decimal::ZERO;
-        for maker in makers {
-            if wanted.is_some_and(|wanted| covered >= wanted) {
-                break;
+        for side in [Side::Buy, Side::Sell] {
+            if let Some(bound) = reach(&in_market(symbol), side) {
+                reaches.push((symbol.clone(), side, bound));
             }
-            covered += remaining(&maker);
-            users.insert(maker.user_id);
         }
     }
+    let mut books = load_books(txn, &reaches, BATCH_PRELOCK_OWNERS).await?;
     let mut accounts = std::collections::BTreeSet::new();
-    for asset in [&market.base_asset, &market.quote_asset] {
-        for user in &users {
-            for kind in [AccountKind::Available, AccountKind::Locked] {
-                accounts.insert(AccountRef::user(*user, asset, kind));
+    let mut traders = std::collections::BTreeMap::new();
+    for (symbol, market) in &mut locked.markets {
+        let orders = in_market(symbol);
+        let mut users: std::collections::BTreeSet<Uuid> =
+            orders.iter().map(|(user, _, _)| *user).collect();
+        for (_, side, bound) in reaches.iter().filter(|(s, _, _)| s == symbol) {
+            let makers = books.remove(&(symbol.clone(), *side)).unwrap_or_default();
+            pending.keep_book(symbol, *side, *bound, &makers, BATCH_PRELOCK_OWNERS);
+            // The owners of the best resting orders, up to what the batch could take
+            // from them (all of the page when an order has no base quantity: a buy by
+            // quote amount).
+            let wanted: Option<Decimal> = orders
+                .iter()
+                .filter(|(_, input, _)| input.side == *side)
+                .map(|(_, input, _)| input.quantity)
+                .sum();
+            let mut covered = Decimal::ZERO;
+            for maker in makers {
+                if wanted.is_some_and(|wanted| covered >= wanted) {
+                    break;
+                }
+                covered += remaining(&maker);
+                users.insert(maker.user_id);
             }
         }
-        accounts.insert(AccountRef::fee_income(&market.symbol, asset));
-    }
-    match locked.pending.as_mut() {
-        Some(pending) => {
-            pending.load_accounts(txn, &accounts).await?;
-            pending.load_sequences(txn, &users).await?;
-            // Fee tiers: every trader's volume in one read.
-            let symbol = locked.row.symbol.clone();
-            pending.volumes(txn, &users, &symbol, Utc::now()).await?;
+        for asset in [&market.row.base_asset, &market.row.quote_asset] {
+            for user in &users {
+                for kind in [AccountKind::Available, AccountKind::Locked] {
+                    accounts.insert(AccountRef::user(*user, asset, kind));
+                }
+            }
+            accounts.insert(AccountRef::fee_income(symbol, asset));
         }
-        None => {
-            ledger::lock_accounts(txn, &accounts).await?;
-            lock_sequences(txn, &users).await?;
-        }
+        market.locked_users.clone_from(&users);
+        traders.insert(symbol.clone(), users);
     }
-    locked.locked_users = users;
+    pending.load_accounts(txn, &accounts).await?;
+    let users = traders.values().flatten().copied().collect();
+    pending.load_sequences(txn, &users).await?;
+    // Fee tiers: every trader's volume in every market, in one read.
+    pending.read_volumes(txn, &traders, Utc::now()).await?;
+    locked.market(&holder)?.pending = Some(pending);
     Ok(locked)
+}
+
+/// How far into the book on `side`'s opposite a batch's `orders` (of one market) can
+/// reach: `None` when no order takes from it, `Some(None)` when one has no bound (a
+/// market order), else the farthest limit.
+fn reach(orders: &[&(Uuid, NewOrder, Prepared)], side: Side) -> Option<Option<i64>> {
+    let mut orders = orders.iter().filter(|(_, input, _)| input.side == side);
+    let first = orders.next()?;
+    let ticks = |input: &NewOrder| {
+        input
+            .price
+            .and_then(|p| order_rules::price_ticks(p, first.2.rules.tick_size))
+    };
+    orders.try_fold(ticks(&first.1), |bound, (_, input, _)| {
+        Some(match (bound, ticks(input)) {
+            (Some(a), Some(b)) if side == Side::Buy => Some(std::cmp::max(a, b)),
+            (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+            _ => None,
+        })
+    })
+}
+
+/// [`load_makers`] for several (market, taker side, limit) at once, in one statement
+/// whatever their number (PostgreSQL): up to `limit` resting orders each, best first,
+/// by (market, taker side).
+async fn load_books(
+    txn: &DatabaseTransaction,
+    reaches: &[(String, Side, Option<i64>)],
+    limit: u64,
+) -> Result<std::collections::HashMap<(String, Side), Vec<orders::Model>>, ApiError> {
+    let mut books = std::collections::HashMap::new();
+    if reaches.is_empty() {
+        return Ok(books);
+    }
+    let (mut asks, mut bids) = (
+        Columns::new(&[("market", ""), ("bound", "bigint")]),
+        Columns::new(&[("market", ""), ("bound", "bigint")]),
+    );
+    for (market, side, bound) in reaches {
+        // No bound is the far end of the book.
+        let (wanted, far) = match side {
+            Side::Buy => (&mut asks, i64::MAX),
+            Side::Sell => (&mut bids, i64::MIN),
+        };
+        wanted.push([market.cell(), bound.unwrap_or(far).cell()]);
+    }
+    let mut p = Params::default();
+    // Each side in its own order, through its open-book index (a lateral scan per
+    // market, stopped at the limit). The limit is written out rather than bound: with
+    // a bound one, PostgreSQL cannot tell how few rows a plan made once would read,
+    // and plans the statement anew every time.
+    let sql = format!(
+        "SELECT o.* FROM ({}) AS k CROSS JOIN LATERAL (SELECT * FROM orders \
+           WHERE market = k.market AND is_open AND side = 'SELL' AND price_ticks <= k.bound \
+           ORDER BY price_ticks, sequence LIMIT {limit}) AS o \
+         UNION ALL \
+         SELECT o.* FROM ({}) AS k CROSS JOIN LATERAL (SELECT * FROM orders \
+           WHERE market = k.market AND is_open AND side = 'BUY' AND price_ticks >= k.bound \
+           ORDER BY price_ticks DESC, sequence LIMIT {limit}) AS o",
+        asks.select(&mut p, "r"),
+        bids.select(&mut p, "r"),
+    );
+    let rows = orders::Entity::find()
+        .from_raw_sql(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            sql,
+            p.into_values(),
+        ))
+        .all(txn)
+        .await?;
+    for row in rows {
+        let taker_side = if row.side == "SELL" {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
+        let book: &mut Vec<orders::Model> =
+            books.entry((row.market.clone(), taker_side)).or_default();
+        book.push(row);
+    }
+    Ok(books)
 }
 
 /// Creates (if needed) and locks users' event-sequence rows, in user order, and
@@ -1139,17 +1360,40 @@ pub(super) async fn volumes_30d(
     market: &str,
     now: DateTime<Utc>,
 ) -> Result<std::collections::HashMap<Uuid, Decimal>, ApiError> {
+    let wanted = std::collections::BTreeMap::from([(market.to_owned(), users.clone())]);
+    let mut stored = volumes_30d_in(txn, &wanted, now).await?;
+    Ok(users
+        .iter()
+        .map(|user| {
+            let volume = stored.remove(&(market.to_owned(), *user));
+            (*user, volume.unwrap_or_default())
+        })
+        .collect())
+}
+
+/// [`volumes_30d`] of several markets' traders (users by market), in one read, by
+/// (market, user); a pair without trades is left out.
+pub(super) async fn volumes_30d_in(
+    txn: &DatabaseTransaction,
+    wanted: &std::collections::BTreeMap<String, std::collections::BTreeSet<Uuid>>,
+    now: DateTime<Utc>,
+) -> Result<std::collections::HashMap<(String, Uuid), Decimal>, ApiError> {
     let since = volume_window_start(now);
+    let users: std::collections::BTreeSet<Uuid> = wanted.values().flatten().copied().collect();
     let rows = user_daily_volumes::Entity::find()
-        .filter(user_daily_volumes::Column::UserId.is_in(users.iter().copied()))
-        .filter(user_daily_volumes::Column::Market.eq(market))
+        .filter(user_daily_volumes::Column::UserId.is_in(users))
+        .filter(user_daily_volumes::Column::Market.is_in(wanted.keys().cloned()))
         .filter(user_daily_volumes::Column::Day.gte(since))
         .all(txn)
         .await?;
-    let mut volumes: std::collections::HashMap<Uuid, Decimal> =
-        users.iter().map(|user| (*user, Decimal::ZERO)).collect();
+    let mut volumes = std::collections::HashMap::new();
     for row in rows {
-        *volumes.entry(row.user_id).or_default() += row.volume.0;
+        if wanted
+            .get(&row.market)
+            .is_some_and(|u| u.contains(&row.user_id))
+        {
+            *volumes.entry((row.market, row.user_id)).or_default() += row.volume.0;
+        }
     }
     Ok(volumes)
 }
@@ -1278,7 +1522,7 @@ async fn plan_against_book(
 ) -> Result<(matching::MatchPlan, Vec<orders::Model>), ApiError> {
     let mut page = BOOK_PAGE;
     // A batch read the best of the book when it started: the first look comes from that.
-    let mut first_look = pending.and_then(|p| p.stored_book(side, limit_ticks));
+    let mut first_look = pending.and_then(|p| p.stored_book(market, side, limit_ticks));
     let planned = loop {
         let (stored, asked) = match first_look.take() {
             Some(known) => known,
@@ -1456,7 +1700,7 @@ async fn apply_plan(
         match locked.pending.as_mut() {
             Some(pending) => {
                 let day = now.format("%Y-%m-%d").to_string();
-                pending.add_volume((buyer, seller), &day, notional);
+                pending.add_volume(&market.symbol, (buyer, seller), &day, notional);
             }
             None => add_volume(txn, (buyer, seller), &market.symbol, now, notional).await?,
         }
@@ -2189,9 +2433,9 @@ mod tests {
     use crate::db::Db;
     use crate::metrics::Metrics;
 
-    /// A book read must be able to use the index of open orders only; with `is_open`
-    /// bound as a parameter, the database could not tell that it applies and would go
-    /// through every order the market ever had.
+    /// A book read must be able to use its side's index of open orders only, in that
+    /// index's order; with `is_open` or `side` bound as a parameter, the database could
+    /// not tell that it applies and would go through every order the market ever had.
     #[tokio::test]
     async fn book_reads_use_the_index_of_open_orders() {
         let db = Db::connect("sqlite::memory:", 1, &Metrics::new())
@@ -2214,9 +2458,17 @@ mod tests {
                 .iter()
                 .map(|row| row.try_get::<String>("", "detail").unwrap_or_default())
                 .collect();
+            let index = match side {
+                Side::Buy => "idx_orders_open_asks",
+                Side::Sell => "idx_orders_open_bids",
+            };
             assert!(
-                plan.iter()
-                    .any(|step| step.contains("idx_orders_open_book")),
+                plan.iter().any(|step| step.contains(index)),
+                "{side:?} taker, limit {limit:?}: {plan:?}"
+            );
+            // Read in the index's own order: nothing left to sort.
+            assert!(
+                !plan.iter().any(|step| step.contains("TEMP B-TREE")),
                 "{side:?} taker, limit {limit:?}: {plan:?}"
             );
         }

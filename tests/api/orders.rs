@@ -24,6 +24,7 @@ both_backends!(
     random_concurrent_trading_keeps_every_invariant,
     orders_arriving_together_commit_together_and_fail_alone,
     markets_sharing_a_trader_never_spend_the_same_funds_twice,
+    orders_of_several_markets_waiting_together_share_one_transaction,
     halted_markets_refuse_orders_until_resumed,
 );
 
@@ -75,6 +76,7 @@ impl Desk {
         (dv(&row["available"]), dv(&row["locked"]))
     }
 
+    /// The ledger agrees with its journal and every audit chain verifies.
     async fn ledger_ok(&self) {
         let check = self
             .app
@@ -85,6 +87,15 @@ impl Desk {
             )
             .await;
         assert_eq!(check["data"]["ledgerCheck"]["ok"], true, "{check}");
+        let audit = self
+            .app
+            .gql(
+                "{ verifyAuditChain { valid } }",
+                json!({}),
+                Some(&self.admin.access),
+            )
+            .await;
+        assert_eq!(audit["data"]["verifyAuditChain"]["valid"], true, "{audit}");
     }
 }
 
@@ -974,44 +985,58 @@ async fn orders_arriving_together_commit_together_and_fail_alone(backend: Backen
 }
 
 /// Buys worth 100 USD each in three markets at once, by a trader who can pay for only
-/// some of them. On PostgreSQL each market's transaction reads the trader's USD
+/// some of them. One server places orders of every market that arrive together in one
+/// transaction; on PostgreSQL a second server on the same database takes half of the
+/// orders, so two transactions spend the trader's USD side by side. Each reads it
 /// without locking it and locks it just before writing, carrying over what the other
-/// markets spent meanwhile, or running again with its locks up front when that would
-/// have left too little (`tradegraph_order_batches_total{outcome="overtaken"}` and
-/// `{outcome="carried_over"}`, both of which the test waits to see). Either
-/// way exactly as many buys are placed as the money covers, the rest are refused, and
-/// each order update is published under the number it is stored with.
+/// spent meanwhile, or running again with its locks up front when that would have left
+/// too little. Either way exactly as many buys are placed as the money covers, the rest
+/// are refused, and each order update is published under the number it is stored with.
+/// Whether two servers' transactions overlap in those rounds is up to chance, so both
+/// ways through the lock are then forced: see [`forced_overlap`].
 async fn markets_sharing_a_trader_never_spend_the_same_funds_twice(backend: Backend) {
     let Some(desk) = Desk::new(backend).await else {
         return;
     };
     let postgres = backend != Backend::Sqlite;
     let desk = Arc::new(desk);
-    let overtaken = r#"tradegraph_order_batches_total{outcome="overtaken"} "#;
-    let carried_over = r#"tradegraph_order_batches_total{outcome="carried_over"} "#;
-    // Three buys per market, worth 100 USD each, and money for `covered` of them: all
+    let replica = match postgres {
+        true => Some(Arc::new(
+            TestApp::spawn_with(backend, &[("DATABASE_URL", desk.app.database_url.as_str())])
+                .await
+                .expect("second server"),
+        )),
+        false => None,
+    };
+    let servers: Vec<&TestApp> = std::iter::once(&desk.app)
+        .chain(replica.as_deref())
+        .collect();
+    // Four buys per market, worth 100 USD each, and money for `covered` of them: all
     // of them every other round.
     let buys = [
         ("BTC-USD", "10000", "0.01"),
         ("ETH-USD", "1000", "0.1"),
         ("SOL-USD", "100", "1"),
     ];
-    let per_market = 3;
-    let mut rounds = 0;
-    let mut seen_both = false;
-    while rounds < 16 && (rounds < 2 || (postgres && !seen_both)) {
-        rounds += 1;
-        let covered = if rounds % 2 == 0 { 3 * per_market } else { 5 };
+    let per_market = 4;
+    for round in 1..=4 {
+        let covered = if round % 2 == 0 { 3 * per_market } else { 5 };
         let funds = (100 * covered).to_string();
         let spender = desk.trader(&[("USD", funds.as_str())]).await;
-        let mut published = desk.app.events.subscribe();
+        let mut published: Vec<_> = servers.iter().map(|s| s.events.published_here()).collect();
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..per_market {
-            for (market, price, quantity) in buys {
-                let (desk, spender) = (desk.clone(), spender.clone());
+        for wave in 0..per_market {
+            for (n, (market, price, quantity)) in buys.into_iter().enumerate() {
+                let (desk, replica, spender) = (desk.clone(), replica.clone(), spender.clone());
                 tasks.spawn(async move {
+                    let server = match (&replica, (wave + n) % 2) {
+                        (Some(replica), 1) => &**replica,
+                        _ => &desk.app,
+                    };
                     let input = json!({"market": market, "side": "BUY", "type": "LIMIT", "price": price, "quantity": quantity});
-                    desk.place(&spender, input).await
+                    server
+                        .gql(PLACE, json!({"i": input}), Some(&spender.access))
+                        .await
                 });
             }
         }
@@ -1028,47 +1053,323 @@ async fn markets_sharing_a_trader_never_spend_the_same_funds_twice(backend: Back
         }
         assert_eq!((placed, refused), (covered, 3 * per_market - covered));
         assert_eq!(desk.balance(&spender, "USD").await, (d("0"), d(&funds)));
-        // Every update went out under the number it was stored with: 1, 2, 3, ….
+        // Every update went out (from the server that placed it) under the number it
+        // was stored with: 1, 2, 3, ….
         let mut sent = Vec::new();
-        while let Ok(event) = published.try_recv() {
-            if let tradegraph::events::Event::OrderUpdate {
-                user_id,
-                sequence,
-                order_id,
-                ..
-            } = &*event
-            {
-                if user_id.to_string() == spender.user_id {
-                    sent.push((*sequence, order_id.to_string()));
+        for events in &mut published {
+            while let Ok(event) = events.try_recv() {
+                if let tradegraph::events::Event::OrderUpdate {
+                    user_id,
+                    sequence,
+                    order_id,
+                    ..
+                } = &*event
+                {
+                    if user_id.to_string() == spender.user_id {
+                        sent.push((*sequence, order_id.to_string()));
+                    }
                 }
             }
         }
         sent.sort();
-        let mut replay = crate::live::connect(&desk.app.address, Some(&spender)).await;
-        let stored = "subscription { orderUpdates(afterSequence: 0) { sequence order { id } } }";
-        crate::live::subscribe(&mut replay, "u", stored, json!({})).await;
-        let mut kept = Vec::new();
-        while kept.len() < covered {
-            let (_, data) = crate::live::next_data(&mut replay).await;
-            let update = &data["orderUpdates"];
-            let id = update["order"]["id"]
-                .as_str()
-                .expect("an order id")
-                .to_owned();
-            kept.push((update["sequence"].as_i64().expect("a number"), id));
-        }
+        let kept = stored_updates(&desk, &spender, covered).await;
         assert_eq!(sent, kept);
         let numbers: Vec<i64> = kept.iter().map(|(n, _)| *n).collect();
         assert_eq!(numbers, (1..=covered as i64).collect::<Vec<_>>());
-        seen_both =
-            metric(&desk.app, overtaken).await > 0 && metric(&desk.app, carried_over).await > 0;
     }
-    if postgres {
-        assert!(
-            seen_both,
-            "in {rounds} rounds no transaction was overtaken, or none carried anything over"
-        );
+    if let Some(replica) = &replica {
+        // Money for both buys: the second to lock carries over what the first spent.
+        let (placed, overtaken, carried_over) = forced_overlap(&desk, replica, 2).await;
+        assert_eq!((placed, overtaken, carried_over), (2, 0, 1));
+        // Money for one: the second to lock finds too little left, runs again with its
+        // locks up front, and is refused.
+        let (placed, overtaken, carried_over) = forced_overlap(&desk, replica, 1).await;
+        assert_eq!((placed, overtaken, carried_over), (1, 1, 0));
     }
+    desk.ledger_ok().await;
+}
+
+/// The first `count` order updates stored for `who`, replayed from the start:
+/// (sequence, order id).
+async fn stored_updates(desk: &Desk, who: &Auth, count: usize) -> Vec<(i64, String)> {
+    let mut replay = crate::live::connect(&desk.app.address, Some(who)).await;
+    let stored = "subscription { orderUpdates(afterSequence: 0) { sequence order { id } } }";
+    crate::live::subscribe(&mut replay, "u", stored, json!({})).await;
+    let mut kept = Vec::new();
+    while kept.len() < count {
+        let (_, data) = crate::live::next_data(&mut replay).await;
+        let update = &data["orderUpdates"];
+        let id = update["order"]["id"]
+            .as_str()
+            .expect("an order id")
+            .to_owned();
+        kept.push((update["sequence"].as_i64().expect("a number"), id));
+    }
+    kept
+}
+
+/// Two transactions, one per server, that read a trader's USD before either locks
+/// it (PostgreSQL). The trader has money for `covered` of two 100 USD buys, one in
+/// BTC-USD on the first server and one in ETH-USD on the second (different markets, so
+/// neither waits for the other's market). An outside transaction holds the trader's
+/// USD row until both placements wait for it, then lets go: the two lock it one after
+/// the other, and the second finds what the first spent. Returns how many buys were
+/// placed (the rest must be refused for want of funds) and by how much the servers'
+/// `overtaken` and `carried_over` batch counts moved. The trader's other rows exist
+/// before, as they would for any trader who has placed an order, so that creating
+/// them does not order the two transactions first.
+async fn forced_overlap(desk: &Desk, replica: &TestApp, covered: usize) -> (usize, u64, u64) {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let buys = [
+        (&desk.app, "BTC-USD", "10000", "0.01"),
+        (replica, "ETH-USD", "1000", "0.1"),
+    ];
+    let funds = (100 * covered).to_string();
+    let trader = desk.trader(&[("USD", funds.as_str())]).await;
+    for (_, market, price, quantity) in buys {
+        let input = json!({"market": market, "side": "BUY", "type": "LIMIT", "price": price, "quantity": quantity});
+        let body = desk.place(&trader, input).await;
+        let id = body["data"]["placeOrder"]["id"].clone();
+        assert!(id.is_string(), "{body}");
+        let cancel = "mutation($id: ID!) { cancelOrder(id: $id) { status } }";
+        let body = desk
+            .app
+            .gql(cancel, json!({"id": id}), Some(&trader.access))
+            .await;
+        assert_eq!(body["data"]["cancelOrder"]["status"], "CANCELLED", "{body}");
+    }
+    let counts = || async {
+        let mut counts = (0, 0);
+        for server in [&desk.app, replica] {
+            counts.0 += metric(
+                server,
+                r#"tradegraph_order_batches_total{outcome="overtaken"} "#,
+            )
+            .await;
+            counts.1 += metric(
+                server,
+                r#"tradegraph_order_batches_total{outcome="carried_over"} "#,
+            )
+            .await;
+        }
+        counts
+    };
+    let before = counts().await;
+
+    let outside = sea_orm::Database::connect(desk.app.database_url.clone())
+        .await
+        .expect("a connection of the test's own");
+    let held = outside.begin().await.expect("an outside transaction");
+    held.execute_unprepared(&format!(
+        "SELECT id FROM ledger_accounts WHERE owner_id = '{}' AND asset = 'USD' \
+         AND kind = 'AVAILABLE' FOR UPDATE",
+        trader.user_id
+    ))
+    .await
+    .expect("the trader's USD held");
+    let [first, second] = buys.map(|(server, market, price, quantity)| {
+        let input = json!({"market": market, "side": "BUY", "type": "LIMIT", "price": price, "quantity": quantity});
+        server.gql(PLACE, json!({"i": input}), Some(trader.access.as_str()))
+    });
+    // Lets go once both placements are in: each has read the row and waits to lock it.
+    let release = async {
+        let waiting = "SELECT count(*) AS n FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let row = outside
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DatabaseBackend::Postgres,
+                    waiting,
+                ))
+                .await
+                .expect("waiting sessions")
+                .expect("a count");
+            let n: i64 = row.try_get("", "n").expect("a number");
+            if n >= 2 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "both placements wait for the trader's row ({n} waiting)"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        held.rollback().await.expect("the trader's USD let go");
+    };
+    let (first, second, ()) = tokio::join!(first, second, release);
+    let mut placed = 0;
+    for body in [first, second] {
+        match body["data"]["placeOrder"]["status"].as_str() {
+            Some("OPEN") => placed += 1,
+            _ => assert_eq!(code(&body), "INSUFFICIENT_FUNDS", "{body}"),
+        }
+    }
+    assert_eq!(desk.balance(&trader, "USD").await, (d("0"), d(&funds)));
+    let after = counts().await;
+    (placed, after.0 - before.0, after.1 - before.1)
+}
+
+/// Orders of several markets that wait together are placed in one transaction, each
+/// as if placed alone: its market's trades at its market's prices, its market's last
+/// price, volume and audit chain, and the price alerts its market's move crossed (and
+/// no other market's). The placement task is held up by an outside
+/// transaction holding BTC-USD's row while orders of three markets queue behind it;
+/// once it lets go they go through as one batch spanning the three markets
+/// (`tradegraph_order_batch_markets`).
+async fn orders_of_several_markets_waiting_together_share_one_transaction(backend: Backend) {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let desk = Arc::new(desk);
+    // (market, base, price, quantity, trades): each buy takes one resting sell whole;
+    // BTC-USD gets two, the one that holds up the placement task and one more.
+    let markets = [
+        ("BTC-USD", "BTC", "20000", "0.01", 2),
+        ("ETH-USD", "ETH", "2000", "0.1", 1),
+        ("SOL-USD", "SOL", "200", "1", 1),
+    ];
+    let maker = desk
+        .trader(&[("BTC", "1"), ("ETH", "1"), ("SOL", "10")])
+        .await;
+    // A first trade in each market at half the price, so that the batch's trades are
+    // a move up from there; and an alert in each market above a price it has not
+    // reached. Only ETH-USD's move (1000 to 2000) crosses its alert's 1500; SOL-USD's
+    // alert is at 1500 too, but SOL-USD moves from 100 to 200.
+    let watcher = desk.trader(&[("USD", "1000")]).await;
+    for (market, _, price, quantity, _) in markets {
+        let half = (d(price) / d("2")).to_string();
+        let sell = json!({"market": market, "side": "SELL", "type": "LIMIT", "price": half, "quantity": quantity});
+        let body = desk.place(&maker, sell).await;
+        assert_eq!(body["data"]["placeOrder"]["status"], "OPEN", "{body}");
+        let buy = json!({"market": market, "side": "BUY", "type": "LIMIT", "price": half, "quantity": quantity});
+        let body = desk.place(&watcher, buy).await;
+        assert_eq!(body["data"]["placeOrder"]["status"], "FILLED", "{body}");
+        let above = if market == "BTC-USD" { "25000" } else { "1500" };
+        let alert = json!({"market": market, "condition": "ABOVE", "price": above});
+        let body = desk
+            .app
+            .gql(
+                "mutation($i: CreatePriceAlertInput!) { createPriceAlert(input: $i) { id } }",
+                json!({"i": alert}),
+                Some(&watcher.access),
+            )
+            .await;
+        assert!(body["data"]["createPriceAlert"]["id"].is_string(), "{body}");
+    }
+    for (market, _, price, quantity, trades) in markets {
+        for _ in 0..trades {
+            let sell = json!({"market": market, "side": "SELL", "type": "LIMIT", "price": price, "quantity": quantity});
+            let body = desk.place(&maker, sell).await;
+            assert_eq!(body["data"]["placeOrder"]["status"], "OPEN", "{body}");
+        }
+    }
+    let taker = desk.trader(&[("USD", "10000")]).await;
+    let batches = r#"tradegraph_order_batches_total{outcome="committed"} "#;
+    let spans = "tradegraph_order_batch_markets_sum ";
+    let (batches_before, spans_before) = (
+        metric(&desk.app, batches).await,
+        metric(&desk.app, spans).await,
+    );
+
+    let outside = sea_orm::Database::connect(desk.app.database_url.clone())
+        .await
+        .expect("a connection of the test's own");
+    let held = outside.begin().await.expect("an outside transaction");
+    held.execute_unprepared("UPDATE markets SET updated_at = updated_at WHERE symbol = 'BTC-USD'")
+        .await
+        .expect("BTC-USD held");
+    let buy = |market: &str, price: &str, quantity: &str| {
+        let (desk, taker) = (desk.clone(), taker.clone());
+        let input = json!({"market": market, "side": "BUY", "type": "LIMIT", "price": price, "quantity": quantity});
+        tokio::spawn(async move { desk.place(&taker, input).await })
+    };
+    // The first buy takes the placement task and waits for BTC-USD; the others queue.
+    let first = buy("BTC-USD", "20000", "0.01");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut queued = Vec::new();
+    for (market, _, price, quantity, _) in markets {
+        queued.push(buy(market, price, quantity));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    held.rollback().await.expect("BTC-USD let go");
+
+    // What the taker paid in fees, by asset received.
+    let mut fees: HashMap<String, Decimal> = HashMap::new();
+    for placed in std::iter::once(first).chain(queued) {
+        let body = placed.await.expect("order task");
+        let order = &body["data"]["placeOrder"];
+        assert_eq!(order["status"], "FILLED", "{body}");
+        for fill in order["fills"].as_array().expect("fills") {
+            let asset = fill["feeAsset"].as_str().expect("a fee asset").to_owned();
+            *fees.entry(asset).or_default() += dv(&fill["fee"]);
+        }
+    }
+    assert_eq!(
+        metric(&desk.app, batches).await - batches_before,
+        1,
+        "the queued orders are placed in one transaction"
+    );
+    assert_eq!(
+        metric(&desk.app, spans).await - spans_before,
+        3,
+        "that transaction spans the three markets"
+    );
+    // Each market traded at its own price, every sell of its book taken.
+    for (market, base, price, quantity, trades) in markets {
+        let body = desk
+            .app
+            .gql(
+                "query($s: String!) { market(symbol: $s) { lastPrice volume24h orderBook(depth: 5) { asks { price } } recentTrades { price } } }",
+                json!({"s": market}),
+                None,
+            )
+            .await;
+        let row = &body["data"]["market"];
+        let bought = d(quantity) * Decimal::from(trades);
+        assert_eq!(dv(&row["lastPrice"]), d(price), "{body}");
+        assert_eq!(dv(&row["volume24h"]), bought + d(quantity), "{body}");
+        assert_eq!(row["orderBook"]["asks"], json!([]), "{body}");
+        let prices: Vec<Decimal> = row["recentTrades"]
+            .as_array()
+            .expect("trades")
+            .iter()
+            .map(|trade| dv(&trade["price"]))
+            .collect();
+        let half = d(price) / d("2");
+        let mut expected = vec![d(price); trades];
+        expected.push(half);
+        assert_eq!(prices, expected, "{body}");
+        let fee = fees.get(base).copied().unwrap_or_default();
+        assert!(fee > Decimal::ZERO, "a taker fee in {base}");
+        assert_eq!(desk.balance(&taker, base).await, (bought - fee, d("0")));
+    }
+    let spent: Decimal = markets
+        .iter()
+        .map(|(_, _, price, quantity, trades)| d(price) * d(quantity) * Decimal::from(*trades))
+        .sum();
+    assert_eq!(
+        desk.balance(&taker, "USD").await,
+        (d("10000") - spent, d("0"))
+    );
+    let alerts = desk
+        .app
+        .gql(
+            "{ priceAlerts { market lastTriggeredAt } }",
+            json!({}),
+            Some(&watcher.access),
+        )
+        .await;
+    let mut fired: Vec<&str> = alerts["data"]["priceAlerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| !a["lastTriggeredAt"].is_null())
+        .filter_map(|a| a["market"].as_str())
+        .collect();
+    fired.sort_unstable();
+    assert_eq!(fired, ["ETH-USD"], "{alerts}");
     desk.ledger_ok().await;
 }
 

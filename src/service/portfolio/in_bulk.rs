@@ -26,7 +26,7 @@ use entity::{fills, portfolio_lots, portfolio_positions, price_candles, Amount};
 
 /// Adds the hourly candles of `fills` (the trades of `market`, in order, two fills
 /// each) to `bulk`.
-pub(in crate::service) fn candles_of(fills: &[fills::Model], bulk: &mut Bulk, market: &str) {
+pub(in crate::service) fn candles_of(fills: &[fills::Model], bulk: &mut Bulk) {
     if fills.is_empty() {
         return;
     }
@@ -34,7 +34,7 @@ pub(in crate::service) fn candles_of(fills: &[fills::Model], bulk: &mut Bulk, ma
     for trade in fills.chunk_by(|a, b| a.trade_id == b.trade_id) {
         candles.add(&trade[0]);
     }
-    candles.write(bulk, market);
+    candles.write(bulk);
 }
 
 /// Folds `steps` (in the order they happened for each user and asset) into P&L
@@ -390,16 +390,16 @@ async fn read_first_lot_pages(
         .collect())
 }
 
-/// The hourly candles the trades touch.
+/// The hourly candles the trades touch, by market and hour.
 #[derive(Default)]
-struct Candles(BTreeMap<DateTime<Utc>, price_candles::Model>);
+struct Candles(BTreeMap<(String, DateTime<Utc>), price_candles::Model>);
 
 impl Candles {
     fn add(&mut self, fill: &fills::Model) {
         let (price, quantity) = (fill.price.0, fill.quantity.0);
         let bucket = hour_of(fill.created_at);
         self.0
-            .entry(bucket)
+            .entry((fill.market.clone(), bucket))
             .and_modify(|c| {
                 c.high = Amount(c.high.0.max(price));
                 c.low = Amount(c.low.0.min(price));
@@ -418,8 +418,9 @@ impl Candles {
     }
 
     /// Merges into stored candles: an existing candle keeps its open.
-    fn write(self, bulk: &mut Bulk, market: &str) {
+    fn write(self, bulk: &mut Bulk) {
         let mut candles = Columns::new(&[
+            ("market", ""),
             ("bucket", "timestamptz"),
             ("open", "numeric"),
             ("high", "numeric"),
@@ -429,6 +430,7 @@ impl Candles {
         ]);
         for c in self.0.values() {
             candles.push([
+                c.market.cell(),
                 c.bucket.cell(),
                 c.open.cell(),
                 c.high.cell(),
@@ -440,10 +442,9 @@ impl Candles {
         bulk.add(|p| {
             format!(
                 "INSERT INTO price_candles AS c (market, bucket, open, high, low, close, volume) \
-                 SELECT {}, r.* FROM ({}) AS r ON CONFLICT (market, bucket) DO UPDATE SET \
+                 SELECT r.* FROM ({}) AS r ON CONFLICT (market, bucket) DO UPDATE SET \
                  high = GREATEST(c.high, EXCLUDED.high), low = LEAST(c.low, EXCLUDED.low), \
                  close = EXCLUDED.close, volume = c.volume + EXCLUDED.volume",
-                p.bind(market, "text"),
                 candles.select(p, "r")
             )
         });
