@@ -79,6 +79,7 @@ pub async fn run(state: AppState, interval: Duration) {
     tracing::info!("demo bot trading");
     let mut rng = StdRng::from_entropy();
     let mut mids: HashMap<String, Decimal> = HashMap::new();
+    let mut quotes = Quotes::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -86,18 +87,22 @@ pub async fn run(state: AppState, interval: Duration) {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        if let Err(error) = round(&state, &maker, &taker, &mut mids, &mut rng).await {
+        let book = (&mut mids, &mut quotes);
+        if let Err(error) = round(&state, &maker, &taker, book, &mut rng).await {
             // A database hiccup must not end the demo: try again next round.
             tracing::warn!(error = ?error, "demo bot round failed");
         }
     }
 }
 
+/// The maker's resting quotes per market, as this bot placed them: (order id, side).
+type Quotes = HashMap<String, Vec<(Uuid, Side)>>;
+
 async fn round(
     state: &AppState,
     maker: &Viewer,
     taker: &Viewer,
-    mids: &mut HashMap<String, Decimal>,
+    (mids, quotes): (&mut HashMap<String, Decimal>, &mut Quotes),
     rng: &mut StdRng,
 ) -> Result<(), ApiError> {
     let listed = markets::list_markets(state.db.conn()).await?;
@@ -120,12 +125,17 @@ async fn round(
         };
         let mid = demo_quotes::next_mid(start, grid, rng);
         mids.insert(market.symbol.clone(), mid);
-        orders::cancel_all(state, maker, Some(market.symbol.clone())).await?;
-        for quote in demo_quotes::ladder(mid, grid, LEVELS, rng) {
-            let side = if quote.buy { Side::Buy } else { Side::Sell };
-            let order = limit(&market.symbol, side, quote.price, quote.quantity);
-            quietly(orders::place(state, maker, order).await)?;
-        }
+        let ladder = demo_quotes::ladder(mid, grid, LEVELS, rng);
+        let old = match quotes.remove(&market.symbol) {
+            Some(old) => old,
+            // What an earlier run of the bot left, unknown to this one.
+            None => {
+                orders::cancel_all(state, maker, Some(market.symbol.clone())).await?;
+                Vec::new()
+            }
+        };
+        let placed = requote(state, maker, &market.symbol, (start, mid), ladder, old).await?;
+        quotes.insert(market.symbol.clone(), placed);
         if rng.gen_bool(0.6) {
             let side = if rng.gen_bool(0.5) {
                 Side::Buy
@@ -141,6 +151,44 @@ async fn round(
         }
     }
     Ok(())
+}
+
+/// Replaces the maker's `old` quotes in `market` by `ladder`, one side at a time, so
+/// that the book is never left without bids or without asks (a taker arriving
+/// mid-requote still finds a price), and the new quotes never meet the old ones.
+///
+/// The side the mid moves towards goes first: when it rises, the new asks (above the
+/// new mid, so above every old bid) are placed and then the old asks cancelled; only
+/// then the new bids, which may sit above an old ask after a jump, and then the old
+/// bids. A fall mirrors it. Returns the quotes now resting.
+async fn requote(
+    state: &AppState,
+    maker: &Viewer,
+    market: &str,
+    (from, to): (Decimal, Decimal),
+    ladder: Vec<demo_quotes::Quote>,
+    old: Vec<(Uuid, Side)>,
+) -> Result<Vec<(Uuid, Side)>, ApiError> {
+    let first = if to >= from { Side::Sell } else { Side::Buy };
+    let mut placed = Vec::with_capacity(ladder.len());
+    for side in [first, first.opposite()] {
+        for quote in ladder.iter().filter(|q| q.buy == (side == Side::Buy)) {
+            let order = limit(market, side, quote.price, quote.quantity);
+            if let Some(done) = quietly(orders::place(state, maker, order).await)? {
+                if done.order.is_open {
+                    placed.push((done.order.id, side));
+                }
+            }
+        }
+        for (id, _) in old.iter().filter(|(_, s)| *s == side) {
+            match orders::cancel(state, maker, *id).await {
+                // Filled or cancelled meanwhile: nothing left to take away.
+                Ok(_) | Err(ApiError::NotFound(_) | ApiError::Conflict(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(placed)
 }
 
 fn limit(market: &str, side: Side, price: Decimal, quantity: Decimal) -> orders::NewOrder {
@@ -162,13 +210,13 @@ fn limit(market: &str, side: Side, price: Decimal, quantity: Decimal) -> orders:
 
 /// An order the exchange refuses (funds short after a run of fills, a market halted
 /// meanwhile) is part of trading, not a failure of the round.
-fn quietly(result: Result<orders::Placed, ApiError>) -> Result<(), ApiError> {
+fn quietly(result: Result<orders::Placed, ApiError>) -> Result<Option<orders::Placed>, ApiError> {
     match result {
-        Ok(_) => Ok(()),
+        Ok(placed) => Ok(Some(placed)),
         Err(ApiError::Internal(error)) => Err(ApiError::Internal(error)),
         Err(refused) => {
             tracing::debug!(error = %refused, "demo order refused");
-            Ok(())
+            Ok(None)
         }
     }
 }

@@ -25,7 +25,12 @@ fn list(body: &Value, path: &[&str]) -> Vec<Value> {
 async fn the_demo_bot_keeps_the_markets_moving(backend: Backend) {
     let Some((app, admin)) = TestApp::spawn_with_admin_and(
         backend,
-        &[("DEMO_BOT", "true"), ("DEMO_BOT_INTERVAL_MS", "100")],
+        &[
+            ("DEMO_BOT", "true"),
+            ("DEMO_BOT_INTERVAL_MS", "100"),
+            // The book is read back to back below.
+            ("RATE_LIMIT_PER_MINUTE", "0"),
+        ],
     )
     .await
     else {
@@ -49,15 +54,31 @@ async fn the_demo_bot_keeps_the_markets_moving(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    // The bot's book is a real, uncrossed book.
-    let best = |side: &str| -> rust_decimal::Decimal {
-        list(&body, &["orderBook", side])
+    // The bot's book is a real, uncrossed book, and it stays one while the bot
+    // requotes every 100 ms: at no moment is a side empty, so a market order always
+    // finds a price.
+    let best = |body: &Value, side: &str| -> rust_decimal::Decimal {
+        list(body, &["orderBook", side])
             .first()
             .and_then(|l| l["price"].as_str())
             .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{body}"))
+            .unwrap_or_else(|| panic!("no {side} in {body}"))
     };
-    assert!(best("bids") < best("asks"), "crossed book: {body}");
+    assert!(
+        best(&body, "bids") < best(&body, "asks"),
+        "crossed book: {body}"
+    );
+    let watch = Instant::now() + Duration::from_secs(3);
+    let mut looks = 0;
+    while Instant::now() < watch {
+        let body = app.gql(MARKET, json!({}), None).await;
+        assert!(
+            best(&body, "bids") < best(&body, "asks"),
+            "crossed book: {body}"
+        );
+        looks += 1;
+    }
+    assert!(looks > 30, "the book was read only {looks} times");
     // Everything it did went through the ledger and balances.
     let check = app
         .gql(
