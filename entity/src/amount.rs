@@ -79,8 +79,14 @@ impl ValueType for Amount {
 
 impl TryGetable for Amount {
     fn try_get_by<I: ColIdx>(res: &QueryResult, index: I) -> Result<Self, TryGetError> {
-        // SQLite hands back the stored text; PostgreSQL a NUMERIC. Try the text form
-        // first: it is the only one that can be lossy if decoded any other way.
+        // PostgreSQL hands back a NUMERIC, decoded exactly. Asking it for text first
+        // would fail on every value, and build (and drop) an error message each time:
+        // a book read decodes thousands of amounts.
+        if res.try_as_pg_row().is_some() {
+            return Decimal::try_get_by(res, index).map(Amount);
+        }
+        // SQLite hands back the stored text. Try the text form first: it is the only one
+        // that can be lossy if decoded any other way.
         if let Ok(text) = String::try_get_by(res, index) {
             return Decimal::from_str(&text).map(Amount).map_err(|error| {
                 TryGetError::DbErr(sea_orm::DbErr::Type(format!(

@@ -255,6 +255,133 @@ impl Pending {
         Some((rows, asked))
     }
 
+    /// What a batch reads of its traders before its first order, in one statement:
+    /// their `accounts`, the event sequences of `users`, and each trader's fee-tier
+    /// volume in each market of `volumes` ([`Pending::load_accounts`],
+    /// [`Pending::load_sequences`] and [`Pending::read_volumes`] at once, locking as
+    /// they would, accounts before sequences). Accounts and sequences used for the
+    /// first time are then created by those, one statement more, once in a trader's
+    /// life.
+    pub(super) async fn load_traders(
+        &mut self,
+        txn: &DatabaseTransaction,
+        accounts: &BTreeSet<AccountRef>,
+        users: &BTreeSet<Uuid>,
+        volumes: &BTreeMap<String, BTreeSet<Uuid>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        let mut keys = Columns::new(&[("owner_id", "uuid"), ("asset", ""), ("kind", "")]);
+        for account in accounts.iter().filter(|a| !self.accounts.contains_key(a)) {
+            keys.push([
+                account.owner.cell(),
+                account.asset.cell(),
+                account.kind.as_str().cell(),
+            ]);
+        }
+        let mut wanted = Columns::new(&[("user_id", "uuid")]);
+        for user in users.iter().filter(|u| !self.sequences.contains_key(u)) {
+            wanted.push([user.cell()]);
+        }
+        let mut pairs = Columns::new(&[("market", ""), ("user_id", "uuid")]);
+        for (market, traders) in volumes {
+            let known = self.markets.get(market);
+            for user in traders {
+                if !known.is_some_and(|k| k.volumes.contains_key(user)) {
+                    pairs.push([market.cell(), user.cell()]);
+                }
+            }
+        }
+        let lock = if self.locking == Locking::UpFront {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let since = orders::volume_window_start(now);
+        let mut p = Params::default();
+        // `UNION ALL` runs each part to its end before the next: accounts are locked
+        // before sequences, as everywhere.
+        let sql = format!(
+            "WITH a AS (SELECT id, owner_id, asset, kind, balance FROM ledger_accounts \
+               WHERE (owner_id, asset, kind) IN ({}) ORDER BY owner_id, asset, kind{lock}), \
+             s AS (SELECT user_id, last_sequence FROM user_sequences \
+               WHERE user_id IN ({}) ORDER BY user_id{lock}), \
+             v AS (SELECT market, user_id, sum(volume) AS volume FROM user_daily_volumes \
+               WHERE (market, user_id) IN ({}) AND day >= {} GROUP BY market, user_id) \
+             SELECT 'a' AS t, id, owner_id AS owner, asset, kind, balance AS amount, \
+               NULL::bigint AS last FROM a \
+             UNION ALL SELECT 's', NULL::uuid, user_id, NULL, NULL, NULL::numeric, \
+               last_sequence FROM s \
+             UNION ALL SELECT 'v', NULL::uuid, user_id, market, NULL, volume, NULL::bigint \
+               FROM v",
+            keys.select(&mut p, "k"),
+            wanted.select(&mut p, "u"),
+            pairs.select(&mut p, "m"),
+            p.bind(since.clone(), "text"),
+        );
+        let rows = txn
+            .query_all_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                sql,
+                p.into_values(),
+            ))
+            .await?;
+        let mut stored: HashMap<(String, Uuid), Decimal> = HashMap::new();
+        for row in rows {
+            let (table, owner): (String, Uuid) = (row.try_get("", "t")?, row.try_get("", "owner")?);
+            match table.as_str() {
+                "a" => {
+                    let kind: String = row.try_get("", "kind")?;
+                    let Some(kind) = AccountKind::parse(&kind) else {
+                        continue;
+                    };
+                    let balance: Decimal = row.try_get("", "amount")?;
+                    let account = AccountRef {
+                        owner,
+                        asset: row.try_get("", "asset")?,
+                        kind,
+                    };
+                    let state = Account {
+                        id: row.try_get("", "id")?,
+                        balance,
+                        read: balance,
+                        changed: false,
+                    };
+                    self.accounts.insert(account, state);
+                }
+                "s" => {
+                    let last: i64 = row.try_get("", "last")?;
+                    let sequence = Sequence { stored: last, last };
+                    self.sequences.insert(owner, sequence);
+                }
+                _ => {
+                    // A volume: the market in `asset`'s place.
+                    let market: String = row.try_get("", "asset")?;
+                    stored.insert((market, owner), row.try_get("", "amount")?);
+                }
+            }
+        }
+        for (market, traders) in volumes {
+            let state = self.market(market);
+            for user in traders {
+                if state.volumes.contains_key(user) {
+                    continue;
+                }
+                let added: Decimal = state
+                    .volume_added
+                    .range((*user, since.clone())..=(*user, String::from("~")))
+                    .map(|(_, amount)| *amount)
+                    .sum();
+                let volume = stored.get(&(market.clone(), *user)).copied();
+                state
+                    .volumes
+                    .insert(*user, volume.unwrap_or_default() + added);
+            }
+        }
+        // First use: created (and locked) one by one.
+        self.load_accounts(txn, accounts).await?;
+        self.load_sequences(txn, users).await
+    }
+
     /// Reads the accounts not yet held (creating those used for the first time), and
     /// under [`Locking::UpFront`] locks them, in the global account order.
     pub(super) async fn load_accounts(

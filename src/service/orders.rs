@@ -1204,11 +1204,11 @@ pub(super) async fn prelock_batch(
         market.locked_users.clone_from(&users);
         traders.insert(symbol.clone(), users);
     }
-    pending.load_accounts(txn, &accounts).await?;
+    // Their accounts, event sequences and fee-tier volumes in every market, in one read.
     let users = traders.values().flatten().copied().collect();
-    pending.load_sequences(txn, &users).await?;
-    // Fee tiers: every trader's volume in every market, in one read.
-    pending.read_volumes(txn, &traders, Utc::now()).await?;
+    pending
+        .load_traders(txn, &accounts, &users, &traders, Utc::now())
+        .await?;
     locked.market(&holder)?.pending = Some(pending);
     Ok(locked)
 }

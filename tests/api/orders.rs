@@ -614,6 +614,7 @@ async fn pnl_counts_every_fill_once(desk: &Desk, traders: &[Auth], seed: u64) {
 both_backends!(
     amendments_keep_or_lose_priority,
     stops_trigger_on_the_last_price,
+    stops_trigger_inside_a_batch,
     good_till_date_orders_expire,
     market_data_shows_book_trades_and_stats,
 );
@@ -756,6 +757,75 @@ async fn stops_trigger_on_the_last_price(backend: Backend) {
     assert_eq!(body["data"]["order"]["status"], "FILLED", "{body}");
     assert_eq!(desk.balance(&holder, "BTC").await, (d("0.9"), d("0")));
     desk.ledger_ok().await;
+}
+
+/// A trade placed together with other orders (one transaction for the batch) triggers
+/// a waiting stop as one placed alone would: the batch learns the market's stop
+/// bounds before its first order, not at its first trade.
+async fn stops_trigger_inside_a_batch(backend: Backend) {
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let desk = Arc::new(desk);
+    let holder = desk.trader(&[("BTC", "1")]).await;
+    let bidder = desk.trader(&[("USD", "100000")]).await;
+    let seller = desk.trader(&[("BTC", "1")]).await;
+    let stop = json!({"market": "BTC-USD", "side": "SELL", "type": "STOP_LIMIT", "price": "44000", "triggerPrice": "45000", "quantity": "0.1"});
+    let id = order_ids(&desk, &holder, stop).await;
+    desk.place(&bidder, limit("BUY", "44500", "0.5")).await;
+    let committed = r#"tradegraph_order_batches_total{outcome="committed"} "#;
+    let before = metric(&desk.app, committed).await;
+
+    let (_outside, held) = hold_market(&desk, "BTC-USD").await;
+    let place = |who: &Auth, input: Value| {
+        let (desk, who) = (desk.clone(), who.clone());
+        tokio::spawn(async move { desk.place(&who, input).await })
+    };
+    // A bid far from the book takes the placement task and waits for the market; the
+    // two sells queue behind it and go as one batch. The first of them trades at
+    // 44500, which reaches the stop at 45000.
+    let first = place(&bidder, limit("BUY", "40000", "0.01"));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let trading = place(&seller, limit("SELL", "44500", "0.01"));
+    let resting = place(&seller, limit("SELL", "50000", "0.01"));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    held.rollback().await.expect("BTC-USD let go");
+    for (placed, expected) in [(first, "OPEN"), (trading, "FILLED"), (resting, "OPEN")] {
+        let body = placed.await.expect("order task");
+        assert_eq!(body["data"]["placeOrder"]["status"], expected, "{body}");
+    }
+    assert_eq!(
+        metric(&desk.app, committed).await - before,
+        1,
+        "the two sells went as one batch"
+    );
+    let status = "query($id: ID!) { order(id: $id) { status filledQuantity } }";
+    let body = desk
+        .app
+        .gql(status, json!({"id": id}), Some(&holder.access))
+        .await;
+    assert_eq!(body["data"]["order"]["status"], "FILLED", "{body}");
+    assert_eq!(desk.balance(&holder, "BTC").await, (d("0.9"), d("0")));
+    desk.ledger_ok().await;
+}
+
+/// An outside transaction holding `market`'s row, so that placements in it wait (and
+/// queue) until it is rolled back. The connection must outlive the transaction.
+async fn hold_market(
+    desk: &Desk,
+    market: &str,
+) -> (sea_orm::DatabaseConnection, sea_orm::DatabaseTransaction) {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let outside = sea_orm::Database::connect(desk.app.database_url.clone())
+        .await
+        .expect("a connection of the test's own");
+    let held = outside.begin().await.expect("an outside transaction");
+    held.execute_unprepared(&format!(
+        "UPDATE markets SET updated_at = updated_at WHERE symbol = '{market}'"
+    ))
+    .await
+    .expect("the market held");
+    (outside, held)
 }
 
 async fn good_till_date_orders_expire(backend: Backend) {
@@ -1218,7 +1288,6 @@ async fn forced_overlap(desk: &Desk, replica: &TestApp, covered: usize) -> (usiz
 /// once it lets go they go through as one batch spanning the three markets
 /// (`tradegraph_order_batch_markets`).
 async fn orders_of_several_markets_waiting_together_share_one_transaction(backend: Backend) {
-    use sea_orm::{ConnectionTrait, TransactionTrait};
     let Some(desk) = Desk::new(backend).await else {
         return;
     };
@@ -1273,13 +1342,7 @@ async fn orders_of_several_markets_waiting_together_share_one_transaction(backen
         metric(&desk.app, spans).await,
     );
 
-    let outside = sea_orm::Database::connect(desk.app.database_url.clone())
-        .await
-        .expect("a connection of the test's own");
-    let held = outside.begin().await.expect("an outside transaction");
-    held.execute_unprepared("UPDATE markets SET updated_at = updated_at WHERE symbol = 'BTC-USD'")
-        .await
-        .expect("BTC-USD held");
+    let (_outside, held) = hold_market(&desk, "BTC-USD").await;
     let buy = |market: &str, price: &str, quantity: &str| {
         let (desk, taker) = (desk.clone(), taker.clone());
         let input = json!({"market": market, "side": "BUY", "type": "LIMIT", "price": price, "quantity": quantity});
