@@ -973,7 +973,9 @@ async fn metric(app: &TestApp, series: &str) -> u64 {
 
 /// Orders that reach one market at the same time are placed in shared transactions
 /// (group commit); one that fails inside such a batch gets its own error while the
-/// others are placed as if alone, and nothing of the failed one is written.
+/// others are placed as if alone, and nothing of the failed one is written. Each round's
+/// orders queue behind an outside transaction holding the market, so that they do
+/// reach it at the same time however busy the machine.
 async fn orders_arriving_together_commit_together_and_fail_alone(backend: Backend) {
     let Some(desk) = Desk::new(backend).await else {
         return;
@@ -994,6 +996,7 @@ async fn orders_arriving_together_commit_together_and_fail_alone(backend: Backen
         && (metric(&desk.app, committed).await == 0 || metric(&desk.app, split).await == 0)
     {
         rounds += 1;
+        let (_outside, held) = hold_market(&desk, "BTC-USD").await;
         let mut tasks = tokio::task::JoinSet::new();
         let everyone = buyers
             .iter()
@@ -1014,6 +1017,8 @@ async fn orders_arriving_together_commit_together_and_fail_alone(backend: Backen
                 (who, body)
             });
         }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        held.rollback().await.expect("BTC-USD let go");
         while let Some(joined) = tasks.join_next().await {
             let (who, body) = joined.expect("order task");
             if broke.iter().any(|b| b.user_id == who.user_id) {
