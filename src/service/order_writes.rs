@@ -360,23 +360,7 @@ impl Pending {
                 }
             }
         }
-        for (market, traders) in volumes {
-            let state = self.market(market);
-            for user in traders {
-                if state.volumes.contains_key(user) {
-                    continue;
-                }
-                let added: Decimal = state
-                    .volume_added
-                    .range((*user, since.clone())..=(*user, String::from("~")))
-                    .map(|(_, amount)| *amount)
-                    .sum();
-                let volume = stored.get(&(market.clone(), *user)).copied();
-                state
-                    .volumes
-                    .insert(*user, volume.unwrap_or_default() + added);
-            }
-        }
+        self.keep_volumes(volumes, &stored, &since);
         // First use: created (and locked) one by one.
         self.load_accounts(txn, accounts).await?;
         self.load_sequences(txn, users).await
@@ -787,23 +771,37 @@ impl Pending {
         if missing.is_empty() {
             return Ok(());
         }
-        let since = orders::volume_window_start(now);
         let stored = orders::volumes_30d_in(txn, &missing, now).await?;
-        for (market, users) in missing {
-            let state = self.market(&market);
+        self.keep_volumes(&missing, &stored, &orders::volume_window_start(now));
+        Ok(())
+    }
+
+    /// Keeps the fee-tier volume of each trader of `wanted` not known yet: as `stored`
+    /// (by market and trader, over the window from `since`) plus what this
+    /// transaction's trades added.
+    fn keep_volumes(
+        &mut self,
+        wanted: &BTreeMap<String, BTreeSet<Uuid>>,
+        stored: &HashMap<(String, Uuid), Decimal>,
+        since: &str,
+    ) {
+        for (market, users) in wanted {
+            let state = self.market(market);
             for user in users {
+                if state.volumes.contains_key(user) {
+                    continue;
+                }
                 let added: Decimal = state
                     .volume_added
-                    .range((user, since.clone())..=(user, String::from("~")))
+                    .range((*user, since.to_owned())..=(*user, String::from("~")))
                     .map(|(_, amount)| *amount)
                     .sum();
-                let stored = stored.get(&(market.clone(), user)).copied();
+                let volume = stored.get(&(market.clone(), *user)).copied();
                 state
                     .volumes
-                    .insert(user, stored.unwrap_or_default() + added);
+                    .insert(*user, volume.unwrap_or_default() + added);
             }
         }
-        Ok(())
     }
 
     /// Adds a trade's quote value to its buyer's and seller's volume in `market` (twice
