@@ -16,7 +16,8 @@ use rust_decimal::Decimal;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend,
-    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
 };
 use uuid::Uuid;
 
@@ -1160,9 +1161,22 @@ pub(super) async fn prelock_batch(
         if market.ensure_trading().is_err() {
             continue;
         }
+        let orders = in_market(symbol);
         for side in [Side::Buy, Side::Sell] {
-            if let Some(bound) = reach(&in_market(symbol), side) {
-                reaches.push((symbol.clone(), side, bound));
+            if let Some(bound) = reach(&orders, side) {
+                // What the batch could take from that side (none known when an order
+                // has no base quantity: a buy by quote amount).
+                let wanted: Option<Decimal> = orders
+                    .iter()
+                    .filter(|(_, input, _)| input.side == side)
+                    .map(|(_, input, _)| input.quantity)
+                    .sum();
+                reaches.push(BookReach {
+                    market: symbol.clone(),
+                    side,
+                    bound,
+                    wanted,
+                });
             }
         }
     }
@@ -1173,17 +1187,13 @@ pub(super) async fn prelock_batch(
         let orders = in_market(symbol);
         let mut users: std::collections::BTreeSet<Uuid> =
             orders.iter().map(|(user, _, _)| *user).collect();
-        for (_, side, bound) in reaches.iter().filter(|(s, _, _)| s == symbol) {
-            let makers = books.remove(&(symbol.clone(), *side)).unwrap_or_default();
-            pending.keep_book(symbol, *side, *bound, &makers, BATCH_PRELOCK_OWNERS);
+        for book in reaches.iter().filter(|r| &r.market == symbol) {
+            let page = books.remove(&(symbol.clone(), book.side));
+            let (makers, asked) = page.unwrap_or((Vec::new(), BATCH_PRELOCK_OWNERS));
+            pending.keep_book(symbol, book.side, book.bound, &makers, asked);
             // The owners of the best resting orders, up to what the batch could take
-            // from them (all of the page when an order has no base quantity: a buy by
-            // quote amount).
-            let wanted: Option<Decimal> = orders
-                .iter()
-                .filter(|(_, input, _)| input.side == *side)
-                .map(|(_, input, _)| input.quantity)
-                .sum();
+            // from them (all of the page when that is not known).
+            let wanted = book.wanted;
             let mut covered = Decimal::ZERO;
             for maker in makers {
                 if wanted.is_some_and(|wanted| covered >= wanted) {
@@ -1233,63 +1243,106 @@ fn reach(orders: &[&(Uuid, NewOrder, Prepared)], side: Side) -> Option<Option<i6
     })
 }
 
-/// [`load_makers`] for several (market, taker side, limit) at once, in one statement
-/// whatever their number (PostgreSQL): up to `limit` resting orders each, best first,
-/// by (market, taker side).
+/// One side of one market's book, as far as a batch's takers on `side` could reach.
+struct BookReach {
+    market: String,
+    side: Side,
+    /// The farthest limit; `None` for no limit (a market order).
+    bound: Option<i64>,
+    /// The base quantity the takers ask for together, when every one of them names it.
+    wanted: Option<Decimal>,
+}
+
+/// [`load_makers`] for several book sides at once, in one statement whatever their
+/// number (PostgreSQL): for each (market, taker side), the best resting orders within
+/// reach, up to `limit`, and of those only as many as it takes to cover what the
+/// takers want; with how many rows the page counts as (see [`Pending::keep_book`]).
+/// The takers' own quantities bound what they can trade, so the rest of a deep book
+/// is neither sent nor decoded; when the cut was made the page ends at its last row,
+/// like a full one, and a taker passing over more makers than expected (self-trade
+/// prevention) reads on from there.
 async fn load_books(
     txn: &DatabaseTransaction,
-    reaches: &[(String, Side, Option<i64>)],
+    reaches: &[BookReach],
     limit: u64,
-) -> Result<std::collections::HashMap<(String, Side), Vec<orders::Model>>, ApiError> {
+) -> Result<std::collections::HashMap<(String, Side), (Vec<orders::Model>, u64)>, ApiError> {
     let mut books = std::collections::HashMap::new();
     if reaches.is_empty() {
         return Ok(books);
     }
-    let (mut asks, mut bids) = (
-        Columns::new(&[("market", ""), ("bound", "bigint")]),
-        Columns::new(&[("market", ""), ("bound", "bigint")]),
-    );
-    for (market, side, bound) in reaches {
+    const COLUMNS: [(&str, &str); 3] =
+        [("market", ""), ("bound", "bigint"), ("wanted", "numeric?")];
+    let (mut asks, mut bids) = (Columns::new(&COLUMNS), Columns::new(&COLUMNS));
+    for reach in reaches {
         // No bound is the far end of the book.
-        let (wanted, far) = match side {
+        let (rows, far) = match reach.side {
             Side::Buy => (&mut asks, i64::MAX),
             Side::Sell => (&mut bids, i64::MIN),
         };
-        wanted.push([market.cell(), bound.unwrap_or(far).cell()]);
+        rows.push([
+            reach.market.cell(),
+            reach.bound.unwrap_or(far).cell(),
+            reach.wanted.cell(),
+        ]);
     }
     let mut p = Params::default();
     // Each side in its own order, through its open-book index (a lateral scan per
-    // market, stopped at the limit). The limit is written out rather than bound: with
-    // a bound one, PostgreSQL cannot tell how few rows a plan made once would read,
-    // and plans the statement anew every time.
+    // market, stopped at the limit), then cut where the quantity resting before a row
+    // reaches what is wanted. `fetched` tells a cut page from a short book. The limit
+    // is written out rather than bound: with a bound one, PostgreSQL cannot tell how
+    // few rows a plan made once would read, and plans the statement anew every time.
+    let side = |maker_side: &str, reaches: String, within: &str, order: &str| {
+        format!(
+            "SELECT w.* FROM ({reaches}) AS k CROSS JOIN LATERAL (\
+               SELECT b.*, count(*) OVER () AS fetched, \
+                 coalesce(sum(coalesce(b.quantity, 0) - b.filled_quantity) OVER (\
+                   ORDER BY b.price_ticks {order}, b.sequence \
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before \
+               FROM (SELECT * FROM orders WHERE market = k.market AND is_open \
+                 AND side = '{maker_side}' AND price_ticks {within} k.bound \
+                 ORDER BY price_ticks {order}, sequence LIMIT {limit}) AS b) AS w \
+             WHERE k.wanted IS NULL OR w.before < k.wanted"
+        )
+    };
     let sql = format!(
-        "SELECT o.* FROM ({}) AS k CROSS JOIN LATERAL (SELECT * FROM orders \
-           WHERE market = k.market AND is_open AND side = 'SELL' AND price_ticks <= k.bound \
-           ORDER BY price_ticks, sequence LIMIT {limit}) AS o \
-         UNION ALL \
-         SELECT o.* FROM ({}) AS k CROSS JOIN LATERAL (SELECT * FROM orders \
-           WHERE market = k.market AND is_open AND side = 'BUY' AND price_ticks >= k.bound \
-           ORDER BY price_ticks DESC, sequence LIMIT {limit}) AS o",
-        asks.select(&mut p, "r"),
-        bids.select(&mut p, "r"),
+        "{} UNION ALL {}",
+        side("SELL", asks.select(&mut p, "r"), "<=", "ASC"),
+        side("BUY", bids.select(&mut p, "r"), ">=", "DESC"),
     );
-    let rows = orders::Entity::find()
-        .from_raw_sql(Statement::from_sql_and_values(
+    let rows = txn
+        .query_all_raw(Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
             sql,
             p.into_values(),
         ))
-        .all(txn)
         .await?;
     for row in rows {
-        let taker_side = if row.side == "SELL" {
+        let order = orders::Model::from_query_result(&row, "")?;
+        let fetched: i64 = row.try_get("", "fetched")?;
+        let taker_side = if order.side == "SELL" {
             Side::Buy
         } else {
             Side::Sell
         };
-        let book: &mut Vec<orders::Model> =
-            books.entry((row.market.clone(), taker_side)).or_default();
-        book.push(row);
+        let (book, _) = books
+            .entry((order.market.clone(), taker_side))
+            .or_insert_with(|| (Vec::new(), u64::try_from(fetched).unwrap_or(limit)));
+        book.push(order);
+    }
+    // A page cut short of what was fetched ends at its last row; one that was not
+    // counts as asked for in full, so fewer rows than that mean the book ran out.
+    // Pages are kept in priority order whatever order the rows came in: where a cut
+    // page ends depends on it.
+    for ((_, taker_side), (book, fetched)) in books.iter_mut() {
+        match taker_side {
+            Side::Buy => book.sort_by_key(|o| (o.price_ticks, o.sequence)),
+            Side::Sell => book.sort_by_key(|o| (std::cmp::Reverse(o.price_ticks), o.sequence)),
+        }
+        *fetched = if (book.len() as u64) < *fetched {
+            book.len() as u64
+        } else {
+            limit
+        };
     }
     Ok(books)
 }
@@ -1552,7 +1605,11 @@ async fn plan_against_book(
             TakerOutcome::Filled | TakerOutcome::Rejected { .. }
         ) && touched >= makers.len();
         if full_page && wants_more && page < 1 << 16 {
-            page *= 4;
+            // A batch's page, cut to what its takers wanted, is followed by an
+            // ordinary page; a page that was itself too short, by a longer one.
+            if asked >= page {
+                page *= 4;
+            }
             continue;
         }
         break (plan, makers);

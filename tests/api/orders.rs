@@ -615,6 +615,7 @@ both_backends!(
     amendments_keep_or_lose_priority,
     stops_trigger_on_the_last_price,
     stops_trigger_inside_a_batch,
+    a_batch_trades_past_the_book_it_read_first,
     good_till_date_orders_expire,
     market_data_shows_book_trades_and_stats,
 );
@@ -806,6 +807,86 @@ async fn stops_trigger_inside_a_batch(backend: Backend) {
         .await;
     assert_eq!(body["data"]["order"]["status"], "FILLED", "{body}");
     assert_eq!(desk.balance(&holder, "BTC").await, (d("0.9"), d("0")));
+    desk.ledger_ok().await;
+}
+
+/// A batch reads the book before its first order only as deep as its takers' quantities
+/// reach. A taker that passes over more resting orders than that (its own, expired by
+/// self-trade prevention) reads on, and the next taker of the batch trades with what
+/// lies beyond, in price-time priority.
+async fn a_batch_trades_past_the_book_it_read_first(backend: Backend) {
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let desk = Arc::new(desk);
+    let trader = desk.trader(&[("BTC", "1"), ("USD", "100000")]).await;
+    let buyer = desk.trader(&[("USD", "100000")]).await;
+    let bidder = desk.trader(&[("USD", "100000")]).await;
+    // Resting asks in priority order, each with its owner and the status it must end in.
+    let mut asks = Vec::new();
+    for _ in 0..3 {
+        let id = order_ids(&desk, &trader, limit("SELL", "50000", "0.01")).await;
+        asks.push((trader.clone(), id, "EXPIRED"));
+    }
+    for (price, quantity, end) in [
+        ("50000", "0.01", "FILLED"),
+        ("50000", "0.01", "FILLED"),
+        ("50000", "0.02", "FILLED"),
+        ("50100", "0.01", "OPEN"),
+    ] {
+        let maker = desk.trader(&[("BTC", "1")]).await;
+        let id = order_ids(&desk, &maker, limit("SELL", price, quantity)).await;
+        asks.push((maker, id, end));
+    }
+    let committed = r#"tradegraph_order_batches_total{outcome="committed"} "#;
+    let before = metric(&desk.app, committed).await;
+
+    let (_outside, held) = hold_market(&desk, "BTC-USD").await;
+    let place = |who: &Auth, input: Value| {
+        let (desk, who) = (desk.clone(), who.clone());
+        tokio::spawn(async move { desk.place(&who, input).await })
+    };
+    // A bid far from the book takes the placement task and waits for the market; the
+    // two buys queue behind it and go as one batch, wanting 0.04 BTC together: the
+    // first read covers the trader's own three asks and one more.
+    let first = place(&bidder, limit("BUY", "40000", "0.01"));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut passing = limit("BUY", "50100", "0.02");
+    passing["selfTradePrevention"] = json!("EXPIRE_MAKER");
+    let passing = place(&trader, passing);
+    // Queued in this order: the buyer must find the trader's asks already expired.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let next = place(&buyer, limit("BUY", "50100", "0.02"));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    held.rollback().await.expect("BTC-USD let go");
+    let mut bodies = Vec::new();
+    for (placed, expected) in [(first, "OPEN"), (passing, "FILLED"), (next, "FILLED")] {
+        let body = placed.await.expect("order task");
+        let order = &body["data"]["placeOrder"];
+        assert_eq!(order["status"], expected, "{body}");
+        let fills = order["fills"].as_array().cloned().unwrap_or_default();
+        assert!(fills.iter().all(|f| f["price"] == "50000"), "{body}");
+        bodies.push(body);
+    }
+    assert_eq!(
+        metric(&desk.app, committed).await - before,
+        1,
+        "the two buys went as one batch"
+    );
+    let status = "query($id: ID!) { order(id: $id) { status } }";
+    for (owner, id, expected) in &asks {
+        let body = desk
+            .app
+            .gql(status, json!({"id": id}), Some(&owner.access))
+            .await;
+        assert_eq!(body["data"]["order"]["status"], *expected, "{id}: {body}");
+    }
+    // Buyers pay their fee in the base asset they receive.
+    let fee = |at: usize| dv(&bodies[at]["data"]["placeOrder"]["fee"]);
+    let expected = (d("1.02") - fee(1), d("0"));
+    assert_eq!(desk.balance(&trader, "BTC").await, expected);
+    let expected = (d("0.02") - fee(2), d("0"));
+    assert_eq!(desk.balance(&buyer, "BTC").await, expected);
     desk.ledger_ok().await;
 }
 
