@@ -335,14 +335,7 @@ async fn chain_all_at_once(
         wanted.select(&mut p, "r"),
     );
     let mut heads = std::collections::HashMap::new();
-    for row in txn
-        .query_all_raw(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            sql,
-            p.into_values(),
-        ))
-        .await?
-    {
+    for row in txn.query_all_raw(p.into_statement(sql)).await? {
         let chain: String = row.try_get("", "chain")?;
         let head: (i64, String) = (row.try_get("", "last_seq")?, row.try_get("", "last_hash")?);
         heads.insert(chain, head);

@@ -34,6 +34,11 @@ impl Params {
     pub fn into_values(self) -> Vec<Value> {
         self.0
     }
+
+    /// The PostgreSQL statement `sql`, its placeholders bound to these values.
+    pub fn into_statement(self, sql: impl Into<String>) -> Statement {
+        Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, self.0)
+    }
 }
 
 /// One value of a row, as text; `None` is SQL `NULL`.
@@ -180,12 +185,7 @@ impl Bulk {
                 format!("WITH {} SELECT 1", with.join(", "))
             }
         };
-        txn.execute_raw(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            sql,
-            self.params.into_values(),
-        ))
-        .await?;
+        txn.execute_raw(self.params.into_statement(sql)).await?;
         Ok(())
     }
 }

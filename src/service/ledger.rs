@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait,
-    QueryFilter, QuerySelect, Statement,
+    QueryFilter, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -311,11 +311,7 @@ pub async fn read_accounts<C: ConnectionTrait>(
         if lock { " FOR UPDATE" } else { "" }
     );
     let found = ledger_accounts::Entity::find()
-        .from_raw_sql(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            sql,
-            p.into_values(),
-        ))
+        .from_raw_sql(p.into_statement(sql))
         .all(conn)
         .await?;
     let existing: std::collections::BTreeSet<(Uuid, String, String)> = found

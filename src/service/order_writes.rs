@@ -318,13 +318,7 @@ impl Pending {
             pairs.select(&mut p, "m"),
             p.bind(since.clone(), "text"),
         );
-        let rows = txn
-            .query_all_raw(Statement::from_sql_and_values(
-                DatabaseBackend::Postgres,
-                sql,
-                p.into_values(),
-            ))
-            .await?;
+        let rows = txn.query_all_raw(p.into_statement(sql)).await?;
         let mut stored: HashMap<(String, Uuid), Decimal> = HashMap::new();
         for row in rows {
             let (table, owner): (String, Uuid) = (row.try_get("", "t")?, row.try_get("", "owner")?);
@@ -535,13 +529,7 @@ impl Pending {
             accounts.select(&mut p, "r"),
             users.select(&mut p, "r"),
         );
-        let rows = txn
-            .query_all_raw(Statement::from_sql_and_values(
-                DatabaseBackend::Postgres,
-                sql,
-                p.into_values(),
-            ))
-            .await?;
+        let rows = txn.query_all_raw(p.into_statement(sql)).await?;
         let (mut balances, mut lasts) = (HashMap::new(), HashMap::new());
         for row in rows {
             let (table, key, value): (String, Uuid, Decimal) = (

@@ -1309,13 +1309,7 @@ async fn load_books(
         side("SELL", asks.select(&mut p, "r"), "<=", "ASC"),
         side("BUY", bids.select(&mut p, "r"), ">=", "DESC"),
     );
-    let rows = txn
-        .query_all_raw(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            sql,
-            p.into_values(),
-        ))
-        .await?;
+    let rows = txn.query_all_raw(p.into_statement(sql)).await?;
     for row in rows {
         let order = orders::Model::from_query_result(&row, "")?;
         let fetched: i64 = row.try_get("", "fetched")?;
