@@ -725,15 +725,34 @@ async fn amendments_keep_or_lose_priority(backend: Backend) {
     desk.ledger_ok().await;
 }
 
-async fn stops_trigger_on_the_last_price(backend: Backend) {
-    let Some(desk) = Desk::new(backend).await else {
-        return;
-    };
+/// A holder of 1 BTC with a stop sell of 0.1 BTC waiting (trigger 45000, limit 44000),
+/// a bidder with USD and a seller with BTC; and the stop's id.
+async fn waiting_stop(desk: &Desk) -> (Auth, Auth, Auth, String) {
     let holder = desk.trader(&[("BTC", "1")]).await;
     let bidder = desk.trader(&[("USD", "100000")]).await;
     let seller = desk.trader(&[("BTC", "1")]).await;
     let stop = json!({"market": "BTC-USD", "side": "SELL", "type": "STOP_LIMIT", "price": "44000", "triggerPrice": "45000", "quantity": "0.1"});
-    let id = order_ids(&desk, &holder, stop).await;
+    let id = order_ids(desk, &holder, stop).await;
+    (holder, bidder, seller, id)
+}
+
+/// The stop of [`waiting_stop`] triggered and sold all it held, and the ledger agrees.
+async fn stop_filled(desk: &Desk, holder: &Auth, id: &str) {
+    let status = "query($id: ID!) { order(id: $id) { status } }";
+    let body = desk
+        .app
+        .gql(status, json!({"id": id}), Some(&holder.access))
+        .await;
+    assert_eq!(body["data"]["order"]["status"], "FILLED", "{body}");
+    assert_eq!(desk.balance(holder, "BTC").await, (d("0.9"), d("0")));
+    desk.ledger_ok().await;
+}
+
+async fn stops_trigger_on_the_last_price(backend: Backend) {
+    let Some(desk) = Desk::new(backend).await else {
+        return;
+    };
+    let (holder, bidder, seller, id) = waiting_stop(&desk).await;
     assert_eq!(
         desk.balance(&holder, "BTC").await,
         (d("0.9"), d("0.1")),
@@ -751,13 +770,7 @@ async fn stops_trigger_on_the_last_price(backend: Backend) {
     assert_eq!(body["data"]["order"]["status"], "UNTRIGGERED", "{body}");
     // A trade at 44500 does: the stop becomes a limit sell at 44000 and takes the bid.
     desk.place(&seller, limit("SELL", "44500", "0.01")).await;
-    let body = desk
-        .app
-        .gql(status, json!({"id": id}), Some(&holder.access))
-        .await;
-    assert_eq!(body["data"]["order"]["status"], "FILLED", "{body}");
-    assert_eq!(desk.balance(&holder, "BTC").await, (d("0.9"), d("0")));
-    desk.ledger_ok().await;
+    stop_filled(&desk, &holder, &id).await;
 }
 
 /// A trade placed together with other orders (one transaction for the batch) triggers
@@ -768,11 +781,7 @@ async fn stops_trigger_inside_a_batch(backend: Backend) {
         return;
     };
     let desk = Arc::new(desk);
-    let holder = desk.trader(&[("BTC", "1")]).await;
-    let bidder = desk.trader(&[("USD", "100000")]).await;
-    let seller = desk.trader(&[("BTC", "1")]).await;
-    let stop = json!({"market": "BTC-USD", "side": "SELL", "type": "STOP_LIMIT", "price": "44000", "triggerPrice": "45000", "quantity": "0.1"});
-    let id = order_ids(&desk, &holder, stop).await;
+    let (holder, bidder, seller, id) = waiting_stop(&desk).await;
     desk.place(&bidder, limit("BUY", "44500", "0.5")).await;
     // The first of the two sells trades at 44500, which reaches the stop at 45000.
     let queued = [
@@ -783,14 +792,7 @@ async fn stops_trigger_inside_a_batch(backend: Backend) {
     for (body, expected) in placed.iter().zip(["FILLED", "OPEN"]) {
         assert_eq!(body["data"]["placeOrder"]["status"], expected, "{body}");
     }
-    let status = "query($id: ID!) { order(id: $id) { status filledQuantity } }";
-    let body = desk
-        .app
-        .gql(status, json!({"id": id}), Some(&holder.access))
-        .await;
-    assert_eq!(body["data"]["order"]["status"], "FILLED", "{body}");
-    assert_eq!(desk.balance(&holder, "BTC").await, (d("0.9"), d("0")));
-    desk.ledger_ok().await;
+    stop_filled(&desk, &holder, &id).await;
 }
 
 /// A batch reads the book before its first order only as deep as its takers' quantities
